@@ -1,0 +1,299 @@
+//! 2-D convolution on NHWC activations, as im2col followed by one matrix product.
+
+use rayon::prelude::*;
+
+use super::{Context, Layer, Param, ParamKind};
+use crate::matmul::{Mat, matmul};
+use crate::{Init, Rng, Tensor};
+
+/// 2-D convolution with square kernels, stride and zero padding.
+///
+/// `x` is `[n, h, w, c]`, `y` is `[n, oh, ow, oc]` with `oh = (h + 2p - k)/s + 1`;
+/// the weight is `[oc, k, k, c]` and the optional bias `[oc]`.
+pub struct Conv2d {
+    geom: Geometry,
+    weight: Param,
+    bias: Option<Param>,
+    out_shape: Vec<usize>,
+    /// im2col workspace `[n·oh·ow, k·k·c]`, reused between batches (and by backward).
+    col: Vec<f32>,
+}
+
+/// Sizes of one convolution.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    h: usize,
+    w: usize,
+    c: usize,
+    oc: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    /// Columns of the im2col matrix: one kernel window.
+    fn window(&self) -> usize {
+        self.k * self.k * self.c
+    }
+
+    /// Output positions per image.
+    fn positions(&self) -> usize {
+        self.oh * self.ow
+    }
+}
+
+impl Conv2d {
+    /// A convolution for `[h, w, c]` inputs; errors if the kernel does not fit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        input: &[usize],
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+        init: Init,
+        rng: &mut Rng,
+    ) -> Result<Self, crate::Error> {
+        let [h, w, c] = *input else {
+            return Err(crate::Error::Spec(format!(
+                "conv2d needs a [height, width, channels] input, got {input:?}"
+            )));
+        };
+        if filters == 0 || kernel == 0 || stride == 0 {
+            return Err(crate::Error::Spec(
+                "conv2d filters, kernel and stride must be at least 1".into(),
+            ));
+        }
+        if h + 2 * padding < kernel || w + 2 * padding < kernel {
+            return Err(crate::Error::Spec(format!(
+                "conv2d kernel {kernel} does not fit a {h}×{w} input with padding {padding}"
+            )));
+        }
+        let oh = (h + 2 * padding - kernel) / stride + 1;
+        let ow = (w + 2 * padding - kernel) / stride + 1;
+        let geom = Geometry {
+            h,
+            w,
+            c,
+            oc: filters,
+            k: kernel,
+            stride,
+            pad: padding,
+            oh,
+            ow,
+        };
+        let fan_in = kernel * kernel * c;
+        let fan_out = kernel * kernel * filters;
+        let weight = init.weight(&[filters, kernel, kernel, c], fan_in, fan_out, rng);
+        let bias = bias.then(|| init.bias(filters, fan_in, rng));
+        Ok(Self {
+            geom,
+            weight: Param::new(weight, ParamKind::Weight),
+            bias: bias.map(|b| Param::new(b, ParamKind::Bias)),
+            out_shape: vec![oh, ow, filters],
+            col: Vec::new(),
+        })
+    }
+}
+
+/// Fills `col` (`[oh·ow, k·k·c]` for one image) from one image `x` (`[h, w, c]`).
+fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    let kc = g.k * g.c;
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let row = &mut col[(oy * g.ow + ox) * g.window()..][..g.window()];
+            for ky in 0..g.k {
+                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                let dst = &mut row[ky * kc..][..kc];
+                if iy < 0 || iy >= g.h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let x0 = (ox * g.stride) as isize - g.pad as isize;
+                if x0 >= 0 && x0 as usize + g.k <= g.w {
+                    // The whole kernel row is inside the image: one contiguous copy.
+                    let start = (iy as usize * g.w + x0 as usize) * g.c;
+                    dst.copy_from_slice(&x[start..start + kc]);
+                } else {
+                    for kx in 0..g.k {
+                        let ix = x0 + kx as isize;
+                        let d = &mut dst[kx * g.c..][..g.c];
+                        if ix < 0 || ix >= g.w as isize {
+                            d.fill(0.0);
+                        } else {
+                            let s = (iy as usize * g.w + ix as usize) * g.c;
+                            d.copy_from_slice(&x[s..s + g.c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the columns `col` back into image gradient `dx` (`[h, w, c]`): im2col's adjoint.
+fn col2im(g: &Geometry, col: &[f32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let row = &col[(oy * g.ow + ox) * g.window()..][..g.window()];
+            for ky in 0..g.k {
+                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.k {
+                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let d = &mut dx[(iy as usize * g.w + ix as usize) * g.c..][..g.c];
+                    let s = &row[(ky * g.k + kx) * g.c..][..g.c];
+                    for (a, &b) in d.iter_mut().zip(s) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Layer for Conv2d {
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    // col = im2col(x);  y[n·oh·ow, oc] = col · Wᵀ + b
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, _: &mut Context<'_>) {
+        let g = self.geom;
+        let n = x.batch();
+        let (rows, window) = (n * g.positions(), g.window());
+        self.col.resize(rows * window, 0.0);
+        let in_size = g.h * g.w * g.c;
+        self.col
+            .par_chunks_mut(g.positions() * window)
+            .zip(x.data().par_chunks(in_size))
+            .for_each(|(col, img)| im2col(&g, img, col));
+        y.resize_batch(n, &self.out_shape);
+        if let Some(b) = &self.bias {
+            for row in y.data_mut().chunks_exact_mut(g.oc) {
+                row.copy_from_slice(b.value.data());
+            }
+        }
+        matmul(
+            y.data_mut(),
+            Mat::new(&self.col, rows, window),
+            Mat::new(self.weight.value.data(), g.oc, window).t(),
+            self.bias.is_some(),
+        );
+    }
+
+    // dW[oc, kkc] = dyᵀ · col;  db = Σ_rows dy;  dcol = dy · W;  dx = col2im(dcol)
+    fn backward(&mut self, _x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+        let g = self.geom;
+        let n = dy.batch();
+        let (rows, window) = (n * g.positions(), g.window());
+        let dyv = Mat::new(dy.data(), rows, g.oc);
+        matmul(
+            self.weight.grad.data_mut(),
+            dyv.t(),
+            Mat::new(&self.col, rows, window),
+            false,
+        );
+        if let Some(b) = &mut self.bias {
+            let db = b.grad.data_mut();
+            db.fill(0.0);
+            for row in dy.data().chunks_exact(g.oc) {
+                for (a, &v) in db.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+        }
+        let Some(dx) = dx else { return };
+        // The columns are no longer needed: reuse the workspace for their gradient.
+        matmul(
+            &mut self.col,
+            dyv,
+            Mat::new(self.weight.value.data(), g.oc, window),
+            false,
+        );
+        dx.resize_batch(n, &[g.h, g.w, g.c]);
+        let in_size = g.h * g.w * g.c;
+        dx.data_mut()
+            .par_chunks_mut(in_size)
+            .zip(self.col.par_chunks(g.positions() * window))
+            .for_each(|(img, col)| col2im(&g, col, img));
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = vec![&mut self.weight];
+        v.extend(self.bias.as_mut());
+        v
+    }
+
+    fn tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut v = vec![("weight".to_string(), &self.weight.value)];
+        v.extend(self.bias.as_ref().map(|b| ("bias".to_string(), &b.value)));
+        v
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut v = vec![("weight".to_string(), &mut self.weight.value)];
+        v.extend(
+            self.bias
+                .as_mut()
+                .map(|b| ("bias".to_string(), &mut b.value)),
+        );
+        v
+    }
+}
+
+/// The plain definition of convolution, the test oracle of [`Conv2d`]:
+/// `y[n,oy,ox,o] = b[o] + Σ_{ky,kx,c} x[n, oy·s+ky-p, ox·s+kx-p, c] · w[o,ky,kx,c]`.
+pub fn conv2d_reference(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Tensor {
+    let [n, h, wd, c] = *x.shape() else {
+        panic!("x must be NHWC")
+    };
+    let [oc, k, _, _] = *w.shape() else {
+        panic!("w must be [oc,k,k,c]")
+    };
+    let oh = (h + 2 * pad - k) / stride + 1;
+    let ow = (wd + 2 * pad - k) / stride + 1;
+    let mut y = Tensor::zeros(&[n, oh, ow, oc]);
+    let (xd, wdat) = (x.data(), w.data());
+    for i in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..oc {
+                    let mut acc = b.map_or(0.0, |b| b.data()[o] as f64);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy * stride + ky) as isize - pad as isize;
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                continue;
+                            }
+                            for ci in 0..c {
+                                let xv = xd[((i * h + iy as usize) * wd + ix as usize) * c + ci];
+                                let wv = wdat[((o * k + ky) * k + kx) * c + ci];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    y.data_mut()[((i * oh + oy) * ow + ox) * oc + o] = acc as f32;
+                }
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,117 @@
+//! Fully connected (dense) layer.
+
+use super::{Context, Layer, Param, ParamKind, batch_and_rest};
+use crate::matmul::{Mat, matmul};
+use crate::{Init, Rng, Tensor};
+
+/// Dense layer `y = x · Wᵀ + b`: `x` is `[n, in]`, `W` is `[out, in]`, `b` is `[out]`,
+/// `y` is `[n, out]`.
+pub struct Linear {
+    inputs: usize,
+    weight: Param,
+    bias: Option<Param>,
+    out_shape: Vec<usize>,
+}
+
+impl Linear {
+    /// A dense layer for `[inputs]`-shaped examples.
+    pub fn new(
+        input: &[usize],
+        units: usize,
+        bias: bool,
+        init: Init,
+        rng: &mut Rng,
+    ) -> Result<Self, crate::Error> {
+        let [inputs] = *input else {
+            return Err(crate::Error::Spec(format!(
+                "linear needs a flat [features] input (add a flatten layer), got {input:?}"
+            )));
+        };
+        if units == 0 || inputs == 0 {
+            return Err(crate::Error::Spec(
+                "linear needs at least one input and one unit".into(),
+            ));
+        }
+        let weight = init.weight(&[units, inputs], inputs, units, rng);
+        let bias = bias.then(|| Param::new(init.bias(units, inputs, rng), ParamKind::Bias));
+        Ok(Self {
+            inputs,
+            weight: Param::new(weight, ParamKind::Weight),
+            bias,
+            out_shape: vec![units],
+        })
+    }
+}
+
+impl Layer for Linear {
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    // y = x · Wᵀ + b
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, _: &mut Context<'_>) {
+        let (n, _) = batch_and_rest(x);
+        let out = self.out_shape[0];
+        y.resize_batch(n, &self.out_shape);
+        if let Some(b) = &self.bias {
+            for row in y.data_mut().chunks_exact_mut(out) {
+                row.copy_from_slice(b.value.data());
+            }
+        }
+        matmul(
+            y.data_mut(),
+            Mat::new(x.data(), n, self.inputs),
+            Mat::new(self.weight.value.data(), out, self.inputs).t(),
+            self.bias.is_some(),
+        );
+    }
+
+    // dW = dyᵀ · x;  db = Σ_n dy;  dx = dy · W
+    fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+        let (n, _) = batch_and_rest(x);
+        let out = self.out_shape[0];
+        let dyv = Mat::new(dy.data(), n, out);
+        matmul(
+            self.weight.grad.data_mut(),
+            dyv.t(),
+            Mat::new(x.data(), n, self.inputs),
+            false,
+        );
+        if let Some(b) = &mut self.bias {
+            let db = b.grad.data_mut();
+            db.fill(0.0);
+            for row in dy.data().chunks_exact(out) {
+                for (a, &v) in db.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+        }
+        if let Some(dx) = dx {
+            dx.resize(x.shape());
+            let w = Mat::new(self.weight.value.data(), out, self.inputs);
+            matmul(dx.data_mut(), dyv, w, false);
+        }
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = vec![&mut self.weight];
+        v.extend(self.bias.as_mut());
+        v
+    }
+
+    fn tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut v = vec![("weight".to_string(), &self.weight.value)];
+        v.extend(self.bias.as_ref().map(|b| ("bias".to_string(), &b.value)));
+        v
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut v = vec![("weight".to_string(), &mut self.weight.value)];
+        v.extend(
+            self.bias
+                .as_mut()
+                .map(|b| ("bias".to_string(), &mut b.value)),
+        );
+        v
+    }
+}

@@ -1,0 +1,107 @@
+//! Layers: each a forward and a backward pass side by side, shapes in the doc comments.
+//!
+//! A layer never stores its input: the [`crate::Network`] keeps every activation and hands
+//! each layer its input `x`, its own output `y` and the gradient `dy` in `backward`.
+//! Backward passes overwrite parameter gradients (each parameter is used once per forward).
+
+mod activation;
+mod conv;
+mod dropout;
+mod linear;
+mod norm;
+mod pool;
+mod residual;
+mod shape;
+
+pub use activation::{Gelu, Relu};
+pub use conv::{Conv2d, conv2d_reference};
+pub use dropout::Dropout;
+pub use linear::Linear;
+pub use norm::BatchNorm;
+pub use pool::{AvgPool2d, GlobalAvgPool, GlobalMaxPool, MaxPool2d};
+pub use residual::Residual;
+pub use shape::Flatten;
+
+use crate::{Rng, Tensor};
+
+/// Whether a pass trains (batch statistics, dropout) or infers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Training: dropout active, batch norm uses and updates batch statistics.
+    Train,
+    /// Inference: deterministic, running statistics.
+    Eval,
+}
+
+/// What a pass needs besides tensors.
+pub struct Context<'a> {
+    /// Train or eval.
+    pub mode: Mode,
+    /// Randomness for dropout.
+    pub rng: &'a mut Rng,
+}
+
+/// How an optimizer should treat a parameter (weight decay skips biases and norms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// Convolution or dense weights.
+    Weight,
+    /// Additive biases.
+    Bias,
+    /// Normalisation scales and shifts.
+    Norm,
+}
+
+/// A trainable tensor and its gradient.
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// The values.
+    pub value: Tensor,
+    /// dLoss/dvalue from the last backward pass.
+    pub grad: Tensor,
+    /// What the parameter is, for weight-decay rules.
+    pub kind: ParamKind,
+}
+
+impl Param {
+    /// A parameter with the given values and a zero gradient.
+    pub fn new(value: Tensor, kind: ParamKind) -> Self {
+        let grad = Tensor::zeros(value.shape());
+        Self { value, grad, kind }
+    }
+}
+
+/// One layer of a network.
+pub trait Layer: Send {
+    /// The output shape for one example (without the batch dimension).
+    fn output_shape(&self) -> &[usize];
+
+    /// Computes `y` from `x` (`x` is `[batch, input_shape...]`); resizes `y` as needed.
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>);
+
+    /// Given `dy = dLoss/dy`, writes parameter gradients and, when `dx` is given,
+    /// `dLoss/dx` into it (resized as needed). `x` and `y` are the last forward's.
+    fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>);
+
+    /// The trainable parameters, in a fixed order.
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        Vec::new()
+    }
+
+    /// Every tensor that defines the layer (parameters and buffers such as running
+    /// statistics), by name, for saving.
+    fn tensors(&self) -> Vec<(String, &Tensor)> {
+        Vec::new()
+    }
+
+    /// Mutable access to the same tensors, for loading.
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        Vec::new()
+    }
+}
+
+/// The batch dimension and the product of the others.
+pub(crate) fn batch_and_rest(t: &Tensor) -> (usize, usize) {
+    let n = t.batch();
+    (n, if n == 0 { 0 } else { t.len() / n })
+}

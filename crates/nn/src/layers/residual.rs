@@ -1,0 +1,83 @@
+//! Residual connection around a sub-network.
+
+use super::{Context, Layer, Param};
+use crate::{Network, Tensor};
+
+/// Residual block `y = x + f(x)`, where `f` is a sub-network whose output shape equals
+/// its input shape.
+pub struct Residual {
+    body: Network,
+    /// Workspace for `df/dx` before the skip path's `dy` is added.
+    dbody: Tensor,
+}
+
+impl Residual {
+    /// Wraps `body`; errors unless it preserves shape.
+    pub fn new(body: Network) -> Result<Self, crate::Error> {
+        if body.input_shape() != body.output_shape() {
+            return Err(crate::Error::Spec(format!(
+                "residual body maps {:?} to {:?}; it must keep the shape",
+                body.input_shape(),
+                body.output_shape()
+            )));
+        }
+        Ok(Self {
+            body,
+            dbody: Tensor::default(),
+        })
+    }
+}
+
+impl Layer for Residual {
+    fn output_shape(&self) -> &[usize] {
+        self.body.output_shape()
+    }
+
+    // y = x + f(x)
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
+        let fx = self.body.forward_ctx(x, ctx);
+        y.resize(x.shape());
+        for ((o, &a), &b) in y.data_mut().iter_mut().zip(x.data()).zip(fx.data()) {
+            *o = a + b;
+        }
+    }
+
+    // dx = dy + f'(x)ᵀ dy
+    fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+        match dx {
+            Some(dx) => {
+                self.body.backward(x, dy, Some(&mut self.dbody));
+                dx.resize(x.shape());
+                for ((d, &a), &b) in dx
+                    .data_mut()
+                    .iter_mut()
+                    .zip(dy.data())
+                    .zip(self.dbody.data())
+                {
+                    *d = a + b;
+                }
+            }
+            None => self.body.backward(x, dy, None),
+        }
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.body.params_mut()
+    }
+
+    fn tensors(&self) -> Vec<(String, &Tensor)> {
+        self.body
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (format!("body.{k}"), v))
+            .collect()
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        self.body
+            .tensors_mut()
+            .into_iter()
+            .map(|(k, v)| (format!("body.{k}"), v))
+            .collect()
+    }
+}

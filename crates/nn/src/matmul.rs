@@ -1,0 +1,134 @@
+//! Matrix products through the `gemm` crate, with strides so that transposes cost nothing.
+
+use gemm::Parallelism;
+
+/// A read-only row-major matrix view, optionally transposed.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<'a> Mat<'a> {
+    /// `data` as a `rows × cols` row-major matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert!(data.len() >= rows * cols, "matrix buffer too small");
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose (a view: no data moves).
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+}
+
+/// The parallelism to hand `gemm`: the current rayon pool's threads.
+pub fn parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` when `accumulate`), `dst` row-major `a.rows × b.cols`.
+pub fn matmul(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+    matmul_with(dst, a, b, accumulate, parallelism());
+}
+
+/// [`matmul`] with explicit parallelism (single-threaded calls inside parallel loops).
+pub fn matmul_with(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, par: Parallelism) {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    assert!(dst.len() >= m * n, "destination too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the asserts above bound every index gemm touches: a is rows×cols within
+    // a.data (checked in Mat::new, and transposition swaps strides consistently), b likewise,
+    // and dst holds m×n row-major values.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride,
+            a.row_stride,
+            b.data.as_ptr(),
+            b.col_stride,
+            b.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matches_naive_with_transposes_and_accumulation() {
+        let (m, k, n) = (7, 5, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        let mut c = vec![0.0; m * n];
+        matmul(&mut c, Mat::new(&a, m, k), Mat::new(&b, k, n), false);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5);
+        }
+        // (bᵀ)ᵀ and (aᵀ)ᵀ via stored transposes.
+        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let mut c2 = vec![1.0; m * n];
+        matmul(
+            &mut c2,
+            Mat::new(&at, k, m).t(),
+            Mat::new(&bt, n, k).t(),
+            true,
+        );
+        for (x, y) in c2.iter().zip(&want) {
+            assert!((x - (y + 1.0)).abs() < 1e-5);
+        }
+    }
+}

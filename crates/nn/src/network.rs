@@ -1,0 +1,129 @@
+//! A sequential network: layers in order, with every activation kept for backward.
+
+use crate::layers::{Context, Layer, Mode, Param};
+use crate::{Rng, Tensor};
+
+/// Layers applied in order. Activations and their gradients live here, allocated on the
+/// first batch and reused afterwards.
+pub struct Network {
+    input_shape: Vec<usize>,
+    layers: Vec<Box<dyn Layer>>,
+    /// `acts[i]` is layer `i`'s output.
+    acts: Vec<Tensor>,
+    /// `grads[i]` is dLoss/d`acts[i]` (the last one is supplied by the caller).
+    grads: Vec<Tensor>,
+}
+
+impl Network {
+    /// A network from built layers; use [`crate::ModelSpec::build`] to get one.
+    pub(crate) fn from_layers(input_shape: Vec<usize>, layers: Vec<Box<dyn Layer>>) -> Self {
+        let n = layers.len();
+        Self {
+            input_shape,
+            layers,
+            acts: (0..n).map(|_| Tensor::default()).collect(),
+            grads: (0..n).map(|_| Tensor::default()).collect(),
+        }
+    }
+
+    /// One example's input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// One example's output shape.
+    pub fn output_shape(&self) -> &[usize] {
+        self.layers
+            .last()
+            .map_or(&self.input_shape, |l| l.output_shape())
+    }
+
+    /// Runs the network on a batch `x` (`[n, input_shape...]`) and returns the output.
+    /// `rng` drives dropout in [`Mode::Train`].
+    pub fn forward(&mut self, x: &Tensor, mode: Mode, rng: &mut Rng) -> &Tensor {
+        self.forward_ctx(x, &mut Context { mode, rng })
+    }
+
+    pub(crate) fn forward_ctx(&mut self, x: &Tensor, ctx: &mut Context<'_>) -> &Tensor {
+        assert_eq!(&x.shape()[1..], self.input_shape.as_slice(), "input shape");
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let (done, rest) = self.acts.split_at_mut(i);
+            let input = if i == 0 { x } else { &done[i - 1] };
+            layer.forward(input, &mut rest[0], ctx);
+        }
+        &self.acts[self.acts.len() - 1]
+    }
+
+    /// Back-propagates `dy` (dLoss/doutput) through the last forward pass on `x`:
+    /// fills every parameter gradient and, if given, `dx` = dLoss/dx.
+    pub fn backward(&mut self, x: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+        let mut dx = dx;
+        let last = self.layers.len() - 1;
+        for i in (0..self.layers.len()).rev() {
+            let input = if i == 0 { x } else { &self.acts[i - 1] };
+            let (before, from_i) = self.grads.split_at_mut(i);
+            let dyi = if i == last { dy } else { &from_i[0] };
+            let dxi = if i == 0 {
+                dx.take()
+            } else {
+                Some(&mut before[i - 1])
+            };
+            self.layers[i].backward(input, &self.acts[i], dyi, dxi);
+        }
+    }
+
+    /// The trainable parameters in a fixed order (the optimizer's state follows it).
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.params_mut())
+            .collect()
+    }
+
+    /// The number of trainable values.
+    pub fn num_params(&self) -> usize {
+        // Buffers (running statistics) are also listed by `tensors`; count params only.
+        let mut n = 0;
+        for l in &self.layers {
+            for (name, t) in l.tensors() {
+                if !name.ends_with("running_mean") && !name.ends_with("running_var") {
+                    n += t.len();
+                }
+            }
+        }
+        n
+    }
+
+    /// Every tensor that defines the network, named `"{layer}.{name}"`.
+    pub fn tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            out.extend(
+                l.tensors()
+                    .into_iter()
+                    .map(|(k, v)| (format!("{i}.{k}"), v)),
+            );
+        }
+        out
+    }
+
+    /// Mutable access to the same tensors, for loading.
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            out.extend(
+                l.tensors_mut()
+                    .into_iter()
+                    .map(|(k, v)| (format!("{i}.{k}"), v)),
+            );
+        }
+        out
+    }
+
+    /// Copies every tensor from `other`, which must have the same architecture.
+    pub fn copy_tensors_from(&mut self, other: &Network) {
+        for ((_, dst), (_, src)) in self.tensors_mut().into_iter().zip(other.tensors()) {
+            dst.copy_from(src);
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Architectures as data: layer specs that serialise to JSON and build a [`Network`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::layers::{
+    AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Gelu, GlobalAvgPool, GlobalMaxPool, Layer,
+    Linear, MaxPool2d, Relu, Residual,
+};
+use crate::{Error, Init, Network, Rng};
+
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn bn_momentum() -> f32 {
+    0.1
+}
+fn bn_eps() -> f32 {
+    1e-5
+}
+
+/// One layer of an architecture. In JSON: `{"type": "conv2d", "filters": 32, "kernel": 3}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerSpec {
+    /// [`Conv2d`]: `filters` outputs, `kernel × kernel`, `stride` (1), zero `padding` (0), `bias` (true).
+    Conv2d {
+        /// Output channels.
+        filters: usize,
+        /// Kernel side.
+        kernel: usize,
+        /// Step between windows.
+        #[serde(default = "one")]
+        stride: usize,
+        /// Zero padding on each side.
+        #[serde(default)]
+        padding: usize,
+        /// Whether to add a bias.
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// [`MaxPool2d`] over `size × size` windows; `stride` defaults to `size`.
+    MaxPool2d {
+        /// Window side.
+        size: usize,
+        /// Step between windows (default: `size`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stride: Option<usize>,
+    },
+    /// [`AvgPool2d`] over `size × size` windows; `stride` defaults to `size`.
+    AvgPool2d {
+        /// Window side.
+        size: usize,
+        /// Step between windows (default: `size`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stride: Option<usize>,
+    },
+    /// [`GlobalAvgPool`]: `[h, w, c]` to `[c]`.
+    GlobalAvgPool,
+    /// [`GlobalMaxPool`]: `[h, w, c]` to `[c]`.
+    GlobalMaxPool,
+    /// [`BatchNorm`] over the channel axis.
+    BatchNorm {
+        /// Running-statistics update rate.
+        #[serde(default = "bn_momentum")]
+        momentum: f32,
+        /// Variance epsilon.
+        #[serde(default = "bn_eps")]
+        eps: f32,
+    },
+    /// [`Relu`].
+    Relu,
+    /// [`Gelu`] (tanh form).
+    Gelu,
+    /// [`Linear`] with `units` outputs.
+    Linear {
+        /// Output features.
+        units: usize,
+        /// Whether to add a bias.
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// [`Dropout`] with drop probability `rate`.
+    Dropout {
+        /// Probability of zeroing a value.
+        rate: f32,
+    },
+    /// [`Flatten`].
+    Flatten,
+    /// [`Residual`]: `x + body(x)`.
+    Residual {
+        /// The layers of `f`.
+        body: Vec<LayerSpec>,
+    },
+}
+
+/// A whole architecture: input shape `[height, width, channels]`, initialisation and layers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A short name (for reports).
+    #[serde(default)]
+    pub name: String,
+    /// One example's shape, `[height, width, channels]`.
+    pub input: Vec<usize>,
+    /// Weight initialisation.
+    #[serde(default)]
+    pub init: Init,
+    /// The layers, in order.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// Layers deeper than this are refused, so hostile JSON cannot exhaust the stack.
+const MAX_DEPTH: usize = 16;
+/// Refuse architectures whose tensors would exceed this many values in total.
+const MAX_PARAMS: usize = 1 << 30;
+
+impl ModelSpec {
+    /// Parses an architecture from JSON.
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        Ok(serde_json::from_str(text)?)
+    }
+
+    /// The architecture as pretty JSON.
+    pub fn to_json(&self) -> String {
+        // A ModelSpec holds only strings, numbers and enums: serialisation cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Builds the network with fresh weights drawn from `rng`; validates every shape.
+    pub fn build(&self, rng: &mut Rng) -> Result<Network, Error> {
+        if self.input.is_empty() || self.input.contains(&0) {
+            return Err(Error::Spec(format!(
+                "input shape {:?} must be non-empty",
+                self.input
+            )));
+        }
+        let net = build_layers(&self.layers, &self.input, self.init, rng, 0)?;
+        if net.num_params() > MAX_PARAMS {
+            return Err(Error::Spec(format!(
+                "{} parameters is too many",
+                net.num_params()
+            )));
+        }
+        Ok(net)
+    }
+}
+
+fn build_layers(
+    specs: &[LayerSpec],
+    input: &[usize],
+    init: Init,
+    rng: &mut Rng,
+    depth: usize,
+) -> Result<Network, Error> {
+    if depth > MAX_DEPTH {
+        return Err(Error::Spec(format!(
+            "residual blocks nested deeper than {MAX_DEPTH}"
+        )));
+    }
+    if specs.is_empty() {
+        return Err(Error::Spec(
+            "a network (or residual body) needs at least one layer".into(),
+        ));
+    }
+    let mut layers: Vec<Box<dyn Layer>> = Vec::with_capacity(specs.len());
+    let mut shape = input.to_vec();
+    for (i, spec) in specs.iter().enumerate() {
+        let layer = build_layer(spec, &shape, init, rng, depth)
+            .map_err(|e| Error::Spec(format!("layer {i} ({}): {}", spec.kind(), e.detail())))?;
+        shape = layer.output_shape().to_vec();
+        let values: usize = shape.iter().product();
+        if values == 0 || values > MAX_PARAMS {
+            return Err(Error::Spec(format!(
+                "layer {i} ({}) gives shape {shape:?}",
+                spec.kind()
+            )));
+        }
+        layers.push(layer);
+    }
+    Ok(Network::from_layers(input.to_vec(), layers))
+}
+
+fn build_layer(
+    spec: &LayerSpec,
+    shape: &[usize],
+    init: Init,
+    rng: &mut Rng,
+    depth: usize,
+) -> Result<Box<dyn Layer>, Error> {
+    // Parameter counts are checked before allocating them.
+    let check = |n: usize| {
+        if n > MAX_PARAMS {
+            Err(Error::Spec(format!("{n} weights is too many")))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match *spec {
+        LayerSpec::Conv2d {
+            filters,
+            kernel,
+            stride,
+            padding,
+            bias,
+        } => {
+            let c = shape.last().copied().unwrap_or(0);
+            check(
+                filters
+                    .saturating_mul(kernel.saturating_mul(kernel))
+                    .saturating_mul(c),
+            )?;
+            Box::new(Conv2d::new(
+                shape, filters, kernel, stride, padding, bias, init, rng,
+            )?)
+        }
+        LayerSpec::MaxPool2d { size, stride } => {
+            Box::new(MaxPool2d::new(shape, size, stride.unwrap_or(size))?)
+        }
+        LayerSpec::AvgPool2d { size, stride } => {
+            Box::new(AvgPool2d::new(shape, size, stride.unwrap_or(size))?)
+        }
+        LayerSpec::GlobalAvgPool => Box::new(GlobalAvgPool::new(shape)?),
+        LayerSpec::GlobalMaxPool => Box::new(GlobalMaxPool::new(shape)?),
+        LayerSpec::BatchNorm { momentum, eps } => Box::new(BatchNorm::new(shape, momentum, eps)?),
+        LayerSpec::Relu => Box::new(Relu::new(shape)),
+        LayerSpec::Gelu => Box::new(Gelu::new(shape)),
+        LayerSpec::Linear { units, bias } => {
+            check(units.saturating_mul(shape.iter().product()))?;
+            Box::new(Linear::new(shape, units, bias, init, rng)?)
+        }
+        LayerSpec::Dropout { rate } => Box::new(Dropout::new(shape, rate)?),
+        LayerSpec::Flatten => Box::new(Flatten::new(shape)),
+        LayerSpec::Residual { ref body } => Box::new(Residual::new(build_layers(
+            body,
+            shape,
+            init,
+            rng,
+            depth + 1,
+        )?)?),
+    })
+}
+
+impl LayerSpec {
+    /// The JSON `type` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerSpec::Conv2d { .. } => "conv2d",
+            LayerSpec::MaxPool2d { .. } => "max_pool2d",
+            LayerSpec::AvgPool2d { .. } => "avg_pool2d",
+            LayerSpec::GlobalAvgPool => "global_avg_pool",
+            LayerSpec::GlobalMaxPool => "global_max_pool",
+            LayerSpec::BatchNorm { .. } => "batch_norm",
+            LayerSpec::Relu => "relu",
+            LayerSpec::Gelu => "gelu",
+            LayerSpec::Linear { .. } => "linear",
+            LayerSpec::Dropout { .. } => "dropout",
+            LayerSpec::Flatten => "flatten",
+            LayerSpec::Residual { .. } => "residual",
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Forward passes against their plain definitions.
+
+mod common;
+
+use common::{net, normal};
+use nn::layers::conv2d_reference;
+use nn::{LayerSpec as L, Mode, Rng, Tensor};
+
+fn forward(input: &[usize], layers: Vec<L>, x: &Tensor, mode: Mode) -> Tensor {
+    net(input, layers, 1)
+        .forward(x, mode, &mut Rng::new(0))
+        .clone()
+}
+
+#[test]
+fn conv2d_matches_the_reference_on_many_geometries() {
+    // (h, w, c, filters, kernel, stride, padding, bias)
+    let cases = [
+        (28, 28, 1, 32, 3, 1, 0, true),
+        (13, 13, 32, 64, 3, 1, 0, true),
+        (9, 7, 3, 5, 3, 2, 1, false),
+        (8, 8, 4, 6, 5, 1, 2, true),
+        (6, 6, 2, 3, 1, 1, 0, true),
+        (7, 7, 2, 4, 3, 3, 1, true),
+    ];
+    for (i, &(h, w, c, f, k, s, p, bias)) in cases.iter().enumerate() {
+        let spec = L::Conv2d {
+            filters: f,
+            kernel: k,
+            stride: s,
+            padding: p,
+            bias,
+        };
+        let mut n = net(&[h, w, c], vec![spec], i as u64);
+        let x = normal(&[3, h, w, c], 100 + i as u64);
+        let got = n.forward(&x, Mode::Eval, &mut Rng::new(0)).clone();
+        let t = n.tensors();
+        let want = conv2d_reference(&x, t[0].1, bias.then(|| t[1].1), s, p);
+        assert_eq!(got.shape(), want.shape(), "case {i}");
+        for (a, b) in got.data().iter().zip(want.data()) {
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "case {i}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn max_and_avg_pool_on_a_known_map() {
+    // One 4×4 single-channel map with values 0..16.
+    let x = Tensor::from_vec(&[1, 4, 4, 1], (0..16).map(|v| v as f32).collect()).unwrap();
+    let max = forward(
+        &[4, 4, 1],
+        vec![L::MaxPool2d {
+            size: 2,
+            stride: None,
+        }],
+        &x,
+        Mode::Eval,
+    );
+    assert_eq!(max.shape(), &[1, 2, 2, 1]);
+    assert_eq!(max.data(), &[5.0, 7.0, 13.0, 15.0]);
+    let avg = forward(
+        &[4, 4, 1],
+        vec![L::AvgPool2d {
+            size: 2,
+            stride: None,
+        }],
+        &x,
+        Mode::Eval,
+    );
+    assert_eq!(avg.data(), &[2.5, 4.5, 10.5, 12.5]);
+    let over = forward(
+        &[4, 4, 1],
+        vec![L::MaxPool2d {
+            size: 3,
+            stride: Some(1),
+        }],
+        &x,
+        Mode::Eval,
+    );
+    assert_eq!(over.data(), &[10.0, 11.0, 14.0, 15.0]);
+    let gmax = forward(&[4, 4, 1], vec![L::GlobalMaxPool], &x, Mode::Eval);
+    let gavg = forward(&[4, 4, 1], vec![L::GlobalAvgPool], &x, Mode::Eval);
+    assert_eq!((gmax.data(), gavg.data()), (&[15.0][..], &[7.5][..]));
+}
+
+#[test]
+fn channels_stay_separate_in_pooling() {
+    // Two channels: the second is the negation of the first.
+    let v: Vec<f32> = (0..16).flat_map(|i| [i as f32, -(i as f32)]).collect();
+    let x = Tensor::from_vec(&[1, 4, 4, 2], v).unwrap();
+    let max = forward(
+        &[4, 4, 2],
+        vec![L::MaxPool2d {
+            size: 2,
+            stride: None,
+        }],
+        &x,
+        Mode::Eval,
+    );
+    assert_eq!(max.data(), &[5.0, 0.0, 7.0, -2.0, 13.0, -8.0, 15.0, -10.0]);
+}
+
+#[test]
+fn batch_norm_normalises_in_training_and_tracks_running_statistics() {
+    let bn = || {
+        vec![L::BatchNorm {
+            momentum: 0.1,
+            eps: 1e-5,
+        }]
+    };
+    let x = normal(&[8, 3, 3, 2], 4);
+    let shifted =
+        Tensor::from_vec(x.shape(), x.data().iter().map(|v| 3.0 * v + 5.0).collect()).unwrap();
+    let mut n = net(&[3, 3, 2], bn(), 0);
+    let y = n.forward(&shifted, Mode::Train, &mut Rng::new(0)).clone();
+    for ch in 0..2 {
+        let vals: Vec<f64> = y
+            .data()
+            .iter()
+            .skip(ch)
+            .step_by(2)
+            .map(|&v| v as f64)
+            .collect();
+        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+        assert!(
+            mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
+            "channel {ch}: {mean} {var}"
+        );
+    }
+    let t = n.tensors();
+    let (rm, rv) = (t[2].1.data(), t[3].1.data());
+    // One update from (0, 1) with momentum 0.1 towards mean ≈ 5, variance ≈ 9.
+    assert!(rm.iter().all(|&m| (m - 0.5).abs() < 0.15), "{rm:?}");
+    assert!(rv.iter().all(|&v| (v - 1.8).abs() < 0.5), "{rv:?}");
+    // Inference uses the running statistics, not the batch's.
+    let e = n.forward(&shifted, Mode::Eval, &mut Rng::new(0)).clone();
+    assert!((e.data()[0] - y.data()[0]).abs() > 0.5);
+}
+
+#[test]
+fn dropout_drops_at_its_rate_in_training_only() {
+    let x = Tensor::from_vec(&[10, 1000], vec![1.0; 10_000]).unwrap();
+    let train = forward(&[1000], vec![L::Dropout { rate: 0.3 }], &x, Mode::Train);
+    let zeros = train.data().iter().filter(|&&v| v == 0.0).count();
+    assert!((2700..3300).contains(&zeros), "{zeros}");
+    assert!(
+        train
+            .data()
+            .iter()
+            .all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6)
+    );
+    let eval = forward(&[1000], vec![L::Dropout { rate: 0.3 }], &x, Mode::Eval);
+    assert_eq!(eval, x);
+}
+
+#[test]
+fn activations_and_residual() {
+    let x = Tensor::from_vec(&[1, 4], vec![-2.0, -0.5, 0.0, 1.5]).unwrap();
+    assert_eq!(
+        forward(&[4], vec![L::Relu], &x, Mode::Eval).data(),
+        &[0.0, 0.0, 0.0, 1.5]
+    );
+    let g = forward(&[4], vec![L::Gelu], &x, Mode::Eval);
+    // x/2 · (1 + tanh(√(2/π)(x + 0.044715x³))), evaluated in f64
+    let want = [-0.045402306, -0.15428599, 0.0, 1.3995716];
+    for (a, b) in g.data().iter().zip(want) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    let r = forward(
+        &[4],
+        vec![L::Residual {
+            body: vec![L::Relu],
+        }],
+        &x,
+        Mode::Eval,
+    );
+    assert_eq!(r.data(), &[-2.0, -0.5, 0.0, 3.0]);
+}
