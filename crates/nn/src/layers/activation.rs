@@ -25,7 +25,8 @@ impl Layer for Relu {
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, _: &mut Context<'_>) {
         y.resize(x.shape());
         for (o, &i) in y.data_mut().iter_mut().zip(x.data()) {
-            *o = i.max(0.0);
+            // Not `i.max(0.0)`: that turns NaN into 0 and would hide a diverging run.
+            *o = if i < 0.0 { 0.0 } else { i };
         }
     }
 

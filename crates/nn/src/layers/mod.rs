@@ -103,5 +103,5 @@ pub trait Layer: Send {
 /// The batch dimension and the product of the others.
 pub(crate) fn batch_and_rest(t: &Tensor) -> (usize, usize) {
     let n = t.batch();
-    (n, if n == 0 { 0 } else { t.len() / n })
+    (n, t.len().checked_div(n).unwrap_or(0))
 }

@@ -1,0 +1,83 @@
+//! Writing outputs safely: a temporary file beside the target, renamed over it only once
+//! complete, so that a good file is never replaced by a partial or bad one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tempfile::NamedTempFile;
+
+/// A file being written: reserve it before long work (so an unwritable destination fails
+/// at once), then [`PendingFile::commit`] the bytes.
+pub struct PendingFile {
+    tmp: NamedTempFile,
+    path: PathBuf,
+}
+
+impl PendingFile {
+    /// Reserves a temporary file in `path`'s directory.
+    pub fn reserve(path: &Path) -> anyhow::Result<Self> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if path.is_dir() {
+            anyhow::bail!("cannot write {}: it is a directory", path.display());
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".fmnist-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self {
+            tmp,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The final destination.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `bytes`, flushes them to disk and renames the file into place.
+    pub fn commit(mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let what = || format!("cannot write {}", self.path.display());
+        self.tmp.write_all(bytes).with_context(what)?;
+        self.tmp.as_file().sync_all().with_context(what)?;
+        let path = self.path.clone();
+        self.tmp
+            .persist(&path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    PendingFile::reserve(path)?.commit(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_only_on_commit_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        write(&path, b"good").unwrap();
+        let pending = PendingFile::reserve(&path).unwrap();
+        drop(pending); // abandoned: e.g. training failed
+        assert_eq!(std::fs::read(&path).unwrap(), b"good");
+        PendingFile::reserve(&path)
+            .unwrap()
+            .commit(b"better")
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"better");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(PendingFile::reserve(&dir.path().join("missing/out.bin")).is_err());
+        assert!(PendingFile::reserve(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! A trained classifier and its file: safetensors weights with the architecture, class
+//! names, input normalisation and training summary in the metadata, so one file is the
+//! whole model.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use nn::{Mode, ModelSpec, Network, Rng, Tensor};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{CLASS_NAMES, Normalization, PIXELS};
+use crate::{atomic, models};
+
+/// The metadata value that marks an fmnist model file (and its format version).
+pub const FORMAT: &str = "fmnist-model/1";
+/// Model files larger than this are refused before reading.
+const MAX_MODEL_BYTES: u64 = 1 << 30;
+/// Images per forward pass when classifying many.
+const INFER_BATCH: usize = 1000;
+
+/// How a model was trained (stored in its file).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainingSummary {
+    /// Epochs run.
+    pub epochs: usize,
+    /// The epoch whose weights were kept (best validation accuracy), 1-based.
+    pub best_epoch: usize,
+    /// Validation accuracy of the kept weights.
+    pub val_accuracy: f64,
+    /// Test accuracy of the kept weights, measured once after training.
+    pub test_accuracy: f64,
+    /// Training images per epoch.
+    pub train_images: usize,
+    /// Validation images.
+    pub val_images: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f32,
+    /// Optimizer settings, as JSON.
+    pub optimizer: serde_json::Value,
+    /// Learning-rate schedule, as JSON.
+    pub schedule: serde_json::Value,
+    /// Label smoothing.
+    pub label_smoothing: f32,
+    /// Seed.
+    pub seed: u64,
+    /// Threads used.
+    pub threads: usize,
+    /// Wall-clock seconds of training (including per-epoch validation).
+    pub seconds: f64,
+    /// fmnist version that trained it.
+    pub version: String,
+}
+
+/// A network ready to classify Fashion-MNIST images.
+pub struct Classifier {
+    /// The architecture.
+    pub spec: ModelSpec,
+    /// The network with its weights.
+    pub net: Network,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// How pixels become inputs.
+    pub normalization: Normalization,
+    /// How it was trained.
+    pub summary: TrainingSummary,
+    input: Tensor,
+    rng: Rng,
+}
+
+impl Classifier {
+    /// A freshly initialised classifier for `spec` (weights drawn from `seed`).
+    pub fn new(spec: ModelSpec, seed: u64) -> anyhow::Result<Self> {
+        models::check_fits(&spec)?;
+        let net = spec.build(&mut Rng::new(seed).fork(0))?;
+        Ok(Self {
+            spec,
+            net,
+            classes: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+            normalization: Normalization::default(),
+            summary: TrainingSummary::default(),
+            input: Tensor::default(),
+            rng: Rng::new(0),
+        })
+    }
+
+    /// Class probabilities (`n × 10`, row after row) for `images` (u8, 784 per image).
+    pub fn probabilities(&mut self, images: &[u8]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(images.len() / PIXELS * self.classes.len());
+        let mut probs = Tensor::default();
+        for chunk in images.chunks(INFER_BATCH * PIXELS) {
+            self.normalization.batch_into(chunk, &mut self.input);
+            let logits = self.net.forward(&self.input, Mode::Eval, &mut self.rng);
+            nn::loss::softmax(logits, &mut probs);
+            out.extend_from_slice(probs.data());
+        }
+        out
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert(
+            "architecture".to_string(),
+            serde_json::to_string(&self.spec)?,
+        );
+        meta.insert("classes".to_string(), serde_json::to_string(&self.classes)?);
+        meta.insert(
+            "normalization".to_string(),
+            serde_json::to_string(&self.normalization)?,
+        );
+        meta.insert(
+            "training".to_string(),
+            serde_json::to_string(&self.summary)?,
+        );
+        let tensors = self.net.tensors();
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+            .iter()
+            .map(|(name, t)| {
+                let b = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name.clone(), b, t.shape().to_vec())
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, b, shape)| {
+                Ok((
+                    name.as_str(),
+                    TensorView::new(Dtype::F32, shape.clone(), b)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        Ok(safetensors::serialize(views, Some(meta))?)
+    }
+
+    /// Saves to `path` atomically.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        atomic::write(path, &self.to_bytes()?)
+    }
+
+    /// Loads a model file, checking its metadata and every tensor's shape.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        if len > MAX_MODEL_BYTES {
+            bail!(
+                "{} is {len} bytes, larger than any fmnist model",
+                path.display()
+            );
+        }
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::from_bytes(&bytes)
+            .with_context(|| format!("{} is not a usable fmnist model", path.display()))
+    }
+
+    /// Parses a model file's bytes.
+    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| anyhow!("not a safetensors file ({e})"))?;
+        let meta = header
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| anyhow!("a safetensors file, but not an fmnist model (no metadata)"))?;
+        let get = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| anyhow!("metadata has no \"{k}\""))
+        };
+        match meta.get("format") {
+            Some(f) if f == FORMAT => {}
+            Some(f) => bail!("format \"{f}\" is not {FORMAT}"),
+            None => bail!("a safetensors file, but not an fmnist model (no \"format\" metadata)"),
+        }
+        let spec: ModelSpec = serde_json::from_str(get("architecture")?).context("architecture")?;
+        let classes: Vec<String> = serde_json::from_str(get("classes")?).context("classes")?;
+        let normalization: Normalization =
+            serde_json::from_str(get("normalization")?).context("normalization")?;
+        normalization.validate()?;
+        let summary: TrainingSummary =
+            serde_json::from_str(get("training")?).context("training summary")?;
+        if classes.len() != CLASS_NAMES.len() {
+            bail!(
+                "{} class names, expected {}",
+                classes.len(),
+                CLASS_NAMES.len()
+            );
+        }
+        let mut model = Self::new(spec, 0)?;
+        model.classes = classes;
+        model.normalization = normalization;
+        model.summary = summary;
+        let file =
+            SafeTensors::deserialize(bytes).map_err(|e| anyhow!("corrupt tensor data ({e})"))?;
+        let mut expected: Vec<String> = Vec::new();
+        for (name, dst) in model.net.tensors_mut() {
+            let view = file
+                .tensor(&name)
+                .map_err(|_| anyhow!("tensor {name} is missing"))?;
+            if view.dtype() != Dtype::F32 {
+                bail!("tensor {name} is {:?}, expected F32", view.dtype());
+            }
+            if view.shape() != dst.shape() {
+                bail!(
+                    "tensor {name} has shape {:?}, the architecture needs {:?}",
+                    view.shape(),
+                    dst.shape()
+                );
+            }
+            for (v, b) in dst.data_mut().iter_mut().zip(view.data().chunks_exact(4)) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            if dst.data().iter().any(|v| !v.is_finite()) {
+                bail!("tensor {name} holds non-finite values");
+            }
+            expected.push(name);
+        }
+        if let Some(extra) = file
+            .names()
+            .into_iter()
+            .find(|n| !expected.iter().any(|e| e == *n))
+        {
+            bail!("unexpected tensor {extra} for this architecture");
+        }
+        Ok(model)
+    }
+}

@@ -1,0 +1,255 @@
+//! Classifying users' own images: decode any common format, turn it into a
+//! Fashion-MNIST-like 28×28 input, and rank the classes.
+
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use image::imageops::FilterType;
+use image::{DynamicImage, GrayImage, ImageReader, Limits};
+use serde::Serialize;
+
+use crate::classifier::Classifier;
+use crate::data::{PIXELS, SIDE};
+
+/// Images wider or taller than this are refused before decoding.
+pub const MAX_SIDE: u32 = 16_384;
+/// Decoders may allocate at most this much.
+const MAX_ALLOC: u64 = 512 << 20;
+
+/// Image files larger than this are refused before reading.
+const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Decodes an image file (PNG, JPEG, GIF, BMP or WebP, recognised by content, not name),
+/// with size limits.
+pub fn load_image(path: &Path) -> anyhow::Result<DynamicImage> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if len > MAX_FILE_BYTES {
+        bail!("{} is larger than 256 MiB", path.display());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    decode_bytes(&bytes).map_err(|e| match e {
+        DecodeError::NotAnImage => anyhow!(
+            "{} is not an image fmnist can read (PNG, JPEG, GIF, BMP or WebP)",
+            path.display()
+        ),
+        DecodeError::Invalid(why) => anyhow!("cannot decode {}: {why}", path.display()),
+    })
+}
+
+/// Why image bytes could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not in a supported format.
+    #[error("not an image fmnist can read (PNG, JPEG, GIF, BMP or WebP)")]
+    NotAnImage,
+    /// A supported format, but damaged, too large or empty.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Decodes in-memory image bytes with the same limits.
+pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
+    let format = image::guess_format(bytes).map_err(|_| DecodeError::NotAnImage)?;
+    use image::ImageFormat::*;
+    if !matches!(format, Png | Jpeg | Gif | Bmp | WebP) {
+        return Err(DecodeError::NotAnImage);
+    }
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    // The image crate's errors repeat their cause in `source()`: keep the text only.
+    let img = reader
+        .decode()
+        .map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(DecodeError::Invalid("the image is empty".into()));
+    }
+    Ok(img)
+}
+
+/// Grayscale with transparency composited over white (product shots on transparent
+/// backgrounds are light-background photos).
+fn to_gray(img: &DynamicImage) -> GrayImage {
+    if !img.color().has_alpha() {
+        return img.to_luma8();
+    }
+    let la = img.to_luma_alpha8();
+    GrayImage::from_fn(la.width(), la.height(), |x, y| {
+        let [v, a] = la.get_pixel(x, y).0;
+        let (v, a) = (v as u32, a as u32);
+        image::Luma([((v * a + 255 * (255 - a) + 127) / 255) as u8])
+    })
+}
+
+/// Mean of the outermost pixels: the background's brightness.
+fn border_mean(img: &GrayImage) -> f64 {
+    let (w, h) = img.dimensions();
+    let mut sum = 0u64;
+    let mut n = 0u64;
+    for (x, y, p) in img.enumerate_pixels() {
+        if x == 0 || y == 0 || x + 1 == w || y + 1 == h {
+            sum += p.0[0] as u64;
+            n += 1;
+        }
+    }
+    sum as f64 / n.max(1) as f64
+}
+
+/// Turns any image into a Fashion-MNIST-style input: grayscale, inverted when the
+/// background is light (the dataset shows light garments on black), scaled to fit
+/// 28×28 keeping the aspect ratio, and centred on black. Returns 784 pixels.
+pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
+    let mut gray = to_gray(img);
+    if border_mean(&gray) > 127.0 {
+        image::imageops::invert(&mut gray);
+    }
+    let (w, h) = gray.dimensions();
+    let scale = SIDE as f64 / w.max(h) as f64;
+    let nw = ((w as f64 * scale).round() as u32).clamp(1, SIDE as u32);
+    let nh = ((h as f64 * scale).round() as u32).clamp(1, SIDE as u32);
+    let small = image::imageops::resize(&gray, nw, nh, FilterType::Lanczos3);
+    let mut canvas = GrayImage::new(SIDE as u32, SIDE as u32);
+    image::imageops::overlay(
+        &mut canvas,
+        &small,
+        ((SIDE as u32 - nw) / 2).into(),
+        ((SIDE as u32 - nh) / 2).into(),
+    );
+    let out = canvas.into_raw();
+    debug_assert_eq!(out.len(), PIXELS);
+    out
+}
+
+/// One ranked class.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ranked {
+    /// Class name.
+    pub class: String,
+    /// Label 0–9.
+    pub label: usize,
+    /// Probability 0–1.
+    pub probability: f32,
+}
+
+/// A prediction for one image.
+#[derive(Clone, Debug, Serialize)]
+pub struct Prediction {
+    /// The image file (as given).
+    pub file: String,
+    /// The most probable class.
+    pub class: String,
+    /// Its label 0–9.
+    pub label: usize,
+    /// Its probability.
+    pub probability: f32,
+    /// The `k` most probable classes, best first.
+    pub top: Vec<Ranked>,
+}
+
+/// Ranks the classes of each preprocessed image (784 pixels each, in `inputs`).
+pub fn rank(model: &mut Classifier, names: &[String], inputs: &[u8], k: usize) -> Vec<Prediction> {
+    let c = model.classes.len();
+    let probs = model.probabilities(inputs);
+    probs
+        .chunks_exact(c)
+        .zip(names)
+        .map(|(row, file)| {
+            let mut order: Vec<usize> = (0..c).collect();
+            // Stable: equal probabilities keep label order.
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            let top: Vec<Ranked> = order
+                .iter()
+                .take(k.clamp(1, c))
+                .map(|&l| Ranked {
+                    class: model.classes[l].clone(),
+                    label: l,
+                    probability: row[l],
+                })
+                .collect();
+            Prediction {
+                file: file.clone(),
+                class: top[0].class.clone(),
+                label: top[0].label,
+                probability: top[0].probability,
+                top,
+            }
+        })
+        .collect()
+}
+
+/// Loads, preprocesses and classifies image files; fails on the first unusable file.
+pub fn predict_files(
+    model: &mut Classifier,
+    paths: &[std::path::PathBuf],
+    k: usize,
+) -> anyhow::Result<Vec<Prediction>> {
+    let mut inputs = Vec::with_capacity(paths.len() * PIXELS);
+    for p in paths {
+        inputs.extend(preprocess(&load_image(p)?));
+    }
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    Ok(rank(model, &names, &inputs, k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Luma, Rgba, RgbaImage};
+
+    /// A dark rectangle (the "garment") on a white 200×100 photo.
+    fn photo() -> DynamicImage {
+        let mut img = GrayImage::from_pixel(200, 100, Luma([255]));
+        for y in 20..80 {
+            for x in 80..120 {
+                img.put_pixel(x, y, Luma([30]));
+            }
+        }
+        DynamicImage::ImageLuma8(img)
+    }
+
+    #[test]
+    fn light_backgrounds_are_inverted_and_aspect_kept() {
+        let px = preprocess(&photo());
+        assert_eq!(px.len(), PIXELS);
+        let at = |x: usize, y: usize| px[y * SIDE + x];
+        // 200×100 becomes 28×14, centred: rows 0–6 and 21–27 are padding (black).
+        assert_eq!(at(14, 2), 0);
+        assert_eq!(at(14, 25), 0);
+        // The background of the photo is black after inversion, the garment light.
+        assert!(at(2, 14) < 10, "{}", at(2, 14));
+        assert!(at(14, 14) > 200, "{}", at(14, 14));
+    }
+
+    #[test]
+    fn dark_backgrounds_stay_and_transparency_counts_as_white() {
+        let mut dark = GrayImage::new(28, 28);
+        dark.put_pixel(14, 14, Luma([200]));
+        assert_eq!(
+            preprocess(&DynamicImage::ImageLuma8(dark))[14 * SIDE + 14],
+            200
+        );
+        // A black shape on a fully transparent (black, alpha 0) background.
+        let mut rgba = RgbaImage::from_pixel(56, 56, Rgba([0, 0, 0, 0]));
+        for y in 20..36 {
+            for x in 20..36 {
+                rgba.put_pixel(x, y, Rgba([0, 0, 0, 255]));
+            }
+        }
+        let px = preprocess(&DynamicImage::ImageRgba8(rgba));
+        assert_eq!(px[0], 0);
+        assert!(px[14 * SIDE + 14] > 240);
+    }
+
+    #[test]
+    fn tiny_and_tall_images_fit() {
+        for (w, h) in [(1, 1), (3, 500), (500, 3), (28, 28), (1000, 999)] {
+            let img = DynamicImage::ImageLuma8(GrayImage::from_pixel(w, h, Luma([90])));
+            assert_eq!(preprocess(&img).len(), PIXELS);
+        }
+    }
+}

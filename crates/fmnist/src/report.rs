@@ -1,0 +1,157 @@
+//! Text reports for the terminal.
+
+use std::fmt::Write;
+
+use crate::data::{CLASS_NAMES, FashionMnist};
+use crate::eval::Metrics;
+use crate::predict::Prediction;
+use crate::train::EpochRecord;
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Seconds as `1m 05s` or `12.3 s`.
+pub fn duration(seconds: f64) -> String {
+    if seconds < 60.0 {
+        format!("{seconds:.1} s")
+    } else {
+        format!(
+            "{}m {:02}s",
+            (seconds / 60.0) as u64,
+            (seconds % 60.0) as u64
+        )
+    }
+}
+
+/// What `fmnist data` prints.
+pub fn data_summary(data: &FashionMnist) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Fashion-MNIST in {} ({})",
+        data.dir.display(),
+        data.origin
+    );
+    let _ = writeln!(
+        s,
+        "verified: 4 files, MD5 of the decompressed bytes matches the published checksums"
+    );
+    let _ = writeln!(
+        s,
+        "train: {} images, test: {} images, 28×28 grayscale, 10 classes\n",
+        thousands(data.train.len()),
+        thousands(data.test.len())
+    );
+    let (train, test) = (data.train.class_counts(), data.test.class_counts());
+    let _ = writeln!(s, "label  class         train   test");
+    for (k, name) in CLASS_NAMES.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{k:>5}  {name:<12} {:>6} {:>6}",
+            thousands(train[k]),
+            thousands(test[k])
+        );
+    }
+    s
+}
+
+/// One line per epoch during training.
+pub fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
+    let width = epochs.to_string().len();
+    format!(
+        "epoch {:>w$}/{epochs}  train loss {:.4} acc {:6.2} %  val loss {:.4} acc {:6.2} %  {:>7}  {:>6} img/s",
+        r.epoch,
+        r.train_loss,
+        100.0 * r.train_accuracy,
+        r.val_loss,
+        100.0 * r.val_accuracy,
+        duration(r.seconds),
+        thousands(r.train_images_per_s.round() as usize),
+        w = width
+    )
+}
+
+/// Short column headers for the confusion matrix.
+fn short(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_alphanumeric())
+        .take(5)
+        .collect()
+}
+
+/// What `fmnist eval` prints.
+pub fn metrics_table(m: &Metrics) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "test accuracy {:.2} %  ({} images, loss {:.4})\n",
+        100.0 * m.accuracy,
+        thousands(m.images),
+        m.loss
+    );
+    let _ = writeln!(s, "class         precision  recall      f1  support");
+    for c in &m.per_class {
+        let _ = writeln!(
+            s,
+            "{:<12}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
+            c.class, c.precision, c.recall, c.f1, c.support
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nconfusion matrix (rows: true class, columns: predicted)"
+    );
+    let _ = write!(s, "{:<12}", "");
+    for name in &m.classes {
+        let _ = write!(s, " {:>5}", short(name));
+    }
+    s.push('\n');
+    for (name, row) in m.classes.iter().zip(&m.confusion) {
+        let _ = write!(s, "{name:<12}");
+        for v in row {
+            let _ = write!(s, " {v:>5}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// What `fmnist predict` prints for one image.
+pub fn prediction(p: &Prediction) -> String {
+    let mut s = format!("{}: {} ({:.1} %)\n", p.file, p.class, 100.0 * p.probability);
+    for r in &p.top {
+        let bar = "█".repeat((r.probability * 20.0).round() as usize);
+        let _ = writeln!(
+            s,
+            "  {:<12} {:5.1} %  {bar}",
+            r.class,
+            100.0 * r.probability
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(60000), "60,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(duration(12.34), "12.3 s");
+        assert_eq!(duration(125.0), "2m 05s");
+    }
+}

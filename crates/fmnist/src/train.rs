@@ -1,0 +1,288 @@
+//! The training loop: shuffled mini-batches, per-epoch validation, the best epoch kept,
+//! the test set measured once at the end.
+
+use std::time::Instant;
+
+use anyhow::bail;
+use nn::{Mode, ModelSpec, Optimizer, OptimizerConfig, OptimizerKind, Rng, Schedule, Tensor};
+use serde::Serialize;
+
+use crate::classifier::{Classifier, TrainingSummary};
+use crate::data::{FashionMnist, Normalization};
+use crate::eval::evaluate;
+
+/// A training recipe.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Passes over the training images.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f32,
+    /// Seed for initialisation, shuffling, the validation split and dropout.
+    pub seed: u64,
+    /// Update rule and weight decay.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Label smoothing (0 for none).
+    pub label_smoothing: f32,
+    /// Training images held out for model selection.
+    pub val_size: usize,
+    /// Train on only the first this-many remaining training images (quick runs).
+    pub limit: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    /// The seed assignment's recipe: Adam 1e-3, batch 128, constant rate.
+    fn default() -> Self {
+        Self {
+            epochs: 12,
+            batch_size: 128,
+            lr: 1e-3,
+            seed: 42,
+            optimizer: OptimizerConfig::new(OptimizerKind::adam()),
+            schedule: Schedule::Constant,
+            label_smoothing: 0.0,
+            val_size: 5000,
+            limit: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Rejects settings that cannot train.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
+        }
+        if !self.lr.is_finite() || self.lr <= 0.0 {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail!(
+                "--label-smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            );
+        }
+        if !self.optimizer.weight_decay.is_finite() || self.optimizer.weight_decay < 0.0 {
+            bail!(
+                "--weight-decay must be zero or positive, got {}",
+                self.optimizer.weight_decay
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One epoch's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch (with dropout active).
+    pub train_loss: f64,
+    /// Training accuracy over the epoch (with dropout active).
+    pub train_accuracy: f64,
+    /// Validation loss.
+    pub val_loss: f64,
+    /// Validation accuracy.
+    pub val_accuracy: f64,
+    /// Learning rate at the epoch's last step.
+    pub lr: f32,
+    /// Seconds for the epoch, validation included.
+    pub seconds: f64,
+    /// Training throughput (validation excluded).
+    pub train_images_per_s: f64,
+}
+
+/// Receives progress as training runs (the CLI draws a progress bar with it).
+pub trait Progress {
+    /// An epoch of `batches` steps begins.
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// A step finished: running mean loss and accuracy of the epoch so far.
+    fn step(&mut self, _done: usize, _loss: f64, _accuracy: f64, _images_per_s: f64) {}
+    /// An epoch finished.
+    fn epoch_end(&mut self, _record: &EpochRecord) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// What training produced.
+pub struct TrainOutcome {
+    /// The classifier with the best epoch's weights, its summary filled in.
+    pub model: Classifier,
+    /// One record per epoch.
+    pub history: Vec<EpochRecord>,
+}
+
+/// Trains `spec` on `data` with `cfg`. Runs on the current rayon pool's threads.
+pub fn train(
+    data: &FashionMnist,
+    spec: ModelSpec,
+    cfg: &TrainConfig,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<TrainOutcome> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let (mut train_set, val_set) = if cfg.val_size > 0 {
+        data.train.split_validation(cfg.val_size, cfg.seed)?
+    } else {
+        (data.train.clone(), Default::default())
+    };
+    if let Some(limit) = cfg.limit {
+        let keep: Vec<usize> = (0..limit.min(train_set.len())).collect();
+        train_set = train_set.subset(&keep);
+    }
+    if train_set.is_empty() {
+        bail!("no training images left");
+    }
+    let mut model = Classifier::new(spec, cfg.seed)?;
+    let norm: Normalization = model.normalization;
+    let root = Rng::new(cfg.seed);
+    let (mut shuffle_rng, mut dropout_rng) = (root.fork(1), root.fork(2));
+    let mut opt = Optimizer::new(cfg.optimizer);
+    let n = train_set.len();
+    let batches = n.div_ceil(cfg.batch_size);
+    let total_steps = batches * cfg.epochs;
+    let mut order: Vec<usize> = (0..n).collect();
+    let (mut x, mut dlogits) = (Tensor::default(), Tensor::default());
+    let mut labels = Vec::with_capacity(cfg.batch_size);
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+    let mut lr = cfg.lr;
+
+    for epoch in 1..=cfg.epochs {
+        let epoch_start = Instant::now();
+        progress.epoch_start(epoch, cfg.epochs, batches);
+        shuffle_rng.shuffle(&mut order);
+        let (mut loss_sum, mut right, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut train_seconds = 0.0;
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+            let step_start = Instant::now();
+            norm.gather_into(&train_set, idx, &mut x);
+            labels.clear();
+            labels.extend(idx.iter().map(|&i| train_set.labels[i] as usize));
+            let logits = model.net.forward(&x, Mode::Train, &mut dropout_rng);
+            let loss =
+                nn::loss::softmax_cross_entropy(logits, &labels, cfg.label_smoothing, &mut dlogits);
+            if !loss.is_finite() {
+                bail!(
+                    "training diverged: the loss became {loss} at epoch {epoch}, step {}; \
+                     the learning rate ({lr:e}) is probably too high",
+                    b + 1
+                );
+            }
+            right += nn::loss::correct(logits, &labels);
+            model.net.backward(&x, &dlogits, None);
+            lr = cfg
+                .schedule
+                .lr(cfg.lr, (epoch - 1) * batches + b, total_steps);
+            opt.step(&mut model.net.params_mut(), lr);
+            loss_sum += loss as f64 * idx.len() as f64;
+            seen += idx.len();
+            train_seconds += step_start.elapsed().as_secs_f64();
+            progress.step(
+                b + 1,
+                loss_sum / seen as f64,
+                right as f64 / seen as f64,
+                seen as f64 / train_seconds,
+            );
+        }
+        // ReLU and max pooling can hide non-finite weights from the loss for a while.
+        if let Some((name, _)) = model
+            .net
+            .tensors()
+            .iter()
+            .find(|(_, t)| t.data().iter().any(|v| !v.is_finite()))
+        {
+            bail!(
+                "training diverged: weights {name} became non-finite in epoch {epoch}; \
+                 the learning rate ({lr:e}) is probably too high"
+            );
+        }
+        let (val_loss, val_accuracy) = if val_set.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            let e = evaluate(&mut model, &val_set);
+            (e.loss, e.accuracy)
+        };
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / seen as f64,
+            train_accuracy: right as f64 / seen as f64,
+            val_loss,
+            val_accuracy,
+            lr,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+            train_images_per_s: seen as f64 / train_seconds,
+        };
+        progress.epoch_end(&record);
+        history.push(record);
+        // Without a validation set the last epoch is kept.
+        let score = if val_accuracy.is_nan() {
+            epoch as f64
+        } else {
+            val_accuracy
+        };
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            let weights = model
+                .net
+                .tensors()
+                .into_iter()
+                .map(|(_, t)| t.clone())
+                .collect();
+            best = Some((score, epoch, weights));
+        }
+    }
+    let (_, best_epoch, weights) = best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
+    for ((_, dst), src) in model.net.tensors_mut().into_iter().zip(&weights) {
+        dst.copy_from(src);
+    }
+    let test = evaluate(&mut model, &data.test);
+    model.summary = TrainingSummary {
+        epochs: cfg.epochs,
+        best_epoch,
+        val_accuracy: history[best_epoch - 1].val_accuracy,
+        test_accuracy: test.accuracy,
+        train_images: train_set.len(),
+        val_images: val_set.len(),
+        batch_size: cfg.batch_size,
+        lr: cfg.lr,
+        optimizer: serde_json::to_value(cfg.optimizer)?,
+        schedule: serde_json::to_value(cfg.schedule)?,
+        label_smoothing: cfg.label_smoothing,
+        seed: cfg.seed,
+        threads: rayon::current_num_threads(),
+        seconds: started.elapsed().as_secs_f64(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    Ok(TrainOutcome { model, history })
+}
+
+/// The history as CSV, one row per epoch.
+pub fn history_csv(history: &[EpochRecord]) -> String {
+    let mut out = String::from(
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,train_images_per_s\n",
+    );
+    for r in history {
+        out.push_str(&format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:e},{:.3},{:.1}\n",
+            r.epoch,
+            r.train_loss,
+            r.train_accuracy,
+            r.val_loss,
+            r.val_accuracy,
+            r.lr,
+            r.seconds,
+            r.train_images_per_s
+        ));
+    }
+    out
+}

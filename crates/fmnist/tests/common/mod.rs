@@ -1,0 +1,105 @@
+//! Running the real `fmnist` binary in an isolated environment.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Where CI installs the real data (Debian package `dataset-fashion-mnist`).
+pub const SYSTEM_DATA: &str = "/usr/share/datasets/fashion-mnist";
+
+/// A scratch directory that is also the tool's `$HOME` (so no user cache is touched).
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        assert!(
+            Path::new(SYSTEM_DATA)
+                .join("t10k-labels-idx1-ubyte.gz")
+                .is_file(),
+            "the tests need the real data: apt-get install dataset-fashion-mnist"
+        );
+        Self {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `fmnist args...` with no network mirror reachable and a private cache.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_fmnist"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env_remove("FMNIST_DATA")
+            // Port 9 (discard) on loopback: any download attempt fails at once.
+            .env("FMNIST_MIRROR", "http://127.0.0.1:9/")
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("run fmnist")
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "fmnist {args:?} failed: {stderr}");
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// Runs a command that must fail with exactly one error line containing `needle`
+    /// (the last line on standard error; notices such as "downloading ..." may precede
+    /// it), no panic and no backtrace. Returns the line.
+    pub fn fails(&self, args: &[&str], needle: &str) -> String {
+        let out = self.run(args);
+        let all = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "fmnist {args:?} should fail");
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "fmnist {args:?} panicked: {all}"
+        );
+        let errors = all.lines().filter(|l| l.contains("error")).count();
+        assert_eq!(
+            errors, 1,
+            "fmnist {args:?}: want one error line, got:\n{all}"
+        );
+        let stderr = all.lines().last().unwrap_or_default().to_string();
+        assert!(stderr.starts_with("error: "), "{all}");
+        assert!(
+            stderr.contains(needle),
+            "fmnist {args:?}: {stderr:?} lacks {needle:?}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+        stderr
+    }
+
+    /// A data directory holding copies of the four real files.
+    pub fn data_copy(&self, name: &str) -> PathBuf {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(SYSTEM_DATA).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+        }
+        dir
+    }
+}
+
+/// Files in `dir` whose names start with a dot (temporaries that should not remain).
+pub fn hidden_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
