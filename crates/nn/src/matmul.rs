@@ -37,6 +37,45 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// Row blocks in [`matmul_tn_reduce`]: fixed, so that results do not depend on the
+/// number of threads.
+const REDUCE_CHUNKS: usize = 8;
+
+/// `dst = aᵀ · b` for tall `a` (`rows × m`) and `b` (`rows × n`), the shape of weight
+/// gradients (`rows` = batch positions, `m × n` small). `gemm` parallelises over the
+/// output, which is too small here; instead the rows are split into fixed blocks, each
+/// block's product computed on one thread into `parts`, and the blocks summed in order.
+pub fn matmul_tn_reduce<'a>(dst: &mut [f32], a: Mat<'a>, b: Mat<'a>, parts: &mut Vec<f32>) {
+    use rayon::prelude::*;
+    assert_eq!(a.rows, b.rows, "row counts differ");
+    let (rows, m, n) = (a.rows, a.cols, b.cols);
+    // Every block non-empty: 18 rows make 6 blocks of 3, not 8.
+    let per = rows.div_ceil(REDUCE_CHUNKS).max(1);
+    let chunks = rows.div_ceil(per).max(1);
+    parts.resize(chunks * m * n, 0.0);
+    parts
+        .par_chunks_mut(m * n)
+        .enumerate()
+        .for_each(|(i, part)| {
+            let (start, end) = (i * per, ((i + 1) * per).min(rows));
+            let block = |x: Mat<'a>| -> Mat<'a> {
+                Mat {
+                    data: &x.data[(start as isize * x.row_stride) as usize..],
+                    rows: end.saturating_sub(start),
+                    ..x
+                }
+            };
+            matmul_with(part, block(a).t(), block(b), false, Parallelism::None);
+        });
+    let dst = &mut dst[..m * n];
+    dst.copy_from_slice(&parts[..m * n]);
+    for part in parts.chunks_exact(m * n).skip(1) {
+        for (d, &p) in dst.iter_mut().zip(part) {
+            *d += p;
+        }
+    }
+}
+
 /// The parallelism to hand `gemm`: the current rayon pool's threads.
 pub fn parallelism() -> Parallelism {
     match rayon::current_num_threads() {
@@ -104,6 +143,29 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn blocked_reduction_matches_naive() {
+        for rows in [1, 5, 8, 18, 37, 1000] {
+            let (m, n) = (4, 3);
+            let a: Vec<f32> = (0..rows * m).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..rows * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let at: Vec<f32> = (0..m * rows)
+                .map(|i| a[(i % rows) * m + i / rows])
+                .collect();
+            let want = naive(&at, &b, m, rows, n);
+            let mut got = vec![0.0; m * n];
+            matmul_tn_reduce(
+                &mut got,
+                Mat::new(&a, rows, m),
+                Mat::new(&b, rows, n),
+                &mut Vec::new(),
+            );
+            for (x, y) in got.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4, "{rows}: {x} vs {y}");
+            }
+        }
     }
 
     #[test]

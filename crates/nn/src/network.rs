@@ -72,6 +72,19 @@ impl Network {
         }
     }
 
+    /// Floating-point operations of one example's forward pass in matrix products.
+    pub fn forward_flops(&self) -> u64 {
+        self.layers.iter().map(|l| l.flops()).sum()
+    }
+
+    /// Floating-point operations of one example's training step: the forward pass, the
+    /// weight gradients (as many again) and the input gradients (as many again, except
+    /// for the first layer, whose input gradient is never computed).
+    pub fn training_flops(&self) -> u64 {
+        let first = self.layers.first().map_or(0, |l| l.flops());
+        3 * self.forward_flops() - first
+    }
+
     /// The trainable parameters in a fixed order (the optimizer's state follows it).
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         self.layers

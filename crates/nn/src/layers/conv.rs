@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::{Context, Layer, Param, ParamKind};
-use crate::matmul::{Mat, matmul};
+use crate::matmul::{Mat, matmul, matmul_tn_reduce};
 use crate::{Init, Rng, Tensor};
 
 /// 2-D convolution with square kernels, stride and zero padding.
@@ -17,6 +17,8 @@ pub struct Conv2d {
     out_shape: Vec<usize>,
     /// im2col workspace `[n·oh·ow, k·k·c]`, reused between batches (and by backward).
     col: Vec<f32>,
+    /// Per-block partial weight gradients.
+    parts: Vec<f32>,
 }
 
 /// Sizes of one convolution.
@@ -96,6 +98,7 @@ impl Conv2d {
             bias: bias.map(|b| Param::new(b, ParamKind::Bias)),
             out_shape: vec![oh, ow, filters],
             col: Vec::new(),
+            parts: Vec::new(),
         })
     }
 }
@@ -138,6 +141,7 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
 /// Adds the columns `col` back into image gradient `dx` (`[h, w, c]`): im2col's adjoint.
 fn col2im(g: &Geometry, col: &[f32], dx: &mut [f32]) {
     dx.fill(0.0);
+    let kc = g.k * g.c;
     for oy in 0..g.oh {
         for ox in 0..g.ow {
             let row = &col[(oy * g.ow + ox) * g.window()..][..g.window()];
@@ -146,14 +150,23 @@ fn col2im(g: &Geometry, col: &[f32], dx: &mut [f32]) {
                 if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
+                let src = &row[ky * kc..][..kc];
+                let x0 = (ox * g.stride) as isize - g.pad as isize;
+                if x0 >= 0 && x0 as usize + g.k <= g.w {
+                    // The whole kernel row is inside the image: one contiguous add.
+                    let start = (iy as usize * g.w + x0 as usize) * g.c;
+                    for (a, &b) in dx[start..start + kc].iter_mut().zip(src) {
+                        *a += b;
+                    }
+                    continue;
+                }
                 for kx in 0..g.k {
-                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                    let ix = x0 + kx as isize;
                     if ix < 0 || ix >= g.w as isize {
                         continue;
                     }
                     let d = &mut dx[(iy as usize * g.w + ix as usize) * g.c..][..g.c];
-                    let s = &row[(ky * g.k + kx) * g.c..][..g.c];
-                    for (a, &b) in d.iter_mut().zip(s) {
+                    for (a, &b) in d.iter_mut().zip(&src[kx * g.c..][..g.c]) {
                         *a += b;
                     }
                 }
@@ -165,6 +178,10 @@ fn col2im(g: &Geometry, col: &[f32], dx: &mut [f32]) {
 impl Layer for Conv2d {
     fn output_shape(&self) -> &[usize] {
         &self.out_shape
+    }
+
+    fn flops(&self) -> u64 {
+        2 * (self.geom.positions() * self.geom.window() * self.geom.oc) as u64
     }
 
     // col = im2col(x);  y[n·oh·ow, oc] = col · Wᵀ + b
@@ -198,12 +215,8 @@ impl Layer for Conv2d {
         let n = dy.batch();
         let (rows, window) = (n * g.positions(), g.window());
         let dyv = Mat::new(dy.data(), rows, g.oc);
-        matmul(
-            self.weight.grad.data_mut(),
-            dyv.t(),
-            Mat::new(&self.col, rows, window),
-            false,
-        );
+        let col = Mat::new(&self.col, rows, window);
+        matmul_tn_reduce(self.weight.grad.data_mut(), dyv, col, &mut self.parts);
         if let Some(b) = &mut self.bias {
             let db = b.grad.data_mut();
             db.fill(0.0);

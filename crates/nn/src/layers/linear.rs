@@ -48,6 +48,10 @@ impl Layer for Linear {
         &self.out_shape
     }
 
+    fn flops(&self) -> u64 {
+        2 * (self.inputs * self.out_shape[0]) as u64
+    }
+
     // y = x · Wᵀ + b
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, _: &mut Context<'_>) {
         let (n, _) = batch_and_rest(x);

@@ -83,6 +83,12 @@ pub trait Layer: Send {
     /// `dLoss/dx` into it (resized as needed). `x` and `y` are the last forward's.
     fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>);
 
+    /// Multiply-adds ×2 of one example's forward pass in matrix products (convolution and
+    /// dense layers; element-wise work is not counted).
+    fn flops(&self) -> u64 {
+        0
+    }
+
     /// The trainable parameters, in a fixed order.
     fn params_mut(&mut self) -> Vec<&mut Param> {
         Vec::new()

@@ -90,20 +90,24 @@ impl Layer for MaxPool2d {
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {
                         let o = (oy * g.ow + ox) * g.c;
+                        let (out, arg) = (&mut out[o..o + g.c], &mut arg[o..o + g.c]);
                         let first = ((oy * g.stride) * g.w + ox * g.stride) * g.c;
-                        for ch in 0..g.c {
-                            out[o + ch] = img[first + ch];
-                            arg[o + ch] = (first + ch) as u32;
+                        out.copy_from_slice(&img[first..first + g.c]);
+                        for (ch, a) in arg.iter_mut().enumerate() {
+                            *a = (first + ch) as u32;
                         }
                         for i in 0..g.size {
                             for j in 0..g.size {
                                 let base = ((oy * g.stride + i) * g.w + ox * g.stride + j) * g.c;
-                                for ch in 0..g.c {
-                                    let v = img[base + ch];
+                                let window = out
+                                    .iter_mut()
+                                    .zip(arg.iter_mut())
+                                    .zip(&img[base..base + g.c]);
+                                for (ch, ((m, a), &v)) in window.enumerate() {
                                     // Strictly greater: ties go to the first, as in PyTorch.
-                                    if v > out[o + ch] {
-                                        out[o + ch] = v;
-                                        arg[o + ch] = (base + ch) as u32;
+                                    if v > *m {
+                                        *m = v;
+                                        *a = (base + ch) as u32;
                                     }
                                 }
                             }

@@ -61,6 +61,10 @@ impl Layer for Residual {
         }
     }
 
+    fn flops(&self) -> u64 {
+        self.body.forward_flops()
+    }
+
     fn params_mut(&mut self) -> Vec<&mut Param> {
         self.body.params_mut()
     }
