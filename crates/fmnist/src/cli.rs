@@ -13,7 +13,7 @@ use crate::atomic::PendingFile;
 use crate::classifier::Classifier;
 use crate::data::{self, DataOptions};
 use crate::train::{EpochRecord, Progress, TrainConfig};
-use crate::{eval, models, predict, report, train};
+use crate::{bench, eval, models, predict, report, train};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
 #[derive(Parser, Debug)]
@@ -38,6 +38,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify your own images
     Predict(PredictArgs),
+    /// Measure training and inference speed, latency and memory on the real data
+    Bench(BenchArgs),
 }
 
 /// Where the data is.
@@ -165,6 +167,28 @@ pub struct PredictArgs {
     json: bool,
 }
 
+/// `fmnist bench`
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Built-in architecture
+    #[arg(long, default_value = "simple", value_parser = clap::builder::PossibleValuesParser::new(models::PRESETS))]
+    model: String,
+    /// Architecture from a JSON file instead of a built-in one
+    #[arg(long, value_name = "FILE.json", conflicts_with = "model")]
+    arch: Option<PathBuf>,
+    /// Timed training steps (after 5 untimed ones)
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    batches: u32,
+    /// Images per training step
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    batch_size: u32,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    source: DataSource,
+}
+
 fn parse_f32(s: &str) -> Result<f32, String> {
     let v: f32 = s
         .trim()
@@ -199,6 +223,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => run_train(&a),
         Command::Eval(a) => run_eval(&a),
         Command::Predict(a) => run_predict(&a),
+        Command::Bench(a) => run_bench(&a),
     }
 }
 
@@ -257,13 +282,18 @@ impl Progress for Bar {
     }
 }
 
+/// The architecture chosen by `--arch FILE` or else `--model NAME`.
+fn architecture(model: &str, arch: Option<&std::path::Path>) -> anyhow::Result<nn::ModelSpec> {
+    match arch {
+        Some(path) => models::load_arch(path),
+        None => models::preset(model).with_context(|| format!("unknown model {model}")),
+    }
+}
+
 /// `fmnist train`
 pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let spec = match &a.arch {
-        Some(path) => models::load_arch(path)?,
-        None => models::preset(&a.model).with_context(|| format!("unknown model {}", a.model))?,
-    };
+    let spec = architecture(&a.model, a.arch.as_deref())?;
     let kind = match a.optimizer {
         OptimizerArg::Adam => OptimizerKind::adam(),
         OptimizerArg::Adamw => OptimizerKind::adamw(),
@@ -373,6 +403,23 @@ pub fn run_predict(a: &PredictArgs) -> anyhow::Result<()> {
         out(&text)
     } else {
         out(&text.replace("\n\n", "\n"))
+    }
+}
+
+/// `fmnist bench`
+pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
+    let spec = architecture(&a.model, a.arch.as_deref())?;
+    let data = data::load(&a.source.options())?;
+    let cfg = bench::BenchConfig {
+        batches: a.batches as usize,
+        batch_size: a.batch_size as usize,
+        ..Default::default()
+    };
+    let r = bench::run(&data, spec, &cfg)?;
+    if a.json {
+        out(&format!("{}\n", serde_json::to_string(&r)?))
+    } else {
+        out(&bench::table(&r))
     }
 }
 

@@ -7,6 +7,7 @@
 //! (text output) and [`cli`] (the command line). The engine is the `nn` crate.
 
 pub mod atomic;
+pub mod bench;
 pub mod classifier;
 pub mod cli;
 pub mod data;
@@ -19,3 +20,8 @@ pub mod train;
 pub use classifier::Classifier;
 pub use data::{CLASS_NAMES, DataOptions, Dataset, FashionMnist};
 pub use train::{TrainConfig, train};
+
+// The README's Rust example must keep compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

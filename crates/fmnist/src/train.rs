@@ -8,7 +8,7 @@ use nn::{Mode, ModelSpec, Optimizer, OptimizerConfig, OptimizerKind, Rng, Schedu
 use serde::Serialize;
 
 use crate::classifier::{Classifier, TrainingSummary};
-use crate::data::{FashionMnist, Normalization};
+use crate::data::{Dataset, FashionMnist};
 use crate::eval::evaluate;
 
 /// A training recipe.
@@ -144,16 +144,13 @@ pub fn train(
         bail!("no training images left");
     }
     let mut model = Classifier::new(spec, cfg.seed)?;
-    let norm: Normalization = model.normalization;
     let root = Rng::new(cfg.seed);
-    let (mut shuffle_rng, mut dropout_rng) = (root.fork(1), root.fork(2));
-    let mut opt = Optimizer::new(cfg.optimizer);
+    let mut shuffle_rng = root.fork(1);
+    let mut stepper = Stepper::new(cfg);
     let n = train_set.len();
     let batches = n.div_ceil(cfg.batch_size);
     let total_steps = batches * cfg.epochs;
     let mut order: Vec<usize> = (0..n).collect();
-    let (mut x, mut dlogits) = (Tensor::default(), Tensor::default());
-    let mut labels = Vec::with_capacity(cfg.batch_size);
     let mut history = Vec::new();
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
     let mut lr = cfg.lr;
@@ -166,12 +163,10 @@ pub fn train(
         let mut train_seconds = 0.0;
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
             let step_start = Instant::now();
-            norm.gather_into(&train_set, idx, &mut x);
-            labels.clear();
-            labels.extend(idx.iter().map(|&i| train_set.labels[i] as usize));
-            let logits = model.net.forward(&x, Mode::Train, &mut dropout_rng);
-            let loss =
-                nn::loss::softmax_cross_entropy(logits, &labels, cfg.label_smoothing, &mut dlogits);
+            lr = cfg
+                .schedule
+                .lr(cfg.lr, (epoch - 1) * batches + b, total_steps);
+            let (loss, correct) = stepper.step(&mut model, &train_set, idx, lr);
             if !loss.is_finite() {
                 bail!(
                     "training diverged: the loss became {loss} at epoch {epoch}, step {}; \
@@ -179,12 +174,7 @@ pub fn train(
                     b + 1
                 );
             }
-            right += nn::loss::correct(logits, &labels);
-            model.net.backward(&x, &dlogits, None);
-            lr = cfg
-                .schedule
-                .lr(cfg.lr, (epoch - 1) * batches + b, total_steps);
-            opt.step(&mut model.net.params_mut(), lr);
+            right += correct;
             loss_sum += loss as f64 * idx.len() as f64;
             seen += idx.len();
             train_seconds += step_start.elapsed().as_secs_f64();
@@ -264,6 +254,62 @@ pub fn train(
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     Ok(TrainOutcome { model, history })
+}
+
+/// One optimisation step at a time, with the optimizer, dropout randomness and batch
+/// buffers kept between steps (used by [`train`] and by the benchmark).
+pub struct Stepper {
+    opt: Optimizer,
+    dropout_rng: Rng,
+    smoothing: f32,
+    x: Tensor,
+    dlogits: Tensor,
+    labels: Vec<usize>,
+}
+
+impl Stepper {
+    /// A fresh optimizer and dropout stream for `cfg`.
+    pub fn new(cfg: &TrainConfig) -> Self {
+        Self {
+            opt: Optimizer::new(cfg.optimizer),
+            dropout_rng: Rng::new(cfg.seed).fork(2),
+            smoothing: cfg.label_smoothing,
+            x: Tensor::default(),
+            dlogits: Tensor::default(),
+            labels: Vec::with_capacity(cfg.batch_size),
+        }
+    }
+
+    /// Trains `model` on the images of `data` at `idx` with learning rate `lr`; returns the
+    /// batch's mean loss (the step is skipped when it is not finite) and how many it got right.
+    pub fn step(
+        &mut self,
+        model: &mut Classifier,
+        data: &Dataset,
+        idx: &[usize],
+        lr: f32,
+    ) -> (f32, usize) {
+        model.normalization.gather_into(data, idx, &mut self.x);
+        self.labels.clear();
+        self.labels
+            .extend(idx.iter().map(|&i| data.labels[i] as usize));
+        let logits = model
+            .net
+            .forward(&self.x, Mode::Train, &mut self.dropout_rng);
+        let loss = nn::loss::softmax_cross_entropy(
+            logits,
+            &self.labels,
+            self.smoothing,
+            &mut self.dlogits,
+        );
+        if !loss.is_finite() {
+            return (loss, 0);
+        }
+        let correct = nn::loss::correct(logits, &self.labels);
+        model.net.backward(&self.x, &self.dlogits, None);
+        self.opt.step(&mut model.net.params_mut(), lr);
+        (loss, correct)
+    }
 }
 
 /// The history as CSV, one row per epoch.

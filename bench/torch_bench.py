@@ -1,0 +1,48 @@
+"""PyTorch CPU reference for `fmnist bench`: the seed's Keras CNN and recipe (as torch_cnn.py),
+timed the way `fmnist bench --json` times fmnist, printing one JSON object.
+Usage: torch_bench.py [BATCHES] [BATCH_SIZE]"""
+import json, resource, sys, time
+import torch, torch.nn as nn
+from fmnist_data import load
+
+torch.manual_seed(42)
+batches = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+bs = int(sys.argv[2]) if len(sys.argv) > 2 else 128
+xtr, ytr, xte, yte = load()
+xtr = torch.tensor(xtr, dtype=torch.float32).unsqueeze(1) / 255
+ytr = torch.tensor(ytr, dtype=torch.long)
+xte = torch.tensor(xte, dtype=torch.float32).unsqueeze(1) / 255
+model = nn.Sequential(
+    nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
+opt = torch.optim.Adam(model.parameters(), 1e-3)
+loss_fn = nn.CrossEntropyLoss()
+perm = torch.randperm(60000)
+
+def step(i):
+    s = (i * bs) % (60000 - bs + 1)
+    idx = perm[s:s + bs]
+    opt.zero_grad(); loss_fn(model(xtr[idx]), ytr[idx]).backward(); opt.step()
+
+model.train()
+for i in range(5): step(i)
+start = time.perf_counter()
+for i in range(batches): step(5 + i)
+train_s = time.perf_counter() - start
+
+model.eval()
+with torch.no_grad():
+    model(xte[:1000])
+    start = time.perf_counter()
+    for s in range(0, 10000, 1000): model(xte[s:s + 1000]).softmax(1)
+    eval_s = time.perf_counter() - start
+    lat = []
+    for i in range(2050):
+        start = time.perf_counter(); model(xte[i % 10000:i % 10000 + 1]).softmax(1)
+        if i >= 50: lat.append((time.perf_counter() - start) * 1e3)
+lat.sort()
+print(json.dumps({"tool": f"torch {torch.__version__}", "threads": torch.get_num_threads(),
+    "train_images_per_s": batches * bs / train_s, "eval_images_per_s": 10000 / eval_s,
+    "predict_p50_ms": lat[len(lat) // 2], "predict_p99_ms": lat[int(0.99 * (len(lat) - 1))],
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

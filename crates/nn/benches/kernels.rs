@@ -1,0 +1,102 @@
+//! Micro-benchmarks of the kernels that dominate training the `simple` network
+//! (batch 128): each layer's forward and backward on its real shapes, and an Adam step.
+//! Run: `cargo bench -p nn` (threads: `RAYON_NUM_THREADS`, default all cores).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use nn::{
+    LayerSpec as L, Mode, ModelSpec, Network, Optimizer, OptimizerConfig, OptimizerKind, Rng,
+    Tensor,
+};
+
+const BATCH: usize = 128;
+
+fn layer(input: &[usize], spec: L) -> Network {
+    let spec = ModelSpec {
+        name: String::new(),
+        input: input.to_vec(),
+        init: nn::Init::GlorotUniform,
+        layers: vec![spec],
+    };
+    spec.build(&mut Rng::new(0)).expect("benchmark layer")
+}
+
+fn random(shape: &[usize]) -> Tensor {
+    let mut rng = Rng::new(1);
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, (0..n).map(|_| rng.normal()).collect()).expect("shape")
+}
+
+/// Benchmarks `spec` on `input`: forward, and backward with or without the input gradient.
+fn bench_layer(c: &mut Criterion, name: &str, input: &[usize], spec: L, need_dx: bool) {
+    let mut net = layer(input, spec);
+    let mut shape = vec![BATCH];
+    shape.extend_from_slice(input);
+    let x = random(&shape);
+    let mut rng = Rng::new(2);
+    let y = net.forward(&x, Mode::Train, &mut rng).clone();
+    let dy = random(y.shape());
+    let mut dx = Tensor::default();
+    c.bench_function(&format!("{name}/forward"), |b| {
+        b.iter(|| net.forward(&x, Mode::Train, &mut rng).len())
+    });
+    c.bench_function(&format!("{name}/backward"), |b| {
+        b.iter(|| net.backward(&x, &dy, need_dx.then_some(&mut dx)))
+    });
+}
+
+fn kernels(c: &mut Criterion) {
+    let conv = |filters| L::Conv2d {
+        filters,
+        kernel: 3,
+        stride: 1,
+        padding: 0,
+        bias: true,
+    };
+    // conv1 is the first layer: no input gradient is ever needed.
+    bench_layer(c, "conv1 28x28x1->32", &[28, 28, 1], conv(32), false);
+    bench_layer(c, "conv2 13x13x32->64", &[13, 13, 32], conv(64), true);
+    bench_layer(
+        c,
+        "maxpool 26x26x32",
+        &[26, 26, 32],
+        L::MaxPool2d {
+            size: 2,
+            stride: None,
+        },
+        true,
+    );
+    bench_layer(c, "relu 26x26x32", &[26, 26, 32], L::Relu, true);
+    bench_layer(
+        c,
+        "dense 1600->128",
+        &[1600],
+        L::Linear {
+            units: 128,
+            bias: true,
+        },
+        true,
+    );
+
+    let spec = ModelSpec {
+        name: String::new(),
+        input: vec![1600],
+        init: nn::Init::GlorotUniform,
+        layers: vec![L::Linear {
+            units: 140,
+            bias: true,
+        }],
+    };
+    let mut net = spec.build(&mut Rng::new(0)).expect("params");
+    let mut opt = Optimizer::new(OptimizerConfig::new(OptimizerKind::adam()));
+    c.bench_function("adam step 224k params", |b| {
+        b.iter(|| opt.step(&mut net.params_mut(), 1e-3))
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = kernels
+}
+criterion_main!(benches);
