@@ -166,7 +166,7 @@ fn activations_and_residual() {
     );
     let g = forward(&[4], vec![L::Gelu], &x, Mode::Eval);
     // x/2 · (1 + tanh(√(2/π)(x + 0.044715x³))), evaluated in f64
-    let want = [-0.045402306, -0.15428599, 0.0, 1.3995716];
+    let want: [f32; 4] = [-0.045_402_306, -0.154_286, 0.0, 1.399_571_6];
     for (a, b) in g.data().iter().zip(want) {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }

@@ -31,14 +31,19 @@ impl Sandbox {
 
     /// Runs `fmnist args...` with no network mirror reachable and a private cache.
     pub fn run(&self, args: &[&str]) -> Output {
+        // Port 9 (discard) on loopback: any download attempt fails at once.
+        self.run_with_mirror(args, "http://127.0.0.1:9/")
+    }
+
+    /// Runs `fmnist args...` downloading from `mirror`.
+    pub fn run_with_mirror(&self, args: &[&str], mirror: &str) -> Output {
         Command::new(env!("CARGO_BIN_EXE_fmnist"))
             .args(args)
             .current_dir(self.dir.path())
             .env("HOME", self.dir.path())
             .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .env_remove("FMNIST_DATA")
-            // Port 9 (discard) on loopback: any download attempt fails at once.
-            .env("FMNIST_MIRROR", "http://127.0.0.1:9/")
+            .env("FMNIST_MIRROR", mirror)
             .env("RUST_BACKTRACE", "1")
             .output()
             .expect("run fmnist")
