@@ -28,7 +28,8 @@ tools = {}
 for r in rows:
     tools.setdefault(r["tool"].split()[0], []).append(r)
 names = {t: tools[t][0]["tool"] for t in tools}
-keys = ["train_images_per_s", "eval_images_per_s", "predict_p50_ms", "predict_p99_ms", "peak_rss_mb"]
+keys = ["train_images_per_s", "eval_images_per_s", "predict_p50_ms", "predict_p99_ms",
+        "train_peak_rss_mb", "peak_rss_mb"]
 med = {t: {k: statistics.median(r[k] for r in rs) for k in keys} for t, rs in tools.items()}
 print(f"medians of {len(tools['fmnist'])} rounds, {tools['fmnist'][0]['threads']} threads")
 print(f"{'':22}" + "".join(f"{names[t]:>18}" for t in med) + f"{'fmnist/torch':>14}{'fmnist/keras':>14}")

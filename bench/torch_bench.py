@@ -30,6 +30,7 @@ for i in range(5): step(i)
 start = time.perf_counter()
 for i in range(batches): step(5 + i)
 train_s = time.perf_counter() - start
+train_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 model.eval()
 with torch.no_grad():
@@ -45,4 +46,4 @@ lat.sort()
 print(json.dumps({"tool": f"torch {torch.__version__}", "threads": torch.get_num_threads(),
     "train_images_per_s": batches * bs / train_s, "eval_images_per_s": 10000 / eval_s,
     "predict_p50_ms": lat[len(lat) // 2], "predict_p99_ms": lat[int(0.99 * (len(lat) - 1))],
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    "train_peak_rss_mb": train_rss, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -17,8 +17,9 @@ use crate::{atomic, models};
 pub const FORMAT: &str = "fmnist-model/1";
 /// Model files larger than this are refused before reading.
 const MAX_MODEL_BYTES: u64 = 1 << 30;
-/// Images per forward pass when classifying many.
-const INFER_BATCH: usize = 1000;
+/// Images per forward pass when classifying many: large enough to keep the matrix
+/// products efficient, small enough that activations stay well under 100 MB.
+const INFER_BATCH: usize = 256;
 
 /// How a model was trained (stored in its file).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

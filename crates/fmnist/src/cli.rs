@@ -103,7 +103,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE.json", conflicts_with = "model")]
     arch: Option<PathBuf>,
     /// Passes over the training set
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     epochs: u32,
     /// Images per step
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=60_000))]
@@ -127,7 +127,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
     optimizer: OptimizerArg,
     /// Learning-rate schedule
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Constant)]
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
     schedule: ScheduleArg,
     /// Weight decay (not applied to biases and normalisation parameters)
     #[arg(long, default_value_t = 0.0, value_parser = non_negative_f32, allow_negative_numbers = true)]
@@ -311,7 +311,7 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         },
         schedule: match a.schedule {
             ScheduleArg::Constant => Schedule::Constant,
-            ScheduleArg::Cosine => Schedule::Cosine { warmup: 0.05 },
+            ScheduleArg::Cosine => train::COSINE,
             ScheduleArg::OneCycle => Schedule::one_cycle(),
         },
         label_smoothing: a.label_smoothing,

@@ -357,6 +357,8 @@ fn a_user_architecture_from_json_trains() {
         "500",
         "--lr",
         "0.01",
+        "--schedule",
+        "constant",
         "--out",
         "t.safetensors",
         "--offline",

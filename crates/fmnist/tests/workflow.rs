@@ -53,7 +53,7 @@ fn train_then_eval_then_predict() {
     let out = sb.ok(&[
         "train",
         "--epochs",
-        "2",
+        "3",
         "--limit",
         "12000",
         "--val-size",
@@ -66,7 +66,7 @@ fn train_then_eval_then_predict() {
     ]);
     assert_eq!(
         out.lines().filter(|l| l.starts_with("epoch ")).count(),
-        2,
+        3,
         "{out}"
     );
     let reported: f64 = out
@@ -78,12 +78,12 @@ fn train_then_eval_then_predict() {
     assert!(reported > 80.0, "{out}");
 
     let history = std::fs::read_to_string(sb.path("m.history.csv")).unwrap();
-    assert_eq!(history.lines().count(), 3, "{history}");
+    assert_eq!(history.lines().count(), 4, "{history}");
     assert!(history.starts_with("epoch,train_loss,train_accuracy,val_loss,val_accuracy"));
 
     // eval reproduces the test accuracy training measured, exactly.
     let model = fmnist::Classifier::load(&sb.path("m.safetensors")).unwrap();
-    assert_eq!(model.summary.epochs, 2);
+    assert_eq!(model.summary.epochs, 3);
     assert_eq!(model.summary.train_images, 12000);
     let json: serde_json::Value =
         serde_json::from_str(&sb.ok(&["eval", "m.safetensors", "--json", "--offline"])).unwrap();

@@ -44,6 +44,27 @@ fn bench_layer(c: &mut Criterion, name: &str, input: &[usize], spec: L, need_dx:
     });
 }
 
+/// The machine's practical fp32 peak: a large square product (2·1024³ FLOP).
+fn peak(c: &mut Criterion) {
+    let n = 1024;
+    let a = random(&[n, n]);
+    let b = random(&[n, n]);
+    let mut out = vec![0.0; n * n];
+    let mut group = c.benchmark_group("gemm");
+    group.throughput(criterion::Throughput::Elements(2 * (n * n * n) as u64));
+    group.bench_function("1024^3 (elements = FLOP)", |bench| {
+        bench.iter(|| {
+            nn::matmul::matmul(
+                &mut out,
+                nn::matmul::Mat::new(a.data(), n, n),
+                nn::matmul::Mat::new(b.data(), n, n),
+                false,
+            )
+        })
+    });
+    group.finish();
+}
+
 fn kernels(c: &mut Criterion) {
     let conv = |filters| L::Conv2d {
         filters,
@@ -97,6 +118,6 @@ criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = kernels
+    targets = peak, kernels
 }
 criterion_main!(benches);

@@ -49,9 +49,7 @@ pub fn matmul_tn_reduce<'a>(dst: &mut [f32], a: Mat<'a>, b: Mat<'a>, parts: &mut
     use rayon::prelude::*;
     assert_eq!(a.rows, b.rows, "row counts differ");
     let (rows, m, n) = (a.rows, a.cols, b.cols);
-    // Every block non-empty: 18 rows make 6 blocks of 3, not 8.
-    let per = rows.div_ceil(REDUCE_CHUNKS).max(1);
-    let chunks = rows.div_ceil(per).max(1);
+    let (per, chunks) = row_blocks(rows);
     parts.resize(chunks * m * n, 0.0);
     parts
         .par_chunks_mut(m * n)
@@ -67,13 +65,46 @@ pub fn matmul_tn_reduce<'a>(dst: &mut [f32], a: Mat<'a>, b: Mat<'a>, parts: &mut
             };
             matmul_with(part, block(a).t(), block(b), false, Parallelism::None);
         });
-    let dst = &mut dst[..m * n];
-    dst.copy_from_slice(&parts[..m * n]);
-    for part in parts.chunks_exact(m * n).skip(1) {
+    sum_parts(&mut dst[..m * n], parts);
+}
+
+/// Rows per block and the number of blocks for a blocked reduction over `rows`; every
+/// block is non-empty (18 rows make 6 blocks of 3, not 8).
+fn row_blocks(rows: usize) -> (usize, usize) {
+    let per = rows.div_ceil(REDUCE_CHUNKS).max(1);
+    (per, rows.div_ceil(per).max(1))
+}
+
+/// `dst` = the sum of the `dst.len()`-sized parts, added in order.
+fn sum_parts(dst: &mut [f32], parts: &[f32]) {
+    dst.copy_from_slice(&parts[..dst.len()]);
+    for part in parts.chunks_exact(dst.len()).skip(1) {
         for (d, &p) in dst.iter_mut().zip(part) {
             *d += p;
         }
     }
+}
+
+/// `dst[j] = Σ_i rows[i][j]` over a row-major `rows` of width `dst.len()` (bias
+/// gradients), as a blocked reduction like [`matmul_tn_reduce`].
+pub fn column_sums(dst: &mut [f32], rows: &[f32], parts: &mut Vec<f32>) {
+    use rayon::prelude::*;
+    let width = dst.len();
+    let count = rows.len() / width.max(1);
+    let (per, chunks) = row_blocks(count);
+    parts.resize(chunks * width, 0.0);
+    parts
+        .par_chunks_mut(width)
+        .zip(rows.par_chunks(per * width))
+        .for_each(|(part, block)| {
+            part.fill(0.0);
+            for row in block.chunks_exact(width) {
+                for (a, &v) in part.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+        });
+    sum_parts(dst, parts);
 }
 
 /// The parallelism to hand `gemm`: the current rayon pool's threads.

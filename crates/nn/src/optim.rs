@@ -1,8 +1,12 @@
 //! Optimizers (Adam, AdamW, SGD with momentum) and learning-rate schedules.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{Param, ParamKind};
+
+/// Values per parallel work item in the element-wise updates.
+const CHUNK: usize = 1 << 14;
 
 /// The update rule.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -130,36 +134,46 @@ impl Optimizer {
             let decays = p.kind == ParamKind::Weight || cfg.decay_bias_and_norm;
             let wd = if decays { cfg.weight_decay } else { 0.0 };
             let (value, grad) = (p.value.data_mut(), p.grad.data());
+            // Element-wise updates: parallel chunks give the same result on any thread count.
+            let chunks = value
+                .par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK));
             match cfg.kind {
                 OptimizerKind::Adam { beta1, beta2, eps }
                 | OptimizerKind::AdamW { beta1, beta2, eps } => {
                     let decoupled = matches!(cfg.kind, OptimizerKind::AdamW { .. });
                     let c1 = 1.0 - beta1.powi(t);
                     let c2 = 1.0 - beta2.powi(t);
-                    for i in 0..value.len() {
-                        let mut g = grad[i];
-                        if decoupled {
-                            value[i] -= lr * wd * value[i];
-                        } else {
-                            g += wd * value[i];
+                    chunks.for_each(|(((value, grad), m), v)| {
+                        for (((p, &g), m), v) in value.iter_mut().zip(grad).zip(m).zip(v) {
+                            let mut g = g;
+                            if decoupled {
+                                *p -= lr * wd * *p;
+                            } else {
+                                g += wd * *p;
+                            }
+                            *m = beta1 * *m + (1.0 - beta1) * g;
+                            *v = beta2 * *v + (1.0 - beta2) * g * g;
+                            let mhat = *m / c1;
+                            let vhat = *v / c2;
+                            *p -= lr * mhat / (vhat.sqrt() + eps);
                         }
-                        m[i] = beta1 * m[i] + (1.0 - beta1) * g;
-                        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
-                        let mhat = m[i] / c1;
-                        let vhat = v[i] / c2;
-                        value[i] -= lr * mhat / (vhat.sqrt() + eps);
-                    }
+                    });
                 }
                 OptimizerKind::Sgd { momentum, nesterov } => {
-                    for i in 0..value.len() {
-                        let mut g = grad[i] + wd * value[i];
-                        if momentum != 0.0 {
-                            // PyTorch starts the buffer at the first gradient.
-                            m[i] = if t == 1 { g } else { momentum * m[i] + g };
-                            g = if nesterov { g + momentum * m[i] } else { m[i] };
+                    chunks.for_each(|(((value, grad), m), _)| {
+                        for ((p, &g), buf) in value.iter_mut().zip(grad).zip(m) {
+                            let mut g = g + wd * *p;
+                            if momentum != 0.0 {
+                                // PyTorch starts the buffer at the first gradient.
+                                *buf = if t == 1 { g } else { momentum * *buf + g };
+                                g = if nesterov { g + momentum * *buf } else { *buf };
+                            }
+                            *p -= lr * g;
                         }
-                        value[i] -= lr * g;
-                    }
+                    });
                 }
             }
         }

@@ -50,6 +50,11 @@ pub struct Idx {
 
 /// Parses an (uncompressed) IDX file, validating magic number, type, dimensions and length.
 pub fn parse(bytes: &[u8]) -> Result<Idx, IdxError> {
+    parse_owned(bytes.to_vec())
+}
+
+/// [`parse`] without copying the data: the header is removed from `bytes` in place.
+pub fn parse_owned(mut bytes: Vec<u8>) -> Result<Idx, IdxError> {
     if bytes.len() < 4 {
         return Err(IdxError::ShortHeader(bytes.len()));
     }
@@ -78,10 +83,8 @@ pub fn parse(bytes: &[u8]) -> Result<Idx, IdxError> {
     if got != want {
         return Err(IdxError::Length { dims, want, got });
     }
-    Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    bytes.drain(..header);
+    Ok(Idx { dims, data: bytes })
 }
 
 /// Serialises `data` with `dims` as an IDX file (for fixtures and round trips).

@@ -253,8 +253,11 @@ pub(crate) fn verify(file: &DataFile, bytes: &[u8]) -> anyhow::Result<()> {
 pub(crate) fn read_verified(path: &std::path::Path, file: &DataFile) -> anyhow::Result<idx::Idx> {
     let bytes =
         idx::read_maybe_gz(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let parsed = idx::parse(&bytes)
+    // Checksummed before parsing so that the 47 MB of images need not be copied; a
+    // malformed file is still reported as malformed rather than as a mere mismatch.
+    let checked = verify(file, &bytes);
+    let parsed = idx::parse_owned(bytes)
         .with_context(|| format!("{} is not a valid IDX file", path.display()))?;
-    verify(file, &bytes).with_context(|| format!("{} is corrupt", path.display()))?;
+    checked.with_context(|| format!("{} is corrupt", path.display()))?;
     Ok(parsed)
 }

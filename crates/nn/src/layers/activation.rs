@@ -1,7 +1,12 @@
 //! Element-wise activations.
 
+use rayon::prelude::*;
+
 use super::{Context, Layer};
 use crate::Tensor;
+
+/// Values per parallel work item (element-wise work is identical on any thread count).
+const CHUNK: usize = 1 << 15;
 
 /// Rectified linear unit: `y = max(x, 0)`. Any shape.
 pub struct Relu {
@@ -24,19 +29,32 @@ impl Layer for Relu {
 
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, _: &mut Context<'_>) {
         y.resize(x.shape());
-        for (o, &i) in y.data_mut().iter_mut().zip(x.data()) {
-            // Not `i.max(0.0)`: that turns NaN into 0 and would hide a diverging run.
-            *o = if i < 0.0 { 0.0 } else { i };
-        }
+        y.data_mut()
+            .par_chunks_mut(CHUNK)
+            .zip(x.data().par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                for (o, &i) in y.iter_mut().zip(x) {
+                    // Not `i.max(0.0)`: that turns NaN into 0 and would hide a diverging run.
+                    *o = if i < 0.0 { 0.0 } else { i };
+                }
+            });
     }
 
     // y = max(x, 0)  =>  dx = dy where y > 0
     fn backward(&mut self, _x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
         let Some(dx) = dx else { return };
         dx.resize(y.shape());
-        for ((d, &g), &o) in dx.data_mut().iter_mut().zip(dy.data()).zip(y.data()) {
-            *d = if o > 0.0 { g } else { 0.0 };
-        }
+        let chunks = dx
+            .data_mut()
+            .par_chunks_mut(CHUNK)
+            .zip(dy.data().par_chunks(CHUNK));
+        chunks
+            .zip(y.data().par_chunks(CHUNK))
+            .for_each(|((dx, dy), y)| {
+                for ((d, &g), &o) in dx.iter_mut().zip(dy).zip(y) {
+                    *d = if o > 0.0 { g } else { 0.0 };
+                }
+            });
     }
 }
 

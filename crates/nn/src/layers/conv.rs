@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::{Context, Layer, Param, ParamKind};
-use crate::matmul::{Mat, matmul, matmul_tn_reduce};
+use crate::matmul::{Mat, column_sums, matmul, matmul_tn_reduce};
 use crate::{Init, Rng, Tensor};
 
 /// 2-D convolution with square kernels, stride and zero padding.
@@ -218,13 +218,7 @@ impl Layer for Conv2d {
         let col = Mat::new(&self.col, rows, window);
         matmul_tn_reduce(self.weight.grad.data_mut(), dyv, col, &mut self.parts);
         if let Some(b) = &mut self.bias {
-            let db = b.grad.data_mut();
-            db.fill(0.0);
-            for row in dy.data().chunks_exact(g.oc) {
-                for (a, &v) in db.iter_mut().zip(row) {
-                    *a += v;
-                }
-            }
+            column_sums(b.grad.data_mut(), dy.data(), &mut self.parts);
         }
         let Some(dx) = dx else { return };
         // The columns are no longer needed: reuse the workspace for their gradient.

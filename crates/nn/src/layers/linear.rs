@@ -1,7 +1,7 @@
 //! Fully connected (dense) layer.
 
 use super::{Context, Layer, Param, ParamKind, batch_and_rest};
-use crate::matmul::{Mat, matmul};
+use crate::matmul::{Mat, column_sums, matmul};
 use crate::{Init, Rng, Tensor};
 
 /// Dense layer `y = x · Wᵀ + b`: `x` is `[n, in]`, `W` is `[out, in]`, `b` is `[out]`,
@@ -11,6 +11,8 @@ pub struct Linear {
     weight: Param,
     bias: Option<Param>,
     out_shape: Vec<usize>,
+    /// Per-block partial bias gradients.
+    parts: Vec<f32>,
 }
 
 impl Linear {
@@ -39,6 +41,7 @@ impl Linear {
             weight: Param::new(weight, ParamKind::Weight),
             bias,
             out_shape: vec![units],
+            parts: Vec::new(),
         })
     }
 }
@@ -82,13 +85,7 @@ impl Layer for Linear {
             false,
         );
         if let Some(b) = &mut self.bias {
-            let db = b.grad.data_mut();
-            db.fill(0.0);
-            for row in dy.data().chunks_exact(out) {
-                for (a, &v) in db.iter_mut().zip(row) {
-                    *a += v;
-                }
-            }
+            column_sums(b.grad.data_mut(), dy.data(), &mut self.parts);
         }
         if let Some(dx) = dx {
             dx.resize(x.shape());

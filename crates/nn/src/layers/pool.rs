@@ -52,11 +52,12 @@ impl Window {
 
 /// Max pooling over `size × size` windows every `stride` pixels, no padding.
 /// `x` is `[n, h, w, c]`, `y` is `[n, (h-size)/stride+1, (w-size)/stride+1, c]`.
+///
+/// No argmax is stored: backward finds, in each window, the first input equal to the
+/// output. Both passes are then plain per-channel selects that vectorise.
 pub struct MaxPool2d {
     win: Window,
     out_shape: Vec<usize>,
-    /// For each output, the index (within its image) of the input that won.
-    argmax: Vec<u32>,
 }
 
 impl MaxPool2d {
@@ -66,8 +67,16 @@ impl MaxPool2d {
         Ok(Self {
             win,
             out_shape: vec![win.oh, win.ow, win.c],
-            argmax: Vec::new(),
         })
+    }
+}
+
+impl Window {
+    /// Offset in one image of the first channel of window slot `slot` of output `o`.
+    fn slot_offset(&self, o: usize, slot: usize) -> usize {
+        let (oy, ox) = (o / self.ow, o % self.ow);
+        let (i, j) = (slot / self.size, slot % self.size);
+        ((oy * self.stride + i) * self.w + ox * self.stride + j) * self.c
     }
 }
 
@@ -79,59 +88,56 @@ impl Layer for MaxPool2d {
     // y[oy,ox,c] = max over the window of x[oy·s+i, ox·s+j, c]
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, _: &mut Context<'_>) {
         let g = self.win;
-        let n = x.batch();
-        y.resize_batch(n, &self.out_shape);
-        self.argmax.resize(n * g.out_size(), 0);
+        y.resize_batch(x.batch(), &self.out_shape);
         y.data_mut()
             .par_chunks_mut(g.out_size())
-            .zip(self.argmax.par_chunks_mut(g.out_size()))
             .zip(x.data().par_chunks(g.in_size()))
-            .for_each(|((out, arg), img)| {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let o = (oy * g.ow + ox) * g.c;
-                        let (out, arg) = (&mut out[o..o + g.c], &mut arg[o..o + g.c]);
-                        let first = ((oy * g.stride) * g.w + ox * g.stride) * g.c;
-                        out.copy_from_slice(&img[first..first + g.c]);
-                        for (ch, a) in arg.iter_mut().enumerate() {
-                            *a = (first + ch) as u32;
-                        }
-                        for i in 0..g.size {
-                            for j in 0..g.size {
-                                let base = ((oy * g.stride + i) * g.w + ox * g.stride + j) * g.c;
-                                let window = out
-                                    .iter_mut()
-                                    .zip(arg.iter_mut())
-                                    .zip(&img[base..base + g.c]);
-                                for (ch, ((m, a), &v)) in window.enumerate() {
-                                    // Strictly greater: ties go to the first, as in PyTorch.
-                                    if v > *m {
-                                        *m = v;
-                                        *a = (base + ch) as u32;
-                                    }
-                                }
-                            }
+            .for_each(|(out, img)| {
+                for (o, out) in out.chunks_exact_mut(g.c).enumerate() {
+                    let first = g.slot_offset(o, 0);
+                    out.copy_from_slice(&img[first..first + g.c]);
+                    for slot in 1..g.size * g.size {
+                        let base = g.slot_offset(o, slot);
+                        for (m, &v) in out.iter_mut().zip(&img[base..base + g.c]) {
+                            *m = if v > *m { v } else { *m };
                         }
                     }
                 }
             });
     }
 
-    // dx[argmax] += dy
-    fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+    // dx[first window position where x = y] += dy (ties go to the first, as in PyTorch)
+    fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
         let Some(dx) = dx else { return };
         let g = self.win;
         dx.resize(x.shape());
-        dx.data_mut()
+        let images = dx
+            .data_mut()
             .par_chunks_mut(g.in_size())
-            .zip(self.argmax.par_chunks(g.out_size()))
-            .zip(dy.data().par_chunks(g.out_size()))
-            .for_each(|((d, arg), gy)| {
-                d.fill(0.0);
-                for (&a, &v) in arg.iter().zip(gy) {
-                    d[a as usize] += v;
+            .zip(x.data().par_chunks(g.in_size()));
+        let outputs = y
+            .data()
+            .par_chunks(g.out_size())
+            .zip(dy.data().par_chunks(g.out_size()));
+        images.zip(outputs).for_each(|((d, img), (out, gy))| {
+            d.fill(0.0);
+            let mut pending = vec![0.0f32; g.c];
+            for (o, (out, gy)) in out.chunks_exact(g.c).zip(gy.chunks_exact(g.c)).enumerate() {
+                // The gradient still to place; zero once placed, so later equal inputs get none.
+                pending.copy_from_slice(gy);
+                for slot in 0..g.size * g.size {
+                    let base = g.slot_offset(o, slot);
+                    let lanes = d[base..base + g.c].iter_mut().zip(&img[base..base + g.c]);
+                    for ((dv, &xv), (&yv, p)) in lanes.zip(out.iter().zip(pending.iter_mut())) {
+                        // Bit masks rather than `if`: the compiler would turn `*p = if hit
+                        // { 0.0 } else { *p }` into a conditional store, which does not vectorise.
+                        let hit = if xv == yv { u32::MAX } else { 0 };
+                        *dv += f32::from_bits(p.to_bits() & hit);
+                        *p = f32::from_bits(p.to_bits() & !hit);
+                    }
                 }
-            });
+            }
+        });
     }
 }
 
