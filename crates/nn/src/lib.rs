@@ -8,6 +8,7 @@
 //!
 //! Determinism: the same seed and thread count give bit-identical results.
 
+mod copy;
 pub mod init;
 pub mod layers;
 pub mod loss;

@@ -8,6 +8,9 @@ use crate::{Rng, Tensor};
 pub struct Network {
     input_shape: Vec<usize>,
     layers: Vec<Box<dyn Layer>>,
+    /// Each built layer's index in the spec (a fused layer has its first one's), which
+    /// names its tensors: fusing never changes a model file.
+    ids: Vec<usize>,
     /// `acts[i]` is layer `i`'s output.
     acts: Vec<Tensor>,
     /// `grads[i]` is dLoss/d`acts[i]` (the last one is supplied by the caller).
@@ -16,11 +19,16 @@ pub struct Network {
 
 impl Network {
     /// A network from built layers; use [`crate::ModelSpec::build`] to get one.
-    pub(crate) fn from_layers(input_shape: Vec<usize>, layers: Vec<Box<dyn Layer>>) -> Self {
+    pub(crate) fn from_layers(
+        input_shape: Vec<usize>,
+        layers: Vec<(usize, Box<dyn Layer>)>,
+    ) -> Self {
         let n = layers.len();
+        let (ids, layers) = layers.into_iter().unzip();
         Self {
             input_shape,
             layers,
+            ids,
             acts: (0..n).map(|_| Tensor::default()).collect(),
             grads: (0..n).map(|_| Tensor::default()).collect(),
         }
@@ -110,7 +118,7 @@ impl Network {
     /// Every tensor that defines the network, named `"{layer}.{name}"`.
     pub fn tensors(&self) -> Vec<(String, &Tensor)> {
         let mut out = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
+        for (i, l) in self.ids.iter().zip(&self.layers) {
             out.extend(
                 l.tensors()
                     .into_iter()
@@ -123,7 +131,7 @@ impl Network {
     /// Mutable access to the same tensors, for loading.
     pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out = Vec::new();
-        for (i, l) in self.layers.iter_mut().enumerate() {
+        for (i, l) in self.ids.iter().zip(&mut self.layers) {
             out.extend(
                 l.tensors_mut()
                     .into_iter()

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layers::{
     AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Gelu, GlobalAvgPool, GlobalMaxPool, Layer,
-    Linear, MaxPool2d, Relu, Residual,
+    Linear, MaxPool2d, Relu, ReluMaxPool2d, Residual,
 };
 use crate::{Error, Init, Network, Rng};
 
@@ -130,14 +130,20 @@ impl ModelSpec {
     }
 
     /// Builds the network with fresh weights drawn from `rng`; validates every shape.
+    /// Adjacent layers with a fused fast path (ReLU then max pool) are built as one layer.
     pub fn build(&self, rng: &mut Rng) -> Result<Network, Error> {
+        self.build_with(rng, true)
+    }
+
+    /// [`ModelSpec::build`], choosing whether to fuse layers (unfused: the test oracle).
+    pub fn build_with(&self, rng: &mut Rng, fuse: bool) -> Result<Network, Error> {
         if self.input.is_empty() || self.input.contains(&0) {
             return Err(Error::Spec(format!(
                 "input shape {:?} must be non-empty",
                 self.input
             )));
         }
-        let net = build_layers(&self.layers, &self.input, self.init, rng, 0)?;
+        let net = build_layers(&self.layers, &self.input, self.init, rng, 0, fuse)?;
         if net.num_params() > MAX_PARAMS {
             return Err(Error::Spec(format!(
                 "{} parameters is too many",
@@ -148,12 +154,28 @@ impl ModelSpec {
     }
 }
 
+/// A fused layer for `specs[i]` and `specs[i + 1]`, when one exists.
+fn fused_pair(
+    specs: &[LayerSpec],
+    i: usize,
+    shape: &[usize],
+) -> Option<Result<Box<dyn Layer>, Error>> {
+    match (&specs[i], specs.get(i + 1)) {
+        (LayerSpec::Relu, Some(&LayerSpec::MaxPool2d { size, stride })) => Some(
+            ReluMaxPool2d::new(shape, size, stride.unwrap_or(size))
+                .map(|l| Box::new(l) as Box<dyn Layer>),
+        ),
+        _ => None,
+    }
+}
+
 fn build_layers(
     specs: &[LayerSpec],
     input: &[usize],
     init: Init,
     rng: &mut Rng,
     depth: usize,
+    fuse: bool,
 ) -> Result<Network, Error> {
     if depth > MAX_DEPTH {
         return Err(Error::Spec(format!(
@@ -165,20 +187,26 @@ fn build_layers(
             "a network (or residual body) needs at least one layer".into(),
         ));
     }
-    let mut layers: Vec<Box<dyn Layer>> = Vec::with_capacity(specs.len());
+    let mut layers: Vec<(usize, Box<dyn Layer>)> = Vec::with_capacity(specs.len());
     let mut shape = input.to_vec();
-    for (i, spec) in specs.iter().enumerate() {
-        let layer = build_layer(spec, &shape, init, rng, depth)
-            .map_err(|e| Error::Spec(format!("layer {i} ({}): {}", spec.kind(), e.detail())))?;
+    let mut i = 0;
+    while i < specs.len() {
+        let (layer, consumed) = match fuse.then(|| fused_pair(specs, i, &shape)).flatten() {
+            Some(layer) => (layer, 2),
+            None => (build_layer(&specs[i], &shape, init, rng, depth, fuse), 1),
+        };
+        let (at, kind) = (i + consumed - 1, specs[i + consumed - 1].kind());
+        let layer =
+            layer.map_err(|e| Error::Spec(format!("layer {at} ({kind}): {}", e.detail())))?;
         shape = layer.output_shape().to_vec();
         let values: usize = shape.iter().product();
         if values == 0 || values > MAX_PARAMS {
             return Err(Error::Spec(format!(
-                "layer {i} ({}) gives shape {shape:?}",
-                spec.kind()
+                "layer {at} ({kind}) gives shape {shape:?}"
             )));
         }
-        layers.push(layer);
+        layers.push((i, layer));
+        i += consumed;
     }
     Ok(Network::from_layers(input.to_vec(), layers))
 }
@@ -189,6 +217,7 @@ fn build_layer(
     init: Init,
     rng: &mut Rng,
     depth: usize,
+    fuse: bool,
 ) -> Result<Box<dyn Layer>, Error> {
     // Parameter counts are checked before allocating them.
     let check = |n: usize| {
@@ -239,6 +268,7 @@ fn build_layer(
             init,
             rng,
             depth + 1,
+            fuse,
         )?)?),
     })
 }

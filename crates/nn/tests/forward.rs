@@ -180,3 +180,54 @@ fn activations_and_residual() {
     );
     assert_eq!(r.data(), &[-2.0, -0.5, 0.0, 3.0]);
 }
+
+#[test]
+fn fused_relu_max_pool_matches_the_plain_layers_bit_for_bit() {
+    for (size, stride) in [(2, 2), (3, 2), (2, 1), (3, 3)] {
+        let spec = nn::ModelSpec {
+            name: String::new(),
+            input: vec![9, 9, 2],
+            init: nn::Init::Torch,
+            layers: vec![
+                L::Conv2d {
+                    filters: 4,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    bias: true,
+                },
+                L::Relu,
+                L::MaxPool2d {
+                    size,
+                    stride: Some(stride),
+                },
+                L::Flatten,
+                L::Linear {
+                    units: 3,
+                    bias: true,
+                },
+            ],
+        };
+        let mut fused = spec.build_with(&mut Rng::new(1), true).unwrap();
+        let mut plain = spec.build_with(&mut Rng::new(1), false).unwrap();
+        let names = |n: &nn::Network| n.tensors().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(names(&fused), names(&plain));
+        assert_eq!(names(&fused), ["0.weight", "0.bias", "4.weight", "4.bias"]);
+        let x = normal(&[3, 9, 9, 2], 7);
+        let yf = fused.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
+        let yp = plain.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
+        assert_eq!(yf, yp, "size {size} stride {stride}");
+        let dy = normal(yf.shape(), 8);
+        let (mut dxf, mut dxp) = (Tensor::default(), Tensor::default());
+        fused.backward(&x, &dy, Some(&mut dxf));
+        plain.backward(&x, &dy, Some(&mut dxp));
+        assert_eq!(dxf, dxp, "size {size} stride {stride}");
+        let grads = |n: &mut nn::Network| {
+            n.params_mut()
+                .iter()
+                .map(|p| p.grad.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(grads(&mut fused), grads(&mut plain));
+    }
+}

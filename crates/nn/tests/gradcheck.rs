@@ -170,6 +170,21 @@ fn max_pool_disjoint_and_overlapping() {
 }
 
 #[test]
+fn fused_relu_and_max_pool() {
+    let pair = |size, stride| {
+        vec![
+            L::Relu,
+            L::MaxPool2d {
+                size,
+                stride: Some(stride),
+            },
+        ]
+    };
+    check(&[6, 6, 3], pair(2, 2), spaced(&[2, 6, 6, 3], 21), KINKED);
+    check(&[7, 7, 2], pair(3, 2), spaced(&[2, 7, 7, 2], 22), KINKED);
+}
+
+#[test]
 fn avg_pool() {
     check(
         &[6, 4, 3],

@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::{Context, Layer, Param, ParamKind};
+use crate::copy::{broadcast_rows, copy_row};
 use crate::matmul::{Mat, column_sums, matmul, matmul_tn_reduce};
 use crate::{Init, Rng, Tensor};
 
@@ -120,7 +121,7 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
                 if x0 >= 0 && x0 as usize + g.k <= g.w {
                     // The whole kernel row is inside the image: one contiguous copy.
                     let start = (iy as usize * g.w + x0 as usize) * g.c;
-                    dst.copy_from_slice(&x[start..start + kc]);
+                    copy_row(dst, &x[start..start + kc]);
                 } else {
                     for kx in 0..g.k {
                         let ix = x0 + kx as isize;
@@ -129,7 +130,7 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
                             d.fill(0.0);
                         } else {
                             let s = (iy as usize * g.w + ix as usize) * g.c;
-                            d.copy_from_slice(&x[s..s + g.c]);
+                            copy_row(d, &x[s..s + g.c]);
                         }
                     }
                 }
@@ -197,9 +198,7 @@ impl Layer for Conv2d {
             .for_each(|(col, img)| im2col(&g, img, col));
         y.resize_batch(n, &self.out_shape);
         if let Some(b) = &self.bias {
-            for row in y.data_mut().chunks_exact_mut(g.oc) {
-                row.copy_from_slice(b.value.data());
-            }
+            broadcast_rows(y.data_mut(), b.value.data());
         }
         matmul(
             y.data_mut(),

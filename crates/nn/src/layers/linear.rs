@@ -1,6 +1,7 @@
 //! Fully connected (dense) layer.
 
 use super::{Context, Layer, Param, ParamKind, batch_and_rest};
+use crate::copy::broadcast_rows;
 use crate::matmul::{Mat, column_sums, matmul};
 use crate::{Init, Rng, Tensor};
 
@@ -61,9 +62,7 @@ impl Layer for Linear {
         let out = self.out_shape[0];
         y.resize_batch(n, &self.out_shape);
         if let Some(b) = &self.bias {
-            for row in y.data_mut().chunks_exact_mut(out) {
-                row.copy_from_slice(b.value.data());
-            }
+            broadcast_rows(y.data_mut(), b.value.data());
         }
         matmul(
             y.data_mut(),

@@ -18,7 +18,7 @@ pub use conv::{Conv2d, conv2d_reference};
 pub use dropout::Dropout;
 pub use linear::Linear;
 pub use norm::BatchNorm;
-pub use pool::{AvgPool2d, GlobalAvgPool, GlobalMaxPool, MaxPool2d};
+pub use pool::{AvgPool2d, GlobalAvgPool, GlobalMaxPool, MaxPool2d, ReluMaxPool2d};
 pub use residual::Residual;
 pub use shape::Flatten;
 

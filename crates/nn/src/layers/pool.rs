@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use super::{Context, Layer};
 use crate::Tensor;
+use crate::copy::copy_row;
 
 /// Window geometry shared by the windowed pools.
 #[derive(Clone, Copy, Debug)]
@@ -95,7 +96,7 @@ impl Layer for MaxPool2d {
             .for_each(|(out, img)| {
                 for (o, out) in out.chunks_exact_mut(g.c).enumerate() {
                     let first = g.slot_offset(o, 0);
-                    out.copy_from_slice(&img[first..first + g.c]);
+                    copy_row(out, &img[first..first + g.c]);
                     for slot in 1..g.size * g.size {
                         let base = g.slot_offset(o, slot);
                         for (m, &v) in out.iter_mut().zip(&img[base..base + g.c]) {
@@ -124,20 +125,90 @@ impl Layer for MaxPool2d {
             let mut pending = vec![0.0f32; g.c];
             for (o, (out, gy)) in out.chunks_exact(g.c).zip(gy.chunks_exact(g.c)).enumerate() {
                 // The gradient still to place; zero once placed, so later equal inputs get none.
-                pending.copy_from_slice(gy);
-                for slot in 0..g.size * g.size {
-                    let base = g.slot_offset(o, slot);
-                    let lanes = d[base..base + g.c].iter_mut().zip(&img[base..base + g.c]);
-                    for ((dv, &xv), (&yv, p)) in lanes.zip(out.iter().zip(pending.iter_mut())) {
-                        // Bit masks rather than `if`: the compiler would turn `*p = if hit
-                        // { 0.0 } else { *p }` into a conditional store, which does not vectorise.
-                        let hit = if xv == yv { u32::MAX } else { 0 };
-                        *dv += f32::from_bits(p.to_bits() & hit);
-                        *p = f32::from_bits(p.to_bits() & !hit);
-                    }
-                }
+                copy_row(&mut pending, gy);
+                scatter_to_first_max(&g, o, img, out, &mut pending, d);
             }
         });
+    }
+}
+
+/// ReLU followed by max pooling, in one pass: `y = max(0, max over the window of x)`.
+/// The same function and gradients as [`super::Relu`] then [`MaxPool2d`] (their test
+/// oracle), without the intermediate tensor. Built in their place by the network.
+pub struct ReluMaxPool2d {
+    pool: MaxPool2d,
+}
+
+impl ReluMaxPool2d {
+    /// A fused ReLU and max pool for `[h, w, c]` inputs.
+    pub fn new(input: &[usize], size: usize, stride: usize) -> Result<Self, crate::Error> {
+        Ok(Self {
+            pool: MaxPool2d::new(input, size, stride)?,
+        })
+    }
+}
+
+impl Layer for ReluMaxPool2d {
+    fn output_shape(&self) -> &[usize] {
+        &self.pool.out_shape
+    }
+
+    // y = max(0, maxpool(x)) = maxpool(relu(x))
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
+        self.pool.forward(x, y, ctx);
+        for v in y.data_mut() {
+            *v = if *v < 0.0 { 0.0 } else { *v };
+        }
+    }
+
+    // dx = dy at the first window position where x = y, when y > 0 (else ReLU blocks it)
+    fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+        let Some(dx) = dx else { return };
+        let g = self.pool.win;
+        dx.resize(x.shape());
+        let images = dx
+            .data_mut()
+            .par_chunks_mut(g.in_size())
+            .zip(x.data().par_chunks(g.in_size()));
+        let outputs = y
+            .data()
+            .par_chunks(g.out_size())
+            .zip(dy.data().par_chunks(g.out_size()));
+        images.zip(outputs).for_each(|((d, img), (out, gy))| {
+            d.fill(0.0);
+            let mut pending = vec![0.0f32; g.c];
+            for (o, (out, gy)) in out.chunks_exact(g.c).zip(gy.chunks_exact(g.c)).enumerate() {
+                for ((p, &yv), &gv) in pending.iter_mut().zip(out).zip(gy) {
+                    // A zero output came from ReLU (or a zero input): no gradient flows.
+                    *p = if yv > 0.0 { gv } else { 0.0 };
+                }
+                scatter_to_first_max(&g, o, img, out, &mut pending, d);
+            }
+        });
+    }
+}
+
+/// Adds `pending[ch]` to `d` at the first position of window `o` where the input equals the
+/// output, per channel; `pending` is consumed (zeroed where placed).
+#[inline(always)]
+fn scatter_to_first_max(
+    g: &Window,
+    o: usize,
+    img: &[f32],
+    out: &[f32],
+    pending: &mut [f32],
+    d: &mut [f32],
+) {
+    for slot in 0..g.size * g.size {
+        let base = g.slot_offset(o, slot);
+        let lanes = d[base..base + g.c].iter_mut().zip(&img[base..base + g.c]);
+        for ((dv, &xv), (&yv, p)) in lanes.zip(out.iter().zip(pending.iter_mut())) {
+            // Bit masks rather than `if`: the compiler would turn `*p = if hit { 0.0 }
+            // else { *p }` into a conditional store, which does not vectorise.
+            let hit = if xv == yv { u32::MAX } else { 0 };
+            *dv += f32::from_bits(p.to_bits() & hit);
+            *p = f32::from_bits(p.to_bits() & !hit);
+        }
     }
 }
 
