@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 batches=${2:-100}
 venv=${ANCHORS_VENV:-$HOME/.cache/fmnist-anchors}
-bash bench/setup_anchors.sh >/dev/null
+TF_CPP_MIN_LOG_LEVEL=3 bash bench/setup_anchors.sh >/dev/null 2>&1 || bash bench/setup_anchors.sh
 cargo build --release -q
 export FMNIST_DIR=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 out=$(mktemp)
@@ -31,10 +31,11 @@ names = {t: tools[t][0]["tool"] for t in tools}
 keys = ["train_images_per_s", "eval_images_per_s", "predict_p50_ms", "predict_p99_ms",
         "train_peak_rss_mb", "peak_rss_mb"]
 med = {t: {k: statistics.median(r[k] for r in rs) for k in keys} for t, rs in tools.items()}
-print(f"medians of {len(tools['fmnist'])} rounds, {tools['fmnist'][0]['threads']} threads")
-print(f"{'':22}" + "".join(f"{names[t]:>18}" for t in med) + f"{'fmnist/torch':>14}{'fmnist/keras':>14}")
+print(f"medians of {len(tools['fmnist'])} rounds, {tools['fmnist'][0]['threads']} threads "
+      "(images/s: higher is better; ms and MB: lower is better)")
+print(f"{'':22}" + "".join(f"{names[t]:>20}" for t in med) + f"{'fmnist/torch':>14}{'fmnist/keras':>14}")
 for k in keys:
     ratio = lambda t: med["fmnist"][k] / med[t][k]
-    print(f"{k:22}" + "".join(f"{med[t][k]:>18.3f}" if "ms" in k else f"{med[t][k]:>18.0f}" for t in med)
+    print(f"{k:22}" + "".join(f"{med[t][k]:>20.3f}" if "ms" in k else f"{med[t][k]:>20.0f}" for t in med)
           + f"{ratio('torch'):>14.2f}{ratio('keras'):>14.2f}")
 PY

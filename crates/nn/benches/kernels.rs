@@ -10,12 +10,12 @@ use nn::{
 
 const BATCH: usize = 128;
 
-fn layer(input: &[usize], spec: L) -> Network {
+fn layer(input: &[usize], layers: Vec<L>) -> Network {
     let spec = ModelSpec {
         name: String::new(),
         input: input.to_vec(),
         init: nn::Init::GlorotUniform,
-        layers: vec![spec],
+        layers,
     };
     spec.build(&mut Rng::new(0)).expect("benchmark layer")
 }
@@ -26,9 +26,9 @@ fn random(shape: &[usize]) -> Tensor {
     Tensor::from_vec(shape, (0..n).map(|_| rng.normal()).collect()).expect("shape")
 }
 
-/// Benchmarks `spec` on `input`: forward, and backward with or without the input gradient.
-fn bench_layer(c: &mut Criterion, name: &str, input: &[usize], spec: L, need_dx: bool) {
-    let mut net = layer(input, spec);
+/// Benchmarks `layers` on `input`: forward, and backward with or without the input gradient.
+fn bench_layer(c: &mut Criterion, name: &str, input: &[usize], layers: Vec<L>, need_dx: bool) {
+    let mut net = layer(input, layers);
     let mut shape = vec![BATCH];
     shape.extend_from_slice(input);
     let x = random(&shape);
@@ -66,37 +66,18 @@ fn peak(c: &mut Criterion) {
 }
 
 fn kernels(c: &mut Criterion) {
-    let conv = |filters| L::Conv2d {
-        filters,
-        kernel: 3,
-        stride: 1,
-        padding: 0,
-        bias: true,
-    };
-    // conv1 is the first layer: no input gradient is ever needed.
-    bench_layer(c, "conv1 28x28x1->32", &[28, 28, 1], conv(32), false);
-    bench_layer(c, "conv2 13x13x32->64", &[13, 13, 32], conv(64), true);
-    bench_layer(
-        c,
-        "maxpool 26x26x32",
-        &[26, 26, 32],
-        L::MaxPool2d {
-            size: 2,
-            stride: None,
-        },
-        true,
-    );
-    bench_layer(c, "relu 26x26x32", &[26, 26, 32], L::Relu, true);
-    bench_layer(
-        c,
-        "dense 1600->128",
-        &[1600],
-        L::Linear {
-            units: 128,
-            bias: true,
-        },
-        true,
-    );
+    let conv = |filters| vec![L::Conv2d { filters, kernel: 3, stride: 1, padding: 0, bias: true }];
+    let pool = L::MaxPool2d { size: 2, stride: None };
+    // conv1 is the first layer: only weight gradients are ever needed. For conv2,
+    // backward-data costs the difference between the two backward figures.
+    bench_layer(c, "conv1 28x28x1->32 (weights)", &[28, 28, 1], conv(32), false);
+    bench_layer(c, "conv2 13x13x32->64 (weights)", &[13, 13, 32], conv(64), false);
+    bench_layer(c, "conv2 13x13x32->64 (weights+data)", &[13, 13, 32], conv(64), true);
+    // Built fused (one pass), as in the simple network, and each layer alone.
+    bench_layer(c, "relu+maxpool 26x26x32 (fused)", &[26, 26, 32], vec![L::Relu, pool.clone()], true);
+    bench_layer(c, "maxpool 26x26x32", &[26, 26, 32], vec![pool], true);
+    bench_layer(c, "relu 26x26x32", &[26, 26, 32], vec![L::Relu], true);
+    bench_layer(c, "dense 1600->128", &[1600], vec![L::Linear { units: 128, bias: true }], true);
 
     let spec = ModelSpec {
         name: String::new(),

@@ -22,6 +22,10 @@ fn conv2d_matches_the_reference_on_many_geometries() {
         (8, 8, 4, 6, 5, 1, 2, true),
         (6, 6, 2, 3, 1, 1, 0, true),
         (7, 7, 2, 4, 3, 3, 1, true),
+        // Single-channel inputs take the direct path where the CPU has wide vectors.
+        (9, 8, 1, 16, 3, 2, 1, false),
+        (10, 10, 1, 8, 5, 1, 2, true),
+        (6, 7, 1, 100, 3, 1, 1, true),
     ];
     for (i, &(h, w, c, f, k, s, p, bias)) in cases.iter().enumerate() {
         let spec = L::Conv2d {
