@@ -66,18 +66,62 @@ fn peak(c: &mut Criterion) {
 }
 
 fn kernels(c: &mut Criterion) {
-    let conv = |filters| vec![L::Conv2d { filters, kernel: 3, stride: 1, padding: 0, bias: true }];
-    let pool = L::MaxPool2d { size: 2, stride: None };
+    let conv = |filters| {
+        vec![L::Conv2d {
+            filters,
+            kernel: 3,
+            stride: 1,
+            padding: 0,
+            bias: true,
+        }]
+    };
+    let pool = L::MaxPool2d {
+        size: 2,
+        stride: None,
+    };
     // conv1 is the first layer: only weight gradients are ever needed. For conv2,
     // backward-data costs the difference between the two backward figures.
-    bench_layer(c, "conv1 28x28x1->32 (weights)", &[28, 28, 1], conv(32), false);
-    bench_layer(c, "conv2 13x13x32->64 (weights)", &[13, 13, 32], conv(64), false);
-    bench_layer(c, "conv2 13x13x32->64 (weights+data)", &[13, 13, 32], conv(64), true);
+    bench_layer(
+        c,
+        "conv1 28x28x1->32 (weights)",
+        &[28, 28, 1],
+        conv(32),
+        false,
+    );
+    bench_layer(
+        c,
+        "conv2 13x13x32->64 (weights)",
+        &[13, 13, 32],
+        conv(64),
+        false,
+    );
+    bench_layer(
+        c,
+        "conv2 13x13x32->64 (weights+data)",
+        &[13, 13, 32],
+        conv(64),
+        true,
+    );
     // Built fused (one pass), as in the simple network, and each layer alone.
-    bench_layer(c, "relu+maxpool 26x26x32 (fused)", &[26, 26, 32], vec![L::Relu, pool.clone()], true);
+    bench_layer(
+        c,
+        "relu+maxpool 26x26x32 (fused)",
+        &[26, 26, 32],
+        vec![L::Relu, pool.clone()],
+        true,
+    );
     bench_layer(c, "maxpool 26x26x32", &[26, 26, 32], vec![pool], true);
     bench_layer(c, "relu 26x26x32", &[26, 26, 32], vec![L::Relu], true);
-    bench_layer(c, "dense 1600->128", &[1600], vec![L::Linear { units: 128, bias: true }], true);
+    bench_layer(
+        c,
+        "dense 1600->128",
+        &[1600],
+        vec![L::Linear {
+            units: 128,
+            bias: true,
+        }],
+        true,
+    );
 
     let spec = ModelSpec {
         name: String::new(),

@@ -25,6 +25,23 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// `rows × cols` values whose rows start `row_stride` apart (a column slice of a
+    /// wider matrix).
+    pub fn with_stride(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        assert!(cols <= row_stride, "row stride shorter than a row");
+        assert!(
+            rows == 0 || data.len() >= (rows - 1) * row_stride + cols,
+            "matrix buffer too small"
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: row_stride as isize,
+            col_stride: 1,
+        }
+    }
+
     /// The transpose (a view: no data moves).
     pub fn t(self) -> Self {
         Self {

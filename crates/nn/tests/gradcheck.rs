@@ -134,8 +134,18 @@ fn conv2d_padded_stride2_without_bias() {
 
 #[test]
 fn conv2d_single_channel_direct_path() {
-    check(&[6, 5, 1], vec![conv(4, 3, 1, 1, true)], normal(&[3, 6, 5, 1], 23), LINEAR);
-    check(&[7, 7, 1], vec![conv(5, 3, 2, 0, false)], normal(&[2, 7, 7, 1], 24), LINEAR);
+    check(
+        &[6, 5, 1],
+        vec![conv(4, 3, 1, 1, true)],
+        normal(&[3, 6, 5, 1], 23),
+        LINEAR,
+    );
+    check(
+        &[7, 7, 1],
+        vec![conv(5, 3, 2, 0, false)],
+        normal(&[2, 7, 7, 1], 24),
+        LINEAR,
+    );
 }
 
 #[test]

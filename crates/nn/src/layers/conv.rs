@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::{Context, Layer, Param, ParamKind};
-use crate::copy::{broadcast_rows, copy_row};
+use crate::copy::copy_row;
 use crate::matmul::{Mat, column_sums, matmul, matmul_tn_reduce};
 use crate::{Init, Rng, Tensor};
 
@@ -16,8 +16,12 @@ pub struct Conv2d {
     weight: Param,
     bias: Option<Param>,
     out_shape: Vec<usize>,
-    /// im2col workspace `[n·oh·ow, k·k·c]`, reused between batches (and by backward).
+    /// im2col workspace `[n·oh·ow, k·k·c (+1)]`, reused between batches (and by backward).
+    /// With a bias, each row ends in a 1 and the bias is the weights' last column, so the
+    /// product adds it: the output is written once instead of broadcast, read and rewritten.
     col: Vec<f32>,
+    /// The weights with the bias appended as a last column, `[oc, k·k·c + 1]`.
+    weight_bias: Vec<f32>,
     /// Per-block partial weight gradients.
     parts: Vec<f32>,
 }
@@ -99,17 +103,21 @@ impl Conv2d {
             bias: bias.map(|b| Param::new(b, ParamKind::Bias)),
             out_shape: vec![oh, ow, filters],
             col: Vec::new(),
+            weight_bias: Vec::new(),
             parts: Vec::new(),
         })
     }
 }
 
-/// Fills `col` (`[oh·ow, k·k·c]` for one image) from one image `x` (`[h, w, c]`).
-fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+/// Fills `col` (`[oh·ow, ld]` for one image) from one image `x` (`[h, w, c]`): each row
+/// holds a kernel window, then a 1 when `ld` leaves room for it (the bias column).
+fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize) {
     let kc = g.k * g.c;
     for oy in 0..g.oh {
         for ox in 0..g.ow {
-            let row = &mut col[(oy * g.ow + ox) * g.window()..][..g.window()];
+            let full = &mut col[(oy * g.ow + ox) * ld..][..ld];
+            let (row, ones) = full.split_at_mut(g.window());
+            ones.fill(1.0);
             for ky in 0..g.k {
                 let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                 let dst = &mut row[ky * kc..][..kc];
@@ -185,26 +193,41 @@ impl Layer for Conv2d {
         2 * (self.geom.positions() * self.geom.window() * self.geom.oc) as u64
     }
 
-    // col = im2col(x);  y[n·oh·ow, oc] = col · Wᵀ + b
+    // col = [im2col(x), 1];  y[n·oh·ow, oc] = col · [W, b]ᵀ
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, _: &mut Context<'_>) {
         let g = self.geom;
         let n = x.batch();
         let (rows, window) = (n * g.positions(), g.window());
-        self.col.resize(rows * window, 0.0);
+        let ld = window + usize::from(self.bias.is_some());
+        self.col.resize(rows * ld, 0.0);
         let in_size = g.h * g.w * g.c;
         self.col
-            .par_chunks_mut(g.positions() * window)
+            .par_chunks_mut(g.positions() * ld)
             .zip(x.data().par_chunks(in_size))
-            .for_each(|(col, img)| im2col(&g, img, col));
+            .for_each(|(col, img)| im2col(&g, img, col, ld));
         y.resize_batch(n, &self.out_shape);
-        if let Some(b) = &self.bias {
-            broadcast_rows(y.data_mut(), b.value.data());
-        }
+        let w = self.weight.value.data();
+        let weights = match &self.bias {
+            Some(b) => {
+                self.weight_bias.resize(g.oc * ld, 0.0);
+                for ((dst, src), &bias) in self
+                    .weight_bias
+                    .chunks_exact_mut(ld)
+                    .zip(w.chunks_exact(window))
+                    .zip(b.value.data())
+                {
+                    dst[..window].copy_from_slice(src);
+                    dst[window] = bias;
+                }
+                &self.weight_bias[..]
+            }
+            None => w,
+        };
         matmul(
             y.data_mut(),
-            Mat::new(&self.col, rows, window),
-            Mat::new(self.weight.value.data(), g.oc, window).t(),
-            self.bias.is_some(),
+            Mat::new(&self.col, rows, ld),
+            Mat::new(weights, g.oc, ld).t(),
+            false,
         );
     }
 
@@ -214,7 +237,8 @@ impl Layer for Conv2d {
         let n = dy.batch();
         let (rows, window) = (n * g.positions(), g.window());
         let dyv = Mat::new(dy.data(), rows, g.oc);
-        let col = Mat::new(&self.col, rows, window);
+        let ld = window + usize::from(self.bias.is_some());
+        let col = Mat::with_stride(&self.col, rows, window, ld);
         matmul_tn_reduce(self.weight.grad.data_mut(), dyv, col, &mut self.parts);
         if let Some(b) = &mut self.bias {
             column_sums(b.grad.data_mut(), dy.data(), &mut self.parts);
