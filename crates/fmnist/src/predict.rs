@@ -100,13 +100,33 @@ fn border_mean(img: &GrayImage) -> f64 {
     sum as f64 / n.max(1) as f64
 }
 
-/// Turns any image into a Fashion-MNIST-style input: grayscale, inverted when the
-/// background is light (the dataset shows light garments on black), scaled to fit
-/// 28×28 keeping the aspect ratio, and centred on black. Returns 784 pixels.
+/// Levels above the background that count as part of the object when cropping.
+const FOREGROUND_CONTRAST: f64 = 24.0;
+
+/// The bounding box `(x, y, w, h)` of the pixels brighter than `background` by more than
+/// [`FOREGROUND_CONTRAST`], or `None` when there are none.
+fn foreground_box(img: &GrayImage, background: f64) -> Option<(u32, u32, u32, u32)> {
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    for (x, y, p) in img.enumerate_pixels() {
+        if p.0[0] as f64 > background + FOREGROUND_CONTRAST {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    (x0 <= x1).then(|| (x0, y0, x1 - x0 + 1, y1 - y0 + 1))
+}
+
+/// Turns any image into a Fashion-MNIST-style input the way the dataset was made:
+/// grayscale, inverted when the background is light (the dataset shows light garments on
+/// black), cropped to the object, its longest side scaled to 28 pixels keeping the aspect
+/// ratio, and centred on black. Returns 784 pixels.
 pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
     let mut gray = to_gray(img);
     if border_mean(&gray) > 127.0 {
         image::imageops::invert(&mut gray);
+    }
+    // Margins around the object would shrink it below the size the model learned.
+    if let Some((x, y, w, h)) = foreground_box(&gray, border_mean(&gray)) {
+        gray = image::imageops::crop_imm(&gray, x, y, w, h).to_image();
     }
     let (w, h) = gray.dimensions();
     let scale = SIDE as f64 / w.max(h) as f64;
@@ -114,12 +134,13 @@ pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
     let nh = ((h as f64 * scale).round() as u32).clamp(1, SIDE as u32);
     let small = image::imageops::resize(&gray, nw, nh, FilterType::Lanczos3);
     let mut canvas = GrayImage::new(SIDE as u32, SIDE as u32);
-    image::imageops::overlay(
-        &mut canvas,
-        &small,
-        ((SIDE as u32 - nw) / 2).into(),
-        ((SIDE as u32 - nh) / 2).into(),
+    // An odd leftover pixel goes before the object, as in the dataset (a 15-pixel-tall
+    // boot occupies rows 7–21).
+    let (left, top) = (
+        (SIDE as u32 - nw).div_ceil(2),
+        (SIDE as u32 - nh).div_ceil(2),
     );
+    image::imageops::overlay(&mut canvas, &small, left.into(), top.into());
     let out = canvas.into_raw();
     debug_assert_eq!(out.len(), PIXELS);
     out
@@ -213,35 +234,61 @@ mod tests {
     }
 
     #[test]
-    fn light_backgrounds_are_inverted_and_aspect_kept() {
+    fn light_backgrounds_are_inverted_cropped_and_aspect_kept() {
         let px = preprocess(&photo());
         assert_eq!(px.len(), PIXELS);
         let at = |x: usize, y: usize| px[y * SIDE + x];
-        // 200×100 becomes 28×14, centred: rows 0–6 and 21–27 are padding (black).
-        assert_eq!(at(14, 2), 0);
-        assert_eq!(at(14, 25), 0);
-        // The background of the photo is black after inversion, the garment light.
-        assert!(at(2, 14) < 10, "{}", at(2, 14));
-        assert!(at(14, 14) > 200, "{}", at(14, 14));
+        // The 40×60 garment is cut out of the 200×100 photo and scaled to 19×28, centred:
+        // light (inverted) from top to bottom, black padding left and right.
+        assert!(
+            at(14, 0) > 200 && at(14, 27) > 200 && at(14, 14) > 200,
+            "{}",
+            at(14, 0)
+        );
+        assert_eq!(at(1, 14), 0);
+        assert_eq!(at(26, 14), 0);
+    }
+
+    #[test]
+    fn margins_do_not_change_the_input() {
+        // The same object with and without a wide margin gives the same 28×28 input.
+        let mut tight = GrayImage::from_pixel(40, 60, Luma([255]));
+        for y in 5..55 {
+            for x in 10..30 {
+                tight.put_pixel(x, y, Luma([30]));
+            }
+        }
+        let mut wide = GrayImage::from_pixel(400, 300, Luma([255]));
+        image::imageops::overlay(&mut wide, &tight, 37, 150);
+        let (a, b) = (
+            preprocess(&DynamicImage::ImageLuma8(tight)),
+            preprocess(&DynamicImage::ImageLuma8(wide)),
+        );
+        assert_eq!(a, b);
     }
 
     #[test]
     fn dark_backgrounds_stay_and_transparency_counts_as_white() {
+        // A light 4×16 bar on black: not inverted, cropped and scaled to 7×28.
         let mut dark = GrayImage::new(28, 28);
-        dark.put_pixel(14, 14, Luma([200]));
-        assert_eq!(
-            preprocess(&DynamicImage::ImageLuma8(dark))[14 * SIDE + 14],
-            200
-        );
-        // A black shape on a fully transparent (black, alpha 0) background.
+        for y in 6..22 {
+            for x in 10..14 {
+                dark.put_pixel(x, y, Luma([200]));
+            }
+        }
+        let px = preprocess(&DynamicImage::ImageLuma8(dark));
+        assert!(px[14 * SIDE + 14] > 150, "{}", px[14 * SIDE + 14]);
+        assert_eq!(px[14 * SIDE + 1], 0);
+        // A black 16×36 shape on a fully transparent (black, alpha 0) background: the
+        // background counts as white, so the shape ends up light on black.
         let mut rgba = RgbaImage::from_pixel(56, 56, Rgba([0, 0, 0, 0]));
-        for y in 20..36 {
+        for y in 10..46 {
             for x in 20..36 {
                 rgba.put_pixel(x, y, Rgba([0, 0, 0, 255]));
             }
         }
         let px = preprocess(&DynamicImage::ImageRgba8(rgba));
-        assert_eq!(px[0], 0);
+        assert_eq!(px[14 * SIDE], 0);
         assert!(px[14 * SIDE + 14] > 240);
     }
 
