@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::{Context, Layer, Param, ParamKind};
+use super::{Context, Layer, Param, ParamKind, WeightBias};
 use crate::copy::copy_row;
 use crate::matmul::{Mat, column_sums, matmul, matmul_tn_reduce};
 use crate::{Init, Rng, Tensor};
@@ -13,8 +13,7 @@ use crate::{Init, Rng, Tensor};
 /// the weight is `[oc, k, k, c]` and the optional bias `[oc]`.
 pub struct Conv2d {
     geom: Geometry,
-    weight: Param,
-    bias: Option<Param>,
+    params: WeightBias,
     out_shape: Vec<usize>,
     /// im2col workspace `[n·oh·ow, k·k·c (+1)]`, reused between batches (and by backward).
     /// With a bias, each row ends in a 1 and the bias is the weights' last column, so the
@@ -99,8 +98,10 @@ impl Conv2d {
         let bias = bias.then(|| init.bias(filters, fan_in, rng));
         Ok(Self {
             geom,
-            weight: Param::new(weight, ParamKind::Weight),
-            bias: bias.map(|b| Param::new(b, ParamKind::Bias)),
+            params: WeightBias {
+                weight: Param::new(weight, ParamKind::Weight),
+                bias: bias.map(|b| Param::new(b, ParamKind::Bias)),
+            },
             out_shape: vec![oh, ow, filters],
             col: Vec::new(),
             weight_bias: Vec::new(),
@@ -198,7 +199,7 @@ impl Layer for Conv2d {
         let g = self.geom;
         let n = x.batch();
         let (rows, window) = (n * g.positions(), g.window());
-        let ld = window + usize::from(self.bias.is_some());
+        let ld = window + usize::from(self.params.bias.is_some());
         self.col.resize(rows * ld, 0.0);
         let in_size = g.h * g.w * g.c;
         self.col
@@ -206,8 +207,8 @@ impl Layer for Conv2d {
             .zip(x.data().par_chunks(in_size))
             .for_each(|(col, img)| im2col(&g, img, col, ld));
         y.resize_batch(n, &self.out_shape);
-        let w = self.weight.value.data();
-        let weights = match &self.bias {
+        let w = self.params.weight.value.data();
+        let weights = match &self.params.bias {
             Some(b) => {
                 self.weight_bias.resize(g.oc * ld, 0.0);
                 for ((dst, src), &bias) in self
@@ -237,10 +238,15 @@ impl Layer for Conv2d {
         let n = dy.batch();
         let (rows, window) = (n * g.positions(), g.window());
         let dyv = Mat::new(dy.data(), rows, g.oc);
-        let ld = window + usize::from(self.bias.is_some());
+        let ld = window + usize::from(self.params.bias.is_some());
         let col = Mat::with_stride(&self.col, rows, window, ld);
-        matmul_tn_reduce(self.weight.grad.data_mut(), dyv, col, &mut self.parts);
-        if let Some(b) = &mut self.bias {
+        matmul_tn_reduce(
+            self.params.weight.grad.data_mut(),
+            dyv,
+            col,
+            &mut self.parts,
+        );
+        if let Some(b) = &mut self.params.bias {
             column_sums(b.grad.data_mut(), dy.data(), &mut self.parts);
         }
         let Some(dx) = dx else { return };
@@ -248,7 +254,7 @@ impl Layer for Conv2d {
         matmul(
             &mut self.col,
             dyv,
-            Mat::new(self.weight.value.data(), g.oc, window),
+            Mat::new(self.params.weight.value.data(), g.oc, window),
             false,
         );
         dx.resize_batch(n, &[g.h, g.w, g.c]);
@@ -260,25 +266,15 @@ impl Layer for Conv2d {
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = vec![&mut self.weight];
-        v.extend(self.bias.as_mut());
-        v
+        self.params.params_mut()
     }
 
     fn tensors(&self) -> Vec<(String, &Tensor)> {
-        let mut v = vec![("weight".to_string(), &self.weight.value)];
-        v.extend(self.bias.as_ref().map(|b| ("bias".to_string(), &b.value)));
-        v
+        self.params.tensors()
     }
 
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut v = vec![("weight".to_string(), &mut self.weight.value)];
-        v.extend(
-            self.bias
-                .as_mut()
-                .map(|b| ("bias".to_string(), &mut b.value)),
-        );
-        v
+        self.params.tensors_mut()
     }
 }
 

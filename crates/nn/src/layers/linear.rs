@@ -1,6 +1,6 @@
 //! Fully connected (dense) layer.
 
-use super::{Context, Layer, Param, ParamKind, batch_and_rest};
+use super::{Context, Layer, Param, ParamKind, WeightBias, batch_and_rest};
 use crate::copy::broadcast_rows;
 use crate::matmul::{Mat, column_sums, matmul};
 use crate::{Init, Rng, Tensor};
@@ -9,8 +9,7 @@ use crate::{Init, Rng, Tensor};
 /// `y` is `[n, out]`.
 pub struct Linear {
     inputs: usize,
-    weight: Param,
-    bias: Option<Param>,
+    params: WeightBias,
     out_shape: Vec<usize>,
     /// Per-block partial bias gradients.
     parts: Vec<f32>,
@@ -39,8 +38,10 @@ impl Linear {
         let bias = bias.then(|| Param::new(init.bias(units, inputs, rng), ParamKind::Bias));
         Ok(Self {
             inputs,
-            weight: Param::new(weight, ParamKind::Weight),
-            bias,
+            params: WeightBias {
+                weight: Param::new(weight, ParamKind::Weight),
+                bias,
+            },
             out_shape: vec![units],
             parts: Vec::new(),
         })
@@ -61,14 +62,14 @@ impl Layer for Linear {
         let (n, _) = batch_and_rest(x);
         let out = self.out_shape[0];
         y.resize_batch(n, &self.out_shape);
-        if let Some(b) = &self.bias {
+        if let Some(b) = &self.params.bias {
             broadcast_rows(y.data_mut(), b.value.data());
         }
         matmul(
             y.data_mut(),
             Mat::new(x.data(), n, self.inputs),
-            Mat::new(self.weight.value.data(), out, self.inputs).t(),
-            self.bias.is_some(),
+            Mat::new(self.params.weight.value.data(), out, self.inputs).t(),
+            self.params.bias.is_some(),
         );
     }
 
@@ -78,40 +79,30 @@ impl Layer for Linear {
         let out = self.out_shape[0];
         let dyv = Mat::new(dy.data(), n, out);
         matmul(
-            self.weight.grad.data_mut(),
+            self.params.weight.grad.data_mut(),
             dyv.t(),
             Mat::new(x.data(), n, self.inputs),
             false,
         );
-        if let Some(b) = &mut self.bias {
+        if let Some(b) = &mut self.params.bias {
             column_sums(b.grad.data_mut(), dy.data(), &mut self.parts);
         }
         if let Some(dx) = dx {
             dx.resize(x.shape());
-            let w = Mat::new(self.weight.value.data(), out, self.inputs);
+            let w = Mat::new(self.params.weight.value.data(), out, self.inputs);
             matmul(dx.data_mut(), dyv, w, false);
         }
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v = vec![&mut self.weight];
-        v.extend(self.bias.as_mut());
-        v
+        self.params.params_mut()
     }
 
     fn tensors(&self) -> Vec<(String, &Tensor)> {
-        let mut v = vec![("weight".to_string(), &self.weight.value)];
-        v.extend(self.bias.as_ref().map(|b| ("bias".to_string(), &b.value)));
-        v
+        self.params.tensors()
     }
 
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut v = vec![("weight".to_string(), &mut self.weight.value)];
-        v.extend(
-            self.bias
-                .as_mut()
-                .map(|b| ("bias".to_string(), &mut b.value)),
-        );
-        v
+        self.params.tensors_mut()
     }
 }

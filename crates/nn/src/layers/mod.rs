@@ -106,6 +106,38 @@ pub trait Layer: Send {
     }
 }
 
+/// A weight and an optional bias, as convolution and dense layers hold them.
+pub(crate) struct WeightBias {
+    /// The weights.
+    pub weight: Param,
+    /// The bias, if the layer has one.
+    pub bias: Option<Param>,
+}
+
+impl WeightBias {
+    pub(crate) fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = vec![&mut self.weight];
+        v.extend(self.bias.as_mut());
+        v
+    }
+
+    pub(crate) fn tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut v = vec![("weight".to_string(), &self.weight.value)];
+        v.extend(self.bias.as_ref().map(|b| ("bias".to_string(), &b.value)));
+        v
+    }
+
+    pub(crate) fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut v = vec![("weight".to_string(), &mut self.weight.value)];
+        v.extend(
+            self.bias
+                .as_mut()
+                .map(|b| ("bias".to_string(), &mut b.value)),
+        );
+        v
+    }
+}
+
 /// The batch dimension and the product of the others.
 pub(crate) fn batch_and_rest(t: &Tensor) -> (usize, usize) {
     let n = t.batch();

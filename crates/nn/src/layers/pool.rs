@@ -109,27 +109,40 @@ impl Layer for MaxPool2d {
 
     // dx[first window position where x = y] += dy (ties go to the first, as in PyTorch)
     fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
-        let Some(dx) = dx else { return };
-        let g = self.win;
-        dx.resize(x.shape());
-        let images = dx
-            .data_mut()
-            .par_chunks_mut(g.in_size())
-            .zip(x.data().par_chunks(g.in_size()));
-        let outputs = y
-            .data()
-            .par_chunks(g.out_size())
-            .zip(dy.data().par_chunks(g.out_size()));
-        images.zip(outputs).for_each(|((d, img), (out, gy))| {
-            d.fill(0.0);
-            let mut pending = vec![0.0f32; g.c];
-            for (o, (out, gy)) in out.chunks_exact(g.c).zip(gy.chunks_exact(g.c)).enumerate() {
-                // The gradient still to place; zero once placed, so later equal inputs get none.
-                copy_row(&mut pending, gy);
-                scatter_to_first_max(&g, o, img, out, &mut pending, d);
-            }
-        });
+        if let Some(dx) = dx {
+            max_pool_backward(&self.win, x, y, dy, dx, false);
+        }
     }
+}
+
+/// The backward pass of max pooling, after a ReLU when `relu`: each output's gradient goes
+/// to the first input of its window equal to the output (none when a ReLU zeroed it).
+fn max_pool_backward(g: &Window, x: &Tensor, y: &Tensor, dy: &Tensor, dx: &mut Tensor, relu: bool) {
+    dx.resize(x.shape());
+    let images = dx
+        .data_mut()
+        .par_chunks_mut(g.in_size())
+        .zip(x.data().par_chunks(g.in_size()));
+    let outputs = y
+        .data()
+        .par_chunks(g.out_size())
+        .zip(dy.data().par_chunks(g.out_size()));
+    images.zip(outputs).for_each(|((d, img), (out, gy))| {
+        d.fill(0.0);
+        let mut pending = vec![0.0f32; g.c];
+        for (o, (out, gy)) in out.chunks_exact(g.c).zip(gy.chunks_exact(g.c)).enumerate() {
+            // The gradient still to place; zero once placed, so later equal inputs get none.
+            if relu {
+                for ((p, &yv), &gv) in pending.iter_mut().zip(out).zip(gy) {
+                    // A zero output came from ReLU (or a zero input): no gradient flows.
+                    *p = if yv > 0.0 { gv } else { 0.0 };
+                }
+            } else {
+                copy_row(&mut pending, gy);
+            }
+            scatter_to_first_max(g, o, img, out, &mut pending, d);
+        }
+    });
 }
 
 /// ReLU followed by max pooling, in one pass: `y = max(0, max over the window of x)`.
@@ -163,28 +176,9 @@ impl Layer for ReluMaxPool2d {
 
     // dx = dy at the first window position where x = y, when y > 0 (else ReLU blocks it)
     fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
-        let Some(dx) = dx else { return };
-        let g = self.pool.win;
-        dx.resize(x.shape());
-        let images = dx
-            .data_mut()
-            .par_chunks_mut(g.in_size())
-            .zip(x.data().par_chunks(g.in_size()));
-        let outputs = y
-            .data()
-            .par_chunks(g.out_size())
-            .zip(dy.data().par_chunks(g.out_size()));
-        images.zip(outputs).for_each(|((d, img), (out, gy))| {
-            d.fill(0.0);
-            let mut pending = vec![0.0f32; g.c];
-            for (o, (out, gy)) in out.chunks_exact(g.c).zip(gy.chunks_exact(g.c)).enumerate() {
-                for ((p, &yv), &gv) in pending.iter_mut().zip(out).zip(gy) {
-                    // A zero output came from ReLU (or a zero input): no gradient flows.
-                    *p = if yv > 0.0 { gv } else { 0.0 };
-                }
-                scatter_to_first_max(&g, o, img, out, &mut pending, d);
-            }
-        });
+        if let Some(dx) = dx {
+            max_pool_backward(&self.pool.win, x, y, dy, dx, true);
+        }
     }
 }
 
