@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use nn::{OptimizerConfig, OptimizerKind, Schedule};
@@ -423,17 +423,14 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Applies `--threads` (before any parallel work starts).
-pub fn init_threads(threads: Option<u16>) -> anyhow::Result<()> {
+/// Runs the command on a pool of `--threads` workers (default: all cores). The command
+/// itself runs on a worker, so each parallel region starts where it is called instead of
+/// waking the pool from outside and sleeping until it is done.
+pub fn run_in_pool(cli: Cli) -> anyhow::Result<()> {
     let mut builder = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = threads {
+    if let Some(n) = cli.threads {
         builder = builder.num_threads(n as usize);
     }
-    builder
-        .build_global()
-        .context("cannot start worker threads")?;
-    if threads.is_none() && rayon::current_num_threads() == 0 {
-        bail!("no worker threads");
-    }
-    Ok(())
+    let pool = builder.build().context("cannot start worker threads")?;
+    pool.install(|| run(cli))
 }

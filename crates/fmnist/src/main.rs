@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = cli::init_threads(cli.threads).and_then(|()| cli::run(cli));
+    let result = cli::run_in_pool(cli);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
