@@ -121,11 +121,13 @@ fn foreground_box(img: &GrayImage, background: f64) -> Option<(u32, u32, u32, u3
 /// ratio, and centred on black. Returns 784 pixels.
 pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
     let mut gray = to_gray(img);
-    if border_mean(&gray) > 127.0 {
+    let mut background = border_mean(&gray);
+    if background > 127.0 {
         image::imageops::invert(&mut gray);
+        background = 255.0 - background;
     }
     // Margins around the object would shrink it below the size the model learned.
-    if let Some((x, y, w, h)) = foreground_box(&gray, border_mean(&gray)) {
+    if let Some((x, y, w, h)) = foreground_box(&gray, background) {
         gray = image::imageops::crop_imm(&gray, x, y, w, h).to_image();
     }
     let (w, h) = gray.dimensions();

@@ -204,24 +204,24 @@ impl Normalization {
 
     /// Fills `out` (`[n, 28, 28, 1]`) with the normalised images of `images` (u8, image after image).
     pub fn batch_into(&self, images: &[u8], out: &mut Tensor) {
-        let n = images.len() / PIXELS;
-        out.resize(&[n, SIDE, SIDE, 1]);
-        let scale = 1.0 / (255.0 * self.std);
-        let shift = self.mean / self.std;
-        for (o, &p) in out.data_mut().iter_mut().zip(images) {
-            *o = p as f32 * scale - shift;
-        }
+        out.resize(&[images.len() / PIXELS, SIDE, SIDE, 1]);
+        self.normalise(images, out.data_mut());
     }
 
     /// Like [`Normalization::batch_into`] for the images of `data` at `indices`.
     pub fn gather_into(&self, data: &Dataset, indices: &[usize], out: &mut Tensor) {
         out.resize(&[indices.len(), SIDE, SIDE, 1]);
+        for (dst, &i) in out.data_mut().chunks_exact_mut(PIXELS).zip(indices) {
+            self.normalise(data.image(i), dst);
+        }
+    }
+
+    /// `dst[k] = (pixels[k]/255 − mean) / std`.
+    fn normalise(&self, pixels: &[u8], dst: &mut [f32]) {
         let scale = 1.0 / (255.0 * self.std);
         let shift = self.mean / self.std;
-        for (dst, &i) in out.data_mut().chunks_exact_mut(PIXELS).zip(indices) {
-            for (o, &p) in dst.iter_mut().zip(data.image(i)) {
-                *o = p as f32 * scale - shift;
-            }
+        for (o, &p) in dst.iter_mut().zip(pixels) {
+            *o = p as f32 * scale - shift;
         }
     }
 }
