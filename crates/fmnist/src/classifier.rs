@@ -11,7 +11,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{CLASS_NAMES, Normalization, PIXELS};
-use crate::{atomic, models};
+use crate::{atomic, augment, models};
 
 /// The metadata value that marks an fmnist model file (and its format version).
 pub const FORMAT: &str = "fmnist-model/1";
@@ -27,6 +27,8 @@ const INFER_BATCH: usize = 128;
 pub struct TrainingSummary {
     /// Epochs run.
     pub epochs: usize,
+    /// Epochs planned (more than run when training stopped early).
+    pub planned_epochs: usize,
     /// The epoch whose weights were kept (best validation accuracy), 1-based.
     pub best_epoch: usize,
     /// Validation accuracy of the kept weights.
@@ -47,6 +49,12 @@ pub struct TrainingSummary {
     pub schedule: serde_json::Value,
     /// Label smoothing.
     pub label_smoothing: f32,
+    /// Training-image augmentation.
+    pub augment: crate::augment::Augment,
+    /// Weight-averaging decay, if the average was kept.
+    pub ema: Option<f32>,
+    /// Whether validation and test used flip test-time augmentation.
+    pub flip_tta: bool,
     /// Seed.
     pub seed: u64,
     /// Threads used.
@@ -55,6 +63,15 @@ pub struct TrainingSummary {
     pub seconds: f64,
     /// fmnist version that trained it.
     pub version: String,
+}
+
+/// How a classifier turns images into probabilities (stored in its file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Inference {
+    /// Test-time augmentation: average the probabilities of each image and its mirror
+    /// image (twice the work; worth it for models trained with flips).
+    pub flip_tta: bool,
 }
 
 /// A network ready to classify Fashion-MNIST images.
@@ -69,7 +86,10 @@ pub struct Classifier {
     pub normalization: Normalization,
     /// How it was trained.
     pub summary: TrainingSummary,
+    /// How it classifies.
+    pub inference: Inference,
     input: Tensor,
+    flipped: Vec<u8>,
     rng: Rng,
 }
 
@@ -84,7 +104,9 @@ impl Classifier {
             classes: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
             normalization: Normalization::default(),
             summary: TrainingSummary::default(),
+            inference: Inference::default(),
             input: Tensor::default(),
+            flipped: Vec::new(),
             rng: Rng::new(0),
         })
     }
@@ -97,7 +119,20 @@ impl Classifier {
             self.normalization.batch_into(chunk, &mut self.input);
             let logits = self.net.forward(&self.input, Mode::Eval, &mut self.rng);
             nn::loss::softmax(logits, &mut probs);
+            let start = out.len();
             out.extend_from_slice(probs.data());
+            if self.inference.flip_tta {
+                self.flipped.clear();
+                self.flipped.extend_from_slice(chunk);
+                augment::flip_images(&mut self.flipped);
+                self.normalization
+                    .batch_into(&self.flipped, &mut self.input);
+                let logits = self.net.forward(&self.input, Mode::Eval, &mut self.rng);
+                nn::loss::softmax(logits, &mut probs);
+                for (o, &p) in out[start..].iter_mut().zip(probs.data()) {
+                    *o = 0.5 * (*o + p);
+                }
+            }
         }
         out
     }
@@ -118,6 +153,10 @@ impl Classifier {
         meta.insert(
             "training".to_string(),
             serde_json::to_string(&self.summary)?,
+        );
+        meta.insert(
+            "inference".to_string(),
+            serde_json::to_string(&self.inference)?,
         );
         let tensors = self.net.tensors();
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
@@ -185,6 +224,11 @@ impl Classifier {
         normalization.validate()?;
         let summary: TrainingSummary =
             serde_json::from_str(get("training")?).context("training summary")?;
+        // Files from before test-time augmentation have no "inference" entry.
+        let inference: Inference = match meta.get("inference") {
+            Some(text) => serde_json::from_str(text).context("inference settings")?,
+            None => Inference::default(),
+        };
         if classes.len() != CLASS_NAMES.len() {
             bail!(
                 "{} class names, expected {}",
@@ -196,6 +240,7 @@ impl Classifier {
         model.classes = classes;
         model.normalization = normalization;
         model.summary = summary;
+        model.inference = inference;
         let file =
             SafeTensors::deserialize(bytes).map_err(|e| anyhow!("corrupt tensor data ({e})"))?;
         let mut expected: Vec<String> = Vec::new();

@@ -7,13 +7,13 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use nn::{OptimizerConfig, OptimizerKind, Schedule};
+use nn::{OptimizerKind, Schedule};
 
 use crate::atomic::PendingFile;
 use crate::classifier::Classifier;
 use crate::data::{self, DataOptions};
 use crate::train::{EpochRecord, Progress, TrainConfig};
-use crate::{bench, eval, models, predict, report, train};
+use crate::{bench, eval, models, predict, recipes, report, train};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
 #[derive(Parser, Debug)]
@@ -94,24 +94,30 @@ pub enum ScheduleArg {
 }
 
 /// `fmnist train`
+///
+/// Settings come from the `--preset` recipe when one is given, else from the seed
+/// assignment's recipe (the defaults shown); any flag given explicitly overrides either.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Built-in architecture
-    #[arg(long, default_value = "simple", value_parser = clap::builder::PossibleValuesParser::new(models::PRESETS))]
-    model: String,
+    /// A whole recipe: architecture, epochs, optimizer, schedule, augmentation, averaging
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(recipes::NAMES))]
+    preset: Option<String>,
+    /// Built-in architecture [default: simple]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(models::PRESETS))]
+    model: Option<String>,
     /// Architecture from a JSON file instead of a built-in one
     #[arg(long, value_name = "FILE.json", conflicts_with = "model")]
     arch: Option<PathBuf>,
-    /// Passes over the training set
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    epochs: u32,
-    /// Images per step
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=60_000))]
-    batch_size: u32,
-    /// Learning rate
-    #[arg(long, default_value_t = 1e-3, value_parser = positive_f32, allow_negative_numbers = true)]
-    lr: f32,
-    /// Seed for initialisation, shuffling, validation split and dropout
+    /// Passes over the training set [default: 20]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    epochs: Option<u32>,
+    /// Images per step [default: 128]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    batch_size: Option<u32>,
+    /// Base learning rate [default: 0.001]
+    #[arg(long, value_parser = positive_f32, allow_negative_numbers = true)]
+    lr: Option<f32>,
+    /// Seed for initialisation, shuffling, validation split, augmentation and dropout
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Where to save the model (a history CSV is written beside it)
@@ -123,27 +129,114 @@ pub struct TrainArgs {
     /// Train on only the first N (non-validation) images
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
-    /// Update rule
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
-    optimizer: OptimizerArg,
-    /// Learning-rate schedule
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
-    schedule: ScheduleArg,
-    /// Weight decay (not applied to biases and normalisation parameters)
-    #[arg(long, default_value_t = 0.0, value_parser = non_negative_f32, allow_negative_numbers = true)]
-    weight_decay: f32,
-    /// Label smoothing in [0, 1)
-    #[arg(long, default_value_t = 0.0, value_parser = non_negative_f32, allow_negative_numbers = true)]
-    label_smoothing: f32,
+    /// Update rule [default: adam]
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
+    /// Learning-rate schedule [default: cosine]
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
+    /// Weight decay, not applied to biases and normalisation parameters [default: 0]
+    #[arg(long, value_parser = non_negative_f32, allow_negative_numbers = true)]
+    weight_decay: Option<f32>,
+    /// Label smoothing in [0, 1) [default: 0]
+    #[arg(long, value_parser = non_negative_f32, allow_negative_numbers = true)]
+    label_smoothing: Option<f32>,
+    /// Augmentation: shift images by up to N pixels each way (random crop) [default: 0]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..28))]
+    shift: Option<u8>,
+    /// Augmentation: mirror half of the images left-right [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    flip: Option<bool>,
+    /// Augmentation: random-erasing probability [default: 0]
+    #[arg(long, value_name = "P", value_parser = probability)]
+    erase: Option<f32>,
+    /// Keep an exponential moving average of the weights with this decay, e.g. 0.999 (0: off) [default: 0]
+    #[arg(long, value_name = "DECAY", value_parser = decay)]
+    ema: Option<f32>,
+    /// Stop after N epochs without better validation accuracy (0: never) [default: 0]
+    #[arg(long, value_name = "N")]
+    patience: Option<u32>,
+    /// Classify by averaging each image with its mirror image (test-time augmentation) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    tta: Option<bool>,
     #[command(flatten)]
     source: DataSource,
+}
+
+impl TrainArgs {
+    /// The architecture and recipe: the preset's (or the default), then explicit flags.
+    fn recipe(&self) -> anyhow::Result<(nn::ModelSpec, TrainConfig)> {
+        let base = match &self.preset {
+            Some(name) => {
+                recipes::recipe(name).with_context(|| format!("unknown preset {name}"))?
+            }
+            None => recipes::Recipe::default(),
+        };
+        let spec = architecture(
+            self.model.as_deref().unwrap_or(base.model),
+            self.arch.as_deref(),
+        )?;
+        let mut c = base.config;
+        c.seed = self.seed;
+        c.val_size = self.val_size;
+        c.limit = self.limit.map(|l| l as usize);
+        if let Some(v) = self.epochs {
+            c.epochs = v as usize;
+        }
+        if let Some(v) = self.batch_size {
+            c.batch_size = v as usize;
+        }
+        if let Some(v) = self.lr {
+            c.lr = v;
+        }
+        if let Some(v) = self.optimizer {
+            c.optimizer.kind = match v {
+                OptimizerArg::Adam => OptimizerKind::adam(),
+                OptimizerArg::Adamw => OptimizerKind::adamw(),
+                OptimizerArg::Sgd => OptimizerKind::nesterov(),
+            };
+        }
+        if let Some(v) = self.weight_decay {
+            c.optimizer.weight_decay = v;
+        }
+        if let Some(v) = self.schedule {
+            c.schedule = match v {
+                ScheduleArg::Constant => Schedule::Constant,
+                ScheduleArg::Cosine => train::COSINE,
+                ScheduleArg::OneCycle => Schedule::one_cycle(),
+            };
+        }
+        if let Some(v) = self.label_smoothing {
+            c.label_smoothing = v;
+        }
+        if let Some(v) = self.shift {
+            c.augment.shift = v as usize;
+        }
+        if let Some(v) = self.flip {
+            c.augment.flip = v;
+        }
+        if let Some(v) = self.erase {
+            c.augment.erase = v;
+        }
+        if let Some(v) = self.ema {
+            c.ema = (v > 0.0).then_some(v);
+        }
+        if let Some(v) = self.patience {
+            c.patience = (v > 0).then_some(v as usize);
+        }
+        if let Some(v) = self.tta {
+            c.flip_tta = v;
+        }
+        Ok((spec, c))
+    }
 }
 
 /// `fmnist eval`
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model file (.safetensors)
-    model: PathBuf,
+    /// Model file (.safetensors); several make an ensemble that averages their probabilities
+    #[arg(required = true, value_name = "MODEL")]
+    models: Vec<PathBuf>,
     /// Print one JSON object instead of tables
     #[arg(long)]
     json: bool,
@@ -204,6 +297,22 @@ fn positive_f32(s: &str) -> Result<f32, String> {
     let v = parse_f32(s)?;
     if v <= 0.0 {
         return Err(format!("must be greater than 0, got {v}"));
+    }
+    Ok(v)
+}
+
+fn probability(s: &str) -> Result<f32, String> {
+    let v = parse_f32(s)?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("must be between 0 and 1, got {v}"));
+    }
+    Ok(v)
+}
+
+fn decay(s: &str) -> Result<f32, String> {
+    let v = parse_f32(s)?;
+    if !(0.0..1.0).contains(&v) {
+        return Err(format!("must be at least 0 and below 1, got {v}"));
     }
     Ok(v)
 }
@@ -293,31 +402,7 @@ fn architecture(model: &str, arch: Option<&std::path::Path>) -> anyhow::Result<n
 /// `fmnist train`
 pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let spec = architecture(&a.model, a.arch.as_deref())?;
-    let kind = match a.optimizer {
-        OptimizerArg::Adam => OptimizerKind::adam(),
-        OptimizerArg::Adamw => OptimizerKind::adamw(),
-        OptimizerArg::Sgd => OptimizerKind::nesterov(),
-    };
-    let cfg = TrainConfig {
-        epochs: a.epochs as usize,
-        batch_size: a.batch_size as usize,
-        lr: a.lr,
-        seed: a.seed,
-        optimizer: OptimizerConfig {
-            kind,
-            weight_decay: a.weight_decay,
-            decay_bias_and_norm: false,
-        },
-        schedule: match a.schedule {
-            ScheduleArg::Constant => Schedule::Constant,
-            ScheduleArg::Cosine => train::COSINE,
-            ScheduleArg::OneCycle => Schedule::one_cycle(),
-        },
-        label_smoothing: a.label_smoothing,
-        val_size: a.val_size,
-        limit: a.limit.map(|l| l as usize),
-    };
+    let (spec, cfg) = a.recipe()?;
     cfg.validate()?;
     // Reserve the outputs first: an unwritable destination fails now, not after training.
     let model_file = PendingFile::reserve(&a.out)?;
@@ -325,17 +410,19 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let data = data::load(&a.source.options())?;
     let params = spec.build(&mut nn::Rng::new(0))?.num_params();
     out(&format!(
-        "training {} ({} parameters) for {} epochs, batch {}, lr {:e}, on {} threads\n",
+        "training {} ({} parameters){} on {} threads\n{}\n",
         if spec.name.is_empty() {
             "custom"
         } else {
             &spec.name
         },
         report::thousands(params),
-        cfg.epochs,
-        cfg.batch_size,
-        cfg.lr,
-        rayon::current_num_threads()
+        a.preset
+            .as_deref()
+            .map(|p| format!(", preset {p},"))
+            .unwrap_or_default(),
+        rayon::current_num_threads(),
+        report::recipe(&cfg),
     ))?;
     let mut bar = Bar {
         bar: None,
@@ -345,6 +432,13 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let s = &outcome.model.summary;
     model_file.commit(&outcome.model.to_bytes()?)?;
     history_file.commit(train::history_csv(&outcome.history).as_bytes())?;
+    if s.epochs < s.planned_epochs {
+        out(&format!(
+            "stopped after epoch {}: no better validation accuracy for {} epochs\n",
+            s.epochs,
+            s.epochs - s.best_epoch
+        ))?;
+    }
     out(&format!(
         "best epoch {}: val acc {:.2} %\ntest accuracy {:.2} % ({} images)\nsaved {} and {} in {}\n",
         s.best_epoch,
@@ -364,26 +458,44 @@ pub fn history_path(model: &std::path::Path) -> PathBuf {
 
 /// `fmnist eval`
 pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
-    let mut model = Classifier::load(&a.model)?;
+    let mut models = a
+        .models
+        .iter()
+        .map(|p| Classifier::load(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let data = data::load(&a.source.options())?;
-    let evaluation = eval::evaluate(&mut model, &data.test);
-    let metrics = eval::metrics(&evaluation, &data.test.labels, &model.classes);
+    let evaluation = eval::evaluate_ensemble(&mut models, &data.test)?;
+    let metrics = eval::metrics(&evaluation, &data.test.labels, &models[0].classes);
     if a.json {
-        out(&format!("{}\n", serde_json::to_string(&metrics)?))
-    } else {
+        return out(&format!("{}\n", serde_json::to_string(&metrics)?));
+    }
+    let mut text = String::new();
+    for (path, model) in a.models.iter().zip(&models) {
         let name = if model.spec.name.is_empty() {
             "custom"
         } else {
             &model.spec.name
         };
-        out(&format!(
-            "model {} ({name}, {} parameters, trained {} epochs)\n{}",
-            a.model.display(),
+        text.push_str(&format!(
+            "model {} ({name}, {} parameters, trained {} epochs{})\n",
+            path.display(),
             report::thousands(model.net.num_params()),
             model.summary.epochs,
-            report::metrics_table(&metrics)
-        ))
+            if model.inference.flip_tta {
+                ", flip TTA"
+            } else {
+                ""
+            }
+        ));
     }
+    if models.len() > 1 {
+        text.push_str(&format!(
+            "ensemble of {} models (average of their probabilities)\n",
+            models.len()
+        ));
+    }
+    text.push_str(&report::metrics_table(&metrics));
+    out(&text)
 }
 
 /// `fmnist predict`

@@ -20,17 +20,45 @@ pub struct Evaluation {
 /// Runs `model` over `data` in inference mode.
 pub fn evaluate(model: &mut Classifier, data: &Dataset) -> Evaluation {
     let probabilities = model.probabilities(&data.images);
-    let c = model.classes.len();
+    score(probabilities, &data.labels, model.classes.len())
+}
+
+/// Runs every model over `data` and scores the average of their probabilities (an
+/// ensemble). The models must share their class list.
+pub fn evaluate_ensemble(models: &mut [Classifier], data: &Dataset) -> anyhow::Result<Evaluation> {
+    let Some((first, rest)) = models.split_first_mut() else {
+        anyhow::bail!("an ensemble needs at least one model");
+    };
+    if let Some(other) = rest.iter().find(|m| m.classes != first.classes) {
+        anyhow::bail!(
+            "the models disagree on the classes ({:?} vs {:?})",
+            first.classes,
+            other.classes
+        );
+    }
+    let mut sum = first.probabilities(&data.images);
+    for m in rest.iter_mut() {
+        for (s, p) in sum.iter_mut().zip(m.probabilities(&data.images)) {
+            *s += p;
+        }
+    }
+    let n = models.len() as f32;
+    sum.iter_mut().for_each(|s| *s /= n);
+    Ok(score(sum, &data.labels, models[0].classes.len()))
+}
+
+/// Predictions, loss and accuracy from probabilities (`c` per image) and true labels.
+fn score(probabilities: Vec<f32>, labels: &[u8], c: usize) -> Evaluation {
     let mut loss = 0.0f64;
     let mut right = 0usize;
-    let mut predictions = Vec::with_capacity(data.len());
-    for (row, &label) in probabilities.chunks_exact(c).zip(&data.labels) {
+    let mut predictions = Vec::with_capacity(labels.len());
+    for (row, &label) in probabilities.chunks_exact(c).zip(labels) {
         let p = nn::loss::argmax(row);
         predictions.push(p as u8);
         right += usize::from(p == label as usize);
         loss -= (row[label as usize].max(1e-12) as f64).ln();
     }
-    let n = data.len().max(1) as f64;
+    let n = labels.len().max(1) as f64;
     Evaluation {
         probabilities,
         predictions,

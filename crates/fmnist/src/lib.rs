@@ -7,6 +7,7 @@
 //! (text output) and [`cli`] (the command line). The engine is the `nn` crate.
 
 pub mod atomic;
+pub mod augment;
 pub mod bench;
 pub mod classifier;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod data;
 pub mod eval;
 pub mod models;
 pub mod predict;
+pub mod recipes;
 pub mod report;
 pub mod train;
 

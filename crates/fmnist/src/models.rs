@@ -8,13 +8,121 @@ use nn::{Init, LayerSpec as L, ModelSpec};
 use crate::data::{CLASS_NAMES, SIDE};
 
 /// Names of the built-in architectures.
-pub const PRESETS: [&str; 1] = ["simple"];
+pub const PRESETS: [&str; 4] = ["simple", "simple-bn", "cnn-bn", "resnet9"];
 
 /// The built-in architecture `name`, if there is one.
 pub fn preset(name: &str) -> Option<ModelSpec> {
     match name {
         "simple" => Some(simple()),
+        "simple-bn" => Some(simple_bn()),
+        "cnn-bn" => Some(cnn_bn()),
+        "resnet9" => Some(resnet9()),
         _ => None,
+    }
+}
+
+fn conv3(filters: usize, padding: usize, bias: bool) -> L {
+    L::Conv2d {
+        filters,
+        kernel: 3,
+        stride: 1,
+        padding,
+        bias,
+    }
+}
+
+fn batch_norm() -> L {
+    L::BatchNorm {
+        momentum: 0.1,
+        eps: 1e-5,
+    }
+}
+
+fn pool() -> L {
+    L::MaxPool2d {
+        size: 2,
+        stride: None,
+    }
+}
+
+/// 3×3 convolution with same padding and no bias (the norm's shift replaces it), batch
+/// norm, ReLU.
+fn conv_bn_relu(filters: usize) -> [L; 3] {
+    [conv3(filters, 1, false), batch_norm(), L::Relu]
+}
+
+/// The first layer of the batch-norm networks: a 3×3 convolution of the 28×28 image
+/// with ReLU and a 2×2 max pool, without batch norm (on the largest map it cost a third
+/// of the training time and gained nothing measurable).
+fn stem(filters: usize, padding: usize) -> [L; 3] {
+    [conv3(filters, padding, true), L::Relu, pool()]
+}
+
+/// Flatten, dense `units` with batch norm and ReLU, dense 10.
+fn dense_head(units: usize) -> [L; 5] {
+    [
+        L::Flatten,
+        L::Linear { units, bias: false },
+        batch_norm(),
+        L::Relu,
+        L::Linear {
+            units: CLASS_NAMES.len(),
+            bias: true,
+        },
+    ]
+}
+
+/// The seed network with batch norm after the second convolution and the hidden dense
+/// layer instead of dropout: it trains at 3e-3 and converges in five epochs
+/// (the `fast` preset). 225 k parameters, 5.3 MFLOP per image.
+pub fn simple_bn() -> ModelSpec {
+    let mut layers = stem(32, 0).to_vec();
+    layers.extend([conv3(64, 0, false), batch_norm(), L::Relu, pool()]);
+    layers.extend(dense_head(128));
+    ModelSpec {
+        name: "simple-bn".into(),
+        input: vec![SIDE, SIDE, 1],
+        init: Init::HeUniform,
+        layers,
+    }
+}
+
+/// Three convolutions (32 at 28×28, 64 at 14×14, 128 at 7×7) with batch norm and a
+/// 256-unit dense layer (the `standard` preset). 1.7 M parameters, 18 MFLOP per image.
+pub fn cnn_bn() -> ModelSpec {
+    let mut layers = stem(32, 1).to_vec();
+    layers.extend(conv_bn_relu(64));
+    layers.push(pool());
+    layers.extend(conv_bn_relu(128));
+    layers.extend(dense_head(256));
+    ModelSpec {
+        name: "cnn-bn".into(),
+        input: vec![SIDE, SIDE, 1],
+        init: Init::HeUniform,
+        layers,
+    }
+}
+
+/// A ResNet-9 in the style of Page's fast CIFAR-10 network, sized for 28×28: the stem,
+/// then at 14×14 and at 7×7 a widening conv–BN–ReLU followed by a residual block of two,
+/// then the dense head (the `best` preset). 2.1 M parameters, 76 MFLOP per image.
+pub fn resnet9() -> ModelSpec {
+    let mut layers = stem(32, 1).to_vec();
+    for (stage, width) in [64, 128].into_iter().enumerate() {
+        if stage > 0 {
+            layers.push(pool());
+        }
+        layers.extend(conv_bn_relu(width));
+        let mut body = conv_bn_relu(width).to_vec();
+        body.extend(conv_bn_relu(width));
+        layers.push(L::Residual { body });
+    }
+    layers.extend(dense_head(256));
+    ModelSpec {
+        name: "resnet9".into(),
+        input: vec![SIDE, SIDE, 1],
+        init: Init::HeUniform,
+        layers,
     }
 }
 
@@ -111,5 +219,22 @@ mod tests {
         assert_eq!(net.num_params(), 225_034);
         check_fits(&simple()).unwrap();
         assert!(PRESETS.iter().all(|p| preset(p).is_some()));
+    }
+
+    #[test]
+    fn preset_architectures_have_the_documented_sizes() {
+        // Counted by hand from the layer lists (weights, biases, batch-norm γ and β).
+        for (name, params, mflop) in [
+            ("simple-bn", 225_226, 5.3),
+            ("cnn-bn", 1_701_578, 18.1),
+            ("resnet9", 2_070_986, 75.9),
+        ] {
+            let spec = preset(name).unwrap();
+            check_fits(&spec).unwrap();
+            let net = spec.build(&mut nn::Rng::new(0)).unwrap();
+            assert_eq!(net.num_params(), params, "{name}");
+            let got = net.forward_flops() as f64 / 1e6;
+            assert!((got - mflop).abs() < 0.1, "{name}: {got} MFLOP");
+        }
     }
 }

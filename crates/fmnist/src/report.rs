@@ -5,7 +5,8 @@ use std::fmt::Write;
 use crate::data::{CLASS_NAMES, FashionMnist};
 use crate::eval::Metrics;
 use crate::predict::Prediction;
-use crate::train::EpochRecord;
+use crate::train::{EpochRecord, TrainConfig};
+use nn::{OptimizerKind, Schedule};
 
 /// `1234567` as `1,234,567`.
 pub fn thousands(n: usize) -> String {
@@ -31,6 +32,59 @@ pub fn duration(seconds: f64) -> String {
             (seconds % 60.0) as u64
         )
     }
+}
+
+/// The recipe in one line: `12 epochs, batch 128, AdamW lr 3e-3 (decay 0.05), one-cycle, …`.
+pub fn recipe(cfg: &TrainConfig) -> String {
+    let opt = match cfg.optimizer.kind {
+        OptimizerKind::Adam { .. } => "Adam",
+        OptimizerKind::AdamW { .. } => "AdamW",
+        OptimizerKind::Sgd { nesterov: true, .. } => "SGD Nesterov",
+        OptimizerKind::Sgd { .. } => "SGD",
+    };
+    let schedule = match cfg.schedule {
+        Schedule::Constant => "constant rate",
+        Schedule::Cosine { .. } => "cosine",
+        Schedule::OneCycle { .. } => "one-cycle",
+    };
+    let mut s = format!(
+        "{} epoch{}, batch {}, {opt} lr {:e}",
+        cfg.epochs,
+        if cfg.epochs == 1 { "" } else { "s" },
+        cfg.batch_size,
+        cfg.lr
+    );
+    if cfg.optimizer.weight_decay > 0.0 {
+        let _ = write!(s, " (weight decay {})", cfg.optimizer.weight_decay);
+    }
+    let _ = write!(s, ", {schedule}");
+    if cfg.label_smoothing > 0.0 {
+        let _ = write!(s, ", label smoothing {}", cfg.label_smoothing);
+    }
+    let a = &cfg.augment;
+    let mut aug = Vec::new();
+    if a.shift > 0 {
+        aug.push(format!("shift ±{}", a.shift));
+    }
+    if a.flip {
+        aug.push("flip".to_string());
+    }
+    if a.erase > 0.0 {
+        aug.push(format!("erase {}", a.erase));
+    }
+    if !aug.is_empty() {
+        let _ = write!(s, ", augment {}", aug.join(" + "));
+    }
+    if let Some(d) = cfg.ema {
+        let _ = write!(s, ", weight average {d}");
+    }
+    if let Some(p) = cfg.patience {
+        let _ = write!(s, ", patience {p}");
+    }
+    if cfg.flip_tta {
+        s.push_str(", flip TTA");
+    }
+    s
 }
 
 /// What `fmnist data` prints.

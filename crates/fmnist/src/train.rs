@@ -4,11 +4,12 @@
 use std::time::Instant;
 
 use anyhow::bail;
-use nn::{Mode, ModelSpec, Optimizer, OptimizerConfig, OptimizerKind, Rng, Schedule, Tensor};
+use nn::{Ema, Mode, ModelSpec, Optimizer, OptimizerConfig, OptimizerKind, Rng, Schedule, Tensor};
 use serde::Serialize;
 
+use crate::augment::Augment;
 use crate::classifier::{Classifier, TrainingSummary};
-use crate::data::{Dataset, FashionMnist};
+use crate::data::{Dataset, FashionMnist, PIXELS};
 use crate::eval::evaluate;
 
 /// A training recipe.
@@ -32,6 +33,15 @@ pub struct TrainConfig {
     pub val_size: usize,
     /// Train on only the first this-many remaining training images (quick runs).
     pub limit: Option<usize>,
+    /// Augmentation of training images.
+    pub augment: Augment,
+    /// Decay of an exponential moving average of the weights, validated and kept instead
+    /// of the raw weights (`None`: no average).
+    pub ema: Option<f32>,
+    /// Stop after this many epochs without a better validation accuracy (`None`: never).
+    pub patience: Option<usize>,
+    /// Classify with flip test-time augmentation (validation, test and the saved model).
+    pub flip_tta: bool,
 }
 
 /// The cosine schedule of the default recipe: 5 % linear warm-up, then decay to zero.
@@ -52,6 +62,10 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             val_size: 5000,
             limit: None,
+            augment: Augment::NONE,
+            ema: None,
+            patience: None,
+            flip_tta: false,
         }
     }
 }
@@ -80,7 +94,15 @@ impl TrainConfig {
                 self.optimizer.weight_decay
             );
         }
-        Ok(())
+        if let Some(d) = self.ema
+            && !(0.0..1.0).contains(&d)
+        {
+            bail!("--ema must be a decay in [0, 1), got {d}");
+        }
+        if self.patience == Some(0) {
+            bail!("--patience must be at least 1 epoch");
+        }
+        self.augment.validate()
     }
 }
 
@@ -149,6 +171,8 @@ pub fn train(
         bail!("no training images left");
     }
     let mut model = Classifier::new(spec, cfg.seed)?;
+    model.inference.flip_tta = cfg.flip_tta;
+    let mut ema = cfg.ema.map(|decay| Ema::new(&model.net, decay));
     let root = Rng::new(cfg.seed);
     let mut shuffle_rng = root.fork(1);
     let mut stepper = Stepper::new(cfg);
@@ -179,6 +203,9 @@ pub fn train(
                     b + 1
                 );
             }
+            if let Some(ema) = &mut ema {
+                ema.update(&model.net);
+            }
             right += correct;
             loss_sum += loss as f64 * idx.len() as f64;
             seen += idx.len();
@@ -201,6 +228,10 @@ pub fn train(
                 "training diverged: weights {name} became non-finite in epoch {epoch}; \
                  the learning rate ({lr:e}) is probably too high"
             );
+        }
+        // Validate (and keep) the averaged weights when there are any.
+        if let Some(ema) = &mut ema {
+            ema.swap(&mut model.net);
         }
         let (val_loss, val_accuracy) = if val_set.is_empty() {
             (f64::NAN, f64::NAN)
@@ -235,6 +266,13 @@ pub fn train(
                 .collect();
             best = Some((score, epoch, weights));
         }
+        if let Some(ema) = &mut ema {
+            ema.swap(&mut model.net);
+        }
+        let best_epoch = best.as_ref().map_or(epoch, |b| b.1);
+        if cfg.patience.is_some_and(|p| epoch - best_epoch >= p) {
+            break;
+        }
     }
     let (_, best_epoch, weights) = best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
     for ((_, dst), src) in model.net.tensors_mut().into_iter().zip(&weights) {
@@ -242,7 +280,8 @@ pub fn train(
     }
     let test = evaluate(&mut model, &data.test);
     model.summary = TrainingSummary {
-        epochs: cfg.epochs,
+        epochs: history.len(),
+        planned_epochs: cfg.epochs,
         best_epoch,
         val_accuracy: history[best_epoch - 1].val_accuracy,
         test_accuracy: test.accuracy,
@@ -253,6 +292,9 @@ pub fn train(
         optimizer: serde_json::to_value(cfg.optimizer)?,
         schedule: serde_json::to_value(cfg.schedule)?,
         label_smoothing: cfg.label_smoothing,
+        augment: cfg.augment,
+        ema: cfg.ema,
+        flip_tta: cfg.flip_tta,
         seed: cfg.seed,
         threads: rayon::current_num_threads(),
         seconds: started.elapsed().as_secs_f64(),
@@ -266,6 +308,9 @@ pub fn train(
 pub struct Stepper {
     opt: Optimizer,
     dropout_rng: Rng,
+    augment: Augment,
+    augment_rng: Rng,
+    pixels: Vec<u8>,
     smoothing: f32,
     x: Tensor,
     dlogits: Tensor,
@@ -278,6 +323,9 @@ impl Stepper {
         Self {
             opt: Optimizer::new(cfg.optimizer),
             dropout_rng: Rng::new(cfg.seed).fork(2),
+            augment: cfg.augment,
+            augment_rng: Rng::new(cfg.seed).fork(3),
+            pixels: Vec::new(),
             smoothing: cfg.label_smoothing,
             x: Tensor::default(),
             dlogits: Tensor::default(),
@@ -294,7 +342,16 @@ impl Stepper {
         idx: &[usize],
         lr: f32,
     ) -> (f32, usize) {
-        model.normalization.gather_into(data, idx, &mut self.x);
+        if self.augment.is_active() {
+            self.pixels.resize(idx.len() * PIXELS, 0);
+            for (dst, &i) in self.pixels.chunks_exact_mut(PIXELS).zip(idx) {
+                self.augment
+                    .apply(data.image(i), dst, &mut self.augment_rng);
+            }
+            model.normalization.batch_into(&self.pixels, &mut self.x);
+        } else {
+            model.normalization.gather_into(data, idx, &mut self.x);
+        }
         self.labels.clear();
         self.labels
             .extend(idx.iter().map(|&i| data.labels[i] as usize));

@@ -9,6 +9,7 @@
 //! Determinism: the same seed and thread count give bit-identical results.
 
 mod copy;
+pub mod ema;
 pub mod init;
 pub mod layers;
 pub mod loss;
@@ -19,6 +20,7 @@ pub mod rng;
 pub mod spec;
 pub mod tensor;
 
+pub use ema::Ema;
 pub use init::Init;
 pub use layers::{Mode, Param, ParamKind};
 pub use network::Network;

@@ -34,6 +34,11 @@ impl Network {
         }
     }
 
+    /// How many layers were built (a fused pair counts once).
+    pub fn layers_len(&self) -> usize {
+        self.layers.len()
+    }
+
     /// One example's input shape.
     pub fn input_shape(&self) -> &[usize] {
         &self.input_shape

@@ -88,6 +88,14 @@ impl OptimizerConfig {
             decay_bias_and_norm: false,
         }
     }
+
+    /// The same settings with weight decay `wd`.
+    pub fn with_weight_decay(self, wd: f32) -> Self {
+        Self {
+            weight_decay: wd,
+            ..self
+        }
+    }
 }
 
 /// An optimizer with its per-parameter state (moments or momentum buffers).

@@ -165,6 +165,9 @@ fn fused_pair(
             ReluMaxPool2d::new(shape, size, stride.unwrap_or(size))
                 .map(|l| Box::new(l) as Box<dyn Layer>),
         ),
+        (&LayerSpec::BatchNorm { momentum, eps }, Some(LayerSpec::Relu)) => {
+            Some(BatchNorm::with_relu(shape, momentum, eps).map(|l| Box::new(l) as Box<dyn Layer>))
+        }
         _ => None,
     }
 }

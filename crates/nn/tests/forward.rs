@@ -235,3 +235,72 @@ fn fused_relu_max_pool_matches_the_plain_layers_bit_for_bit() {
         assert_eq!(grads(&mut fused), grads(&mut plain));
     }
 }
+
+#[test]
+fn fused_batch_norm_relu_matches_the_plain_layers_bit_for_bit() {
+    let spec = nn::ModelSpec {
+        name: String::new(),
+        input: vec![6, 6, 2],
+        init: nn::Init::HeUniform,
+        layers: vec![
+            L::Conv2d {
+                filters: 5,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                bias: false,
+            },
+            L::BatchNorm {
+                momentum: 0.1,
+                eps: 1e-5,
+            },
+            L::Relu,
+            L::GlobalAvgPool,
+            L::Linear {
+                units: 3,
+                bias: true,
+            },
+        ],
+    };
+    let mut fused = spec.build_with(&mut Rng::new(1), true).unwrap();
+    let mut plain = spec.build_with(&mut Rng::new(1), false).unwrap();
+    assert_eq!(
+        fused.layers_len() + 1,
+        plain.layers_len(),
+        "the pair is fused"
+    );
+    let names = |n: &nn::Network| n.tensors().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(names(&fused), names(&plain));
+    for mode in [Mode::Train, Mode::Eval] {
+        let x = normal(&[4, 6, 6, 2], 9);
+        let yf = fused.forward(&x, mode, &mut Rng::new(0)).clone();
+        let yp = plain.forward(&x, mode, &mut Rng::new(0)).clone();
+        assert_eq!(yf, yp, "{mode:?}");
+        let dy = normal(yf.shape(), 10);
+        let (mut dxf, mut dxp) = (Tensor::default(), Tensor::default());
+        fused.backward(&x, &dy, Some(&mut dxf));
+        plain.backward(&x, &dy, Some(&mut dxp));
+        assert_eq!(dxf, dxp, "{mode:?}");
+        assert!(dxf.data().iter().any(|&v| v != 0.0));
+        let grads = |n: &mut nn::Network| {
+            n.params_mut()
+                .iter()
+                .map(|p| p.grad.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(grads(&mut fused), grads(&mut plain), "{mode:?}");
+        assert_eq!(
+            fused
+                .tensors()
+                .into_iter()
+                .map(|(_, t)| t.clone())
+                .collect::<Vec<_>>(),
+            plain
+                .tensors()
+                .into_iter()
+                .map(|(_, t)| t.clone())
+                .collect::<Vec<_>>(),
+            "running statistics"
+        );
+    }
+}

@@ -238,7 +238,7 @@ fn batch_norm_on_maps_and_vectors() {
     check(
         &[3, 3, 4],
         vec![bn.clone()],
-        normal(&[3, 3, 3, 4], 10),
+        normal(&[3, 3, 3, 4], 28),
         SMOOTH,
     );
     check(&[6], vec![bn], normal(&[5, 6], 11), SMOOTH);
@@ -357,4 +357,36 @@ fn softmax_cross_entropy_with_smoothing() {
             );
         }
     }
+}
+
+/// `rows` rows of `c` channels where each channel holds ±0.5, ±1.5, … in a different
+/// order: zero mean, so batch norm's outputs stay well away from ReLU's kink at 0.
+fn symmetric_rows(shape: &[usize]) -> Tensor {
+    let c = *shape.last().unwrap();
+    let n: usize = shape.iter().product::<usize>() / c;
+    assert!(n.is_multiple_of(2) && !n.is_multiple_of(3));
+    let value = |k: usize| {
+        let m = (k / 2) as f32 + 0.5;
+        if k.is_multiple_of(2) { m } else { -m }
+    };
+    let data = (0..n * c).map(|i| value((i / c * 3 + i % c) % n)).collect();
+    Tensor::from_vec(shape, data).unwrap()
+}
+
+#[test]
+fn fused_batch_norm_and_relu() {
+    let pair = vec![
+        L::BatchNorm {
+            momentum: 0.1,
+            eps: 1e-5,
+        },
+        L::Relu,
+    ];
+    check(
+        &[2, 2, 3],
+        pair.clone(),
+        symmetric_rows(&[2, 2, 2, 3]),
+        KINKED,
+    );
+    check(&[4], pair, symmetric_rows(&[8, 4]), KINKED);
 }

@@ -1,7 +1,12 @@
 //! Batch normalisation over the last (channel) axis.
 
+use rayon::prelude::*;
+
 use super::{Context, Layer, Mode, Param, ParamKind};
 use crate::Tensor;
+
+/// Rows (pixels) per parallel task; fixed, so results do not depend on the thread count.
+const ROWS_PER_TASK: usize = 1024;
 
 /// Batch normalisation per channel (the last axis): `BatchNorm2d` on NHWC maps and
 /// `BatchNorm1d` on `[n, features]`.
@@ -17,8 +22,10 @@ pub struct BatchNorm {
     running_var: Tensor,
     momentum: f32,
     eps: f32,
-    /// The normalised input `x̂` of the last forward, for backward.
-    xhat: Vec<f32>,
+    /// Whether a ReLU follows in the same pass.
+    relu: bool,
+    /// Per-channel mean used in the last forward.
+    mean: Vec<f32>,
     /// `1/√(σ² + ε)` per channel used in the last forward.
     inv_std: Vec<f32>,
     last_mode: Mode,
@@ -44,15 +51,50 @@ impl BatchNorm {
             running_var: ones,
             momentum,
             eps,
-            xhat: Vec::new(),
+            relu: false,
+            mean: vec![0.0; c],
             inv_std: vec![0.0; c],
             last_mode: Mode::Eval,
+        })
+    }
+
+    /// Batch norm followed by ReLU in the same pass over memory (the fast path for the
+    /// spec `batch_norm, relu`; the two plain layers are its test oracle).
+    pub fn with_relu(shape: &[usize], momentum: f32, eps: f32) -> Result<Self, crate::Error> {
+        Ok(Self {
+            relu: true,
+            ..Self::new(shape, momentum, eps)?
         })
     }
 
     fn channels(&self) -> usize {
         self.gamma.value.len()
     }
+}
+
+/// Per-channel sums of `f(row)` over all rows of `data` (`c` values per row), in f64,
+/// over fixed blocks of rows combined in order: the same result on any thread count.
+fn channel_sums<F>(data: &[f32], c: usize, sums: usize, f: F) -> Vec<f64>
+where
+    F: Fn(&[f32], usize, &mut [f64]) + Sync,
+{
+    let block = ROWS_PER_TASK * c;
+    let partial: Vec<Vec<f64>> = data
+        .par_chunks(block)
+        .enumerate()
+        .map(|(b, chunk)| {
+            let mut acc = vec![0.0f64; sums * c];
+            f(chunk, b * ROWS_PER_TASK, &mut acc);
+            acc
+        })
+        .collect();
+    let mut total = vec![0.0f64; sums * c];
+    for p in partial {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
 }
 
 impl Layer for BatchNorm {
@@ -64,93 +106,135 @@ impl Layer for BatchNorm {
         let c = self.channels();
         let rows = x.len() / c;
         self.last_mode = ctx.mode;
-        let mean: Vec<f32> = if ctx.mode == Mode::Train && rows > 0 {
-            // Two passes in f64: exact enough that finite differences agree in f32.
-            let mut sum = vec![0.0f64; c];
-            for px in x.data().chunks_exact(c) {
-                for (s, &v) in sum.iter_mut().zip(px) {
-                    *s += v as f64;
+        if ctx.mode == Mode::Train && rows > 0 {
+            // Shifted one-pass moments in f64 (shift = the running mean, close to the batch
+            // mean, so the subtraction loses nothing): exact enough for finite differences.
+            let shift: Vec<f32> = self.running_mean.data().to_vec();
+            let sums = channel_sums(x.data(), c, 2, |chunk, _, acc| {
+                let (s1, s2) = acc.split_at_mut(c);
+                for px in chunk.chunks_exact(c) {
+                    for (((s1, s2), &v), &m) in s1.iter_mut().zip(s2.iter_mut()).zip(px).zip(&shift)
+                    {
+                        let d = (v - m) as f64;
+                        *s1 += d;
+                        *s2 += d * d;
+                    }
                 }
-            }
-            let mean: Vec<f64> = sum.iter().map(|s| s / rows as f64).collect();
-            let mut sq = vec![0.0f64; c];
-            for px in x.data().chunks_exact(c) {
-                for ((s, &v), &m) in sq.iter_mut().zip(px).zip(&mean) {
-                    *s += (v as f64 - m).powi(2);
-                }
-            }
+            });
             let m = self.momentum;
             for ch in 0..c {
-                let var = sq[ch] / rows as f64;
+                let dmean = sums[ch] / rows as f64;
+                let sq = (sums[c + ch] - dmean * sums[ch]).max(0.0);
+                let var = sq / rows as f64;
+                let mean = shift[ch] as f64 + dmean;
+                self.mean[ch] = mean as f32;
                 self.inv_std[ch] = (1.0 / (var + self.eps as f64).sqrt()) as f32;
                 let unbiased = if rows > 1 {
-                    sq[ch] / (rows - 1) as f64
+                    sq / (rows - 1) as f64
                 } else {
                     var
                 };
                 let rm = &mut self.running_mean.data_mut()[ch];
-                *rm = (1.0 - m) * *rm + m * mean[ch] as f32;
+                *rm = (1.0 - m) * *rm + m * mean as f32;
                 let rv = &mut self.running_var.data_mut()[ch];
                 *rv = (1.0 - m) * *rv + m * unbiased as f32;
             }
-            mean.iter().map(|&v| v as f32).collect()
         } else {
             for (s, &v) in self.inv_std.iter_mut().zip(self.running_var.data()) {
                 *s = 1.0 / (v + self.eps).sqrt();
             }
-            self.running_mean.data().to_vec()
-        };
-        y.resize(x.shape());
-        self.xhat.resize(x.len(), 0.0);
-        let (g, b) = (self.gamma.value.data(), self.beta.value.data());
-        let rows_iter = x.data().chunks_exact(c).zip(self.xhat.chunks_exact_mut(c));
-        for ((px, xh), out) in rows_iter.zip(y.data_mut().chunks_exact_mut(c)) {
-            for ch in 0..c {
-                xh[ch] = (px[ch] - mean[ch]) * self.inv_std[ch];
-                out[ch] = g[ch] * xh[ch] + b[ch];
-            }
+            self.mean.copy_from_slice(self.running_mean.data());
         }
+        // y = x·a + b with a = γ/σ, b = β − μ·γ/σ
+        let (g, be) = (self.gamma.value.data(), self.beta.value.data());
+        let a: Vec<f32> = (0..c).map(|ch| g[ch] * self.inv_std[ch]).collect();
+        let b: Vec<f32> = (0..c).map(|ch| be[ch] - self.mean[ch] * a[ch]).collect();
+        let relu = self.relu;
+        y.resize(x.shape());
+        y.data_mut()
+            .par_chunks_mut(ROWS_PER_TASK * c)
+            .zip(x.data().par_chunks(ROWS_PER_TASK * c))
+            .for_each(|(y, x)| {
+                for (out, px) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for (((o, &v), &a), &b) in out.iter_mut().zip(px).zip(&a).zip(&b) {
+                        let v = v * a + b;
+                        // Not `max`: NaN must propagate.
+                        *o = if relu && v < 0.0 { 0.0 } else { v };
+                    }
+                }
+            });
     }
 
-    // dγ = Σ dy·x̂;  dβ = Σ dy;  train: dx = γ/σ · (dy - mean(dy) - x̂·mean(dy·x̂)); eval: dx = γ/σ · dy
-    fn backward(&mut self, x: &Tensor, _y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+    // g = dy (masked by y > 0 when fused with ReLU); x̂ = (x − μ)/σ
+    // dγ = Σ g·x̂;  dβ = Σ g;  train: dx = γ/σ · (g − mean(g) − x̂·mean(g·x̂)); eval: dx = γ/σ · g
+    fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
         let c = self.channels();
         let rows = (x.len() / c).max(1);
-        let mut sum_dy = vec![0.0f64; c];
-        let mut sum_dy_xhat = vec![0.0f64; c];
-        for (g, xh) in dy.data().chunks_exact(c).zip(self.xhat.chunks_exact(c)) {
-            for ch in 0..c {
-                sum_dy[ch] += g[ch] as f64;
-                sum_dy_xhat[ch] += (g[ch] * xh[ch]) as f64;
+        let (mean, inv_std, relu) = (&self.mean, &self.inv_std, self.relu);
+        let (xd, yd, dyd) = (x.data(), y.data(), dy.data());
+        let sums = channel_sums(dyd, c, 2, |chunk, first_row, acc| {
+            let (s_dy, s_dyx) = acc.split_at_mut(c);
+            let at = first_row * c;
+            let xs = &xd[at..at + chunk.len()];
+            let ys = &yd[at..at + chunk.len()];
+            for ((g, px), py) in chunk
+                .chunks_exact(c)
+                .zip(xs.chunks_exact(c))
+                .zip(ys.chunks_exact(c))
+            {
+                let per_channel = s_dy
+                    .iter_mut()
+                    .zip(s_dyx.iter_mut())
+                    .zip(mean.iter().zip(inv_std));
+                for (((s_dy, s_dyx), (&m, &is)), ((&g, &v), &o)) in
+                    per_channel.zip(g.iter().zip(px).zip(py))
+                {
+                    let g = if relu && o <= 0.0 { 0.0 } else { g };
+                    *s_dy += g as f64;
+                    *s_dyx += (g * ((v - m) * is)) as f64;
+                }
             }
-        }
+        });
         for ch in 0..c {
-            self.gamma.grad.data_mut()[ch] = sum_dy_xhat[ch] as f32;
-            self.beta.grad.data_mut()[ch] = sum_dy[ch] as f32;
+            self.gamma.grad.data_mut()[ch] = sums[c + ch] as f32;
+            self.beta.grad.data_mut()[ch] = sums[ch] as f32;
         }
         let Some(dx) = dx else { return };
         dx.resize(x.shape());
         let gamma = self.gamma.value.data();
         let train = self.last_mode == Mode::Train;
-        let mean_dy: Vec<f32> = sum_dy.iter().map(|s| (s / rows as f64) as f32).collect();
-        let mean_dyx: Vec<f32> = sum_dy_xhat
-            .iter()
-            .map(|s| (s / rows as f64) as f32)
-            .collect();
-        let rows_iter = dx
-            .data_mut()
-            .chunks_exact_mut(c)
-            .zip(dy.data().chunks_exact(c));
-        for ((d, g), xh) in rows_iter.zip(self.xhat.chunks_exact(c)) {
-            for ch in 0..c {
-                let scale = gamma[ch] * self.inv_std[ch];
-                d[ch] = if train {
-                    scale * (g[ch] - mean_dy[ch] - xh[ch] * mean_dyx[ch])
-                } else {
-                    scale * g[ch]
-                };
-            }
-        }
+        let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
+        let (mean_dy, mean_dyx): (Vec<f32>, Vec<f32>) = if train {
+            (
+                sums[..c].iter().map(|s| (s / rows as f64) as f32).collect(),
+                sums[c..].iter().map(|s| (s / rows as f64) as f32).collect(),
+            )
+        } else {
+            (vec![0.0; c], vec![0.0; c])
+        };
+        let block = ROWS_PER_TASK * c;
+        dx.data_mut()
+            .par_chunks_mut(block)
+            .enumerate()
+            .for_each(|(b, d)| {
+                let at = b * block;
+                let n = d.len();
+                let (dys, xs, ys) = (&dyd[at..at + n], &xd[at..at + n], &yd[at..at + n]);
+                let rows_iter = d.chunks_exact_mut(c).zip(dys.chunks_exact(c));
+                for ((d, g), (px, py)) in rows_iter.zip(xs.chunks_exact(c).zip(ys.chunks_exact(c)))
+                {
+                    let stats = mean
+                        .iter()
+                        .zip(inv_std)
+                        .zip(scale.iter().zip(&mean_dy).zip(&mean_dyx));
+                    for ((d, ((&g, &v), &o)), ((&m, &is), ((&s, &mdy), &mdyx))) in
+                        d.iter_mut().zip(g.iter().zip(px).zip(py)).zip(stats)
+                    {
+                        let g = if relu && o <= 0.0 { 0.0 } else { g };
+                        *d = s * (g - mdy - (v - m) * is * mdyx);
+                    }
+                }
+            });
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
