@@ -24,9 +24,13 @@ impl PendingFile {
         if path.is_dir() {
             anyhow::bail!("cannot write {}: it is a directory", path.display());
         }
-        let tmp = tempfile::Builder::new()
-            .prefix(".fmnist-")
-            .suffix(".tmp")
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".fmnist-").suffix(".tmp");
+        // Temporary files are private (0600); the finished file is an ordinary output,
+        // readable like any other the user creates (0644 less the umask).
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let tmp = builder
             .tempfile_in(dir)
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Self {
@@ -79,5 +83,19 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(PendingFile::reserve(&dir.path().join("missing/out.bin")).is_err());
         assert!(PendingFile::reserve(dir.path()).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_ordinary_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap(); // 0666 less the umask
+        let ours = dir.path().join("ours");
+        write(&ours, b"x").unwrap();
+        assert_eq!(mode(&ours), mode(&plain) & 0o644);
+        assert_ne!(mode(&ours) & 0o400, 0);
     }
 }

@@ -13,7 +13,7 @@ use crate::atomic::PendingFile;
 use crate::classifier::Classifier;
 use crate::data::{self, DataOptions};
 use crate::train::{EpochRecord, Progress, TrainConfig};
-use crate::{bench, eval, models, predict, recipes, report, train};
+use crate::{bench, eval, models, plots, predict, recipes, report, train};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
 #[derive(Parser, Debug)]
@@ -67,6 +67,9 @@ impl DataSource {
 /// `fmnist data`
 #[derive(Args, Debug)]
 pub struct DataArgs {
+    /// Also draw the first training images with their class names into this PNG
+    #[arg(long, value_name = "FILE.png")]
+    preview: Option<PathBuf>,
     #[command(flatten)]
     source: DataSource,
 }
@@ -240,6 +243,10 @@ pub struct EvalArgs {
     /// Print one JSON object instead of tables
     #[arg(long)]
     json: bool,
+    /// Also draw the confusion matrix, per-class precision / recall and the most confident
+    /// mistakes as PNG files into this directory (created if missing)
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
     #[command(flatten)]
     source: DataSource,
 }
@@ -258,6 +265,10 @@ pub struct PredictArgs {
     /// Print one JSON object per image (one per line)
     #[arg(long)]
     json: bool,
+    /// Write the 28×28 input the model saw for each image into this directory
+    /// (as IMAGE-NAME.input.png; created if missing)
+    #[arg(long, value_name = "DIR")]
+    show_input: Option<PathBuf>,
 }
 
 /// `fmnist bench`
@@ -350,8 +361,16 @@ fn out(text: &str) -> anyhow::Result<()> {
 
 /// `fmnist data`
 pub fn run_data(a: &DataArgs) -> anyhow::Result<()> {
+    let preview = a.preview.as_deref().map(PendingFile::reserve).transpose()?;
     let data = data::load(&a.source.options())?;
-    out(&report::data_summary(&data))
+    out(&report::data_summary(&data))?;
+    if let Some(file) = preview {
+        let classes: Vec<String> = data::CLASS_NAMES.iter().map(|s| s.to_string()).collect();
+        let shown = file.path().display().to_string();
+        file.commit(&plots::samples(&data.train, &classes, 40)?)?;
+        out(&format!("\nwrote {shown}\n"))?;
+    }
+    Ok(())
 }
 
 /// Draws a progress bar per epoch and prints one line when it ends.
@@ -407,6 +426,8 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     // Reserve the outputs first: an unwritable destination fails now, not after training.
     let model_file = PendingFile::reserve(&a.out)?;
     let history_file = PendingFile::reserve(&history_path(&a.out))?;
+    let curves_file = PendingFile::reserve(&a.out.with_extension("curves.png"))?;
+    let confusion_file = PendingFile::reserve(&a.out.with_extension("confusion.png"))?;
     let data = data::load(&a.source.options())?;
     let params = spec.build(&mut nn::Rng::new(0))?.num_params();
     out(&format!(
@@ -432,6 +453,16 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let s = &outcome.model.summary;
     model_file.commit(&outcome.model.to_bytes()?)?;
     history_file.commit(train::history_csv(&outcome.history).as_bytes())?;
+    curves_file.commit(&plots::training_curves(&outcome.history)?)?;
+    let test_metrics = eval::metrics(&outcome.test, &data.test.labels, &outcome.model.classes);
+    confusion_file.commit(&plots::confusion_matrix(
+        &test_metrics.confusion,
+        &test_metrics.classes,
+        &format!(
+            "Confusion matrix on the test set (accuracy {:.2} %)",
+            100.0 * test_metrics.accuracy
+        ),
+    )?)?;
     if s.epochs < s.planned_epochs {
         out(&format!(
             "stopped after epoch {}: no better validation accuracy for {} epochs\n",
@@ -440,14 +471,17 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         ))?;
     }
     out(&format!(
-        "best epoch {}: val acc {:.2} %\ntest accuracy {:.2} % ({} images)\nsaved {} and {} in {}\n",
+        "best epoch {}: val acc {:.2} %\ntest accuracy {:.2} % ({} images)\n\
+         saved {} in {}; beside it: {}, {}, {}\n",
         s.best_epoch,
         100.0 * s.val_accuracy,
         100.0 * s.test_accuracy,
         report::thousands(data.test.len()),
         a.out.display(),
+        report::duration(started.elapsed().as_secs_f64()),
         history_path(&a.out).display(),
-        report::duration(started.elapsed().as_secs_f64())
+        a.out.with_extension("curves.png").display(),
+        a.out.with_extension("confusion.png").display(),
     ))
 }
 
@@ -466,6 +500,10 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
     let data = data::load(&a.source.options())?;
     let evaluation = eval::evaluate_ensemble(&mut models, &data.test)?;
     let metrics = eval::metrics(&evaluation, &data.test.labels, &models[0].classes);
+    let pictures = match &a.report {
+        Some(dir) => write_report(dir, &data.test, &evaluation, &metrics)?,
+        None => Vec::new(),
+    };
     if a.json {
         return out(&format!("{}\n", serde_json::to_string(&metrics)?));
     }
@@ -495,13 +533,65 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
         ));
     }
     text.push_str(&report::metrics_table(&metrics));
+    for p in pictures {
+        text.push_str(&format!("wrote {}\n", p.display()));
+    }
     out(&text)
+}
+
+/// Writes `eval --report`'s pictures into `dir`; returns their paths.
+fn write_report(
+    dir: &std::path::Path,
+    test: &data::Dataset,
+    evaluation: &eval::Evaluation,
+    metrics: &eval::Metrics,
+) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let pictures = [
+        (
+            "confusion.png",
+            plots::confusion_matrix(
+                &metrics.confusion,
+                &metrics.classes,
+                &format!(
+                    "Confusion matrix on the test set (accuracy {:.2} %)",
+                    100.0 * metrics.accuracy
+                ),
+            )?,
+        ),
+        ("per_class.png", plots::class_scores(metrics)?),
+        (
+            "mistakes.png",
+            plots::mistakes(test, evaluation, &metrics.classes, 36)?,
+        ),
+    ];
+    let mut written = Vec::new();
+    for (name, bytes) in pictures {
+        let path = dir.join(name);
+        plots::save(&path, &bytes)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// `fmnist predict`
 pub fn run_predict(a: &PredictArgs) -> anyhow::Result<()> {
     let mut model = Classifier::load(&a.model)?;
-    let predictions = predict::predict_files(&mut model, &a.images, a.top as usize)?;
+    let inputs = predict::preprocess_files(&a.images)?;
+    let names: Vec<String> = a.images.iter().map(|p| p.display().to_string()).collect();
+    let predictions = predict::rank(&mut model, &names, &inputs, a.top as usize);
+    if let Some(dir) = &a.show_input {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (path, pixels) in a.images.iter().zip(inputs.chunks_exact(data::PIXELS)) {
+            let stem = path
+                .file_stem()
+                .map_or_else(|| "image".to_string(), |s| s.to_string_lossy().into_owned());
+            plots::save(
+                &dir.join(format!("{stem}.input.png")),
+                &predict::input_png(pixels)?,
+            )?;
+        }
+    }
     let mut text = String::new();
     for p in &predictions {
         if a.json {

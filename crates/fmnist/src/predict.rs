@@ -211,12 +211,31 @@ pub fn predict_files(
     paths: &[std::path::PathBuf],
     k: usize,
 ) -> anyhow::Result<Vec<Prediction>> {
+    let inputs = preprocess_files(paths)?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    Ok(rank(model, &names, &inputs, k))
+}
+
+/// The 28×28 model inputs of image files, 784 bytes each, in order.
+pub fn preprocess_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<u8>> {
     let mut inputs = Vec::with_capacity(paths.len() * PIXELS);
     for p in paths {
         inputs.extend(preprocess(&load_image(p)?));
     }
-    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    Ok(rank(model, &names, &inputs, k))
+    Ok(inputs)
+}
+
+/// A 28×28 model input as PNG bytes (what `predict --show-input` writes).
+pub fn input_png(pixels: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let img = GrayImage::from_raw(SIDE as u32, SIDE as u32, pixels.to_vec()).ok_or_else(|| {
+        anyhow::anyhow!("a model input has {} pixels, not {PIXELS}", pixels.len())
+    })?;
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -147,6 +147,8 @@ pub struct TrainOutcome {
     pub model: Classifier,
     /// One record per epoch.
     pub history: Vec<EpochRecord>,
+    /// The kept weights' outputs on the test set (measured once, after training).
+    pub test: crate::eval::Evaluation,
 }
 
 /// Trains `spec` on `data` with `cfg`. Runs on the current rayon pool's threads.
@@ -300,7 +302,11 @@ pub fn train(
         seconds: started.elapsed().as_secs_f64(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    Ok(TrainOutcome { model, history })
+    Ok(TrainOutcome {
+        model,
+        history,
+        test,
+    })
 }
 
 /// One optimisation step at a time, with the optimizer, dropout randomness and batch
