@@ -13,7 +13,7 @@ use crate::atomic::PendingFile;
 use crate::classifier::Classifier;
 use crate::data::{self, DataOptions};
 use crate::train::{EpochRecord, Progress, TrainConfig};
-use crate::{bench, eval, models, plots, predict, recipes, report, train};
+use crate::{bench, eval, models, photos, plots, predict, recipes, report, train};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
 #[derive(Parser, Debug)]
@@ -247,6 +247,10 @@ pub struct EvalArgs {
     /// mistakes as PNG files into this directory (created if missing)
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Also classify the first N test images rendered as photos (larger, off-centre, dark
+    /// on white, in colour) through predict's preprocessing, and report the accuracy of each
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    photos: Option<u32>,
     #[command(flatten)]
     source: DataSource,
 }
@@ -497,15 +501,28 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| Classifier::load(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if a.photos.is_some() && models.len() > 1 {
+        anyhow::bail!("--photos measures one model at a time");
+    }
     let data = data::load(&a.source.options())?;
     let evaluation = eval::evaluate_ensemble(&mut models, &data.test)?;
+    let photos = a
+        .photos
+        .map(|n| photos::robustness(&mut models[0], &data.test, n as usize, 0));
     let metrics = eval::metrics(&evaluation, &data.test.labels, &models[0].classes);
     let pictures = match &a.report {
         Some(dir) => write_report(dir, &data.test, &evaluation, &metrics)?,
         None => Vec::new(),
     };
     if a.json {
-        return out(&format!("{}\n", serde_json::to_string(&metrics)?));
+        let mut json = serde_json::to_value(&metrics)?;
+        if let Some(rows) = &photos {
+            json["photos"] = rows
+                .iter()
+                .map(|(style, acc)| serde_json::json!({"style": style.describe(), "accuracy": acc}))
+                .collect();
+        }
+        return out(&format!("{json}\n"));
     }
     let mut text = String::new();
     for (path, model) in a.models.iter().zip(&models) {
@@ -533,6 +550,19 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
         ));
     }
     text.push_str(&report::metrics_table(&metrics));
+    if let Some(rows) = &photos {
+        text.push_str(&format!(
+            "\nthe first {} test images as photos, through predict's preprocessing\n",
+            report::thousands(a.photos.unwrap_or(0) as usize)
+        ));
+        for (style, acc) in rows {
+            text.push_str(&format!(
+                "  {:<52} {:6.2} %\n",
+                style.describe(),
+                100.0 * acc
+            ));
+        }
+    }
     for p in pictures {
         text.push_str(&format!("wrote {}\n", p.display()));
     }

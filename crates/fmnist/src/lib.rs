@@ -14,6 +14,7 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod models;
+pub mod photos;
 pub mod plots;
 pub mod predict;
 pub mod recipes;

@@ -100,6 +100,20 @@ fn border_mean(img: &GrayImage) -> f64 {
     sum as f64 / n.max(1) as f64
 }
 
+/// The darkest quarter's upper bound among the outermost pixels: the background level
+/// even when the object touches two or three edges (as garments in the dataset do) or
+/// the background is noisy.
+fn border_low_quartile(img: &GrayImage) -> f64 {
+    let (w, h) = img.dimensions();
+    let mut border: Vec<u8> = img
+        .enumerate_pixels()
+        .filter(|(x, y, _)| *x == 0 || *y == 0 || x + 1 == w || y + 1 == h)
+        .map(|(_, _, p)| p.0[0])
+        .collect();
+    border.sort_unstable();
+    border.get(border.len() / 4).copied().unwrap_or(0) as f64
+}
+
 /// Levels above the background that count as part of the object when cropping.
 const FOREGROUND_CONTRAST: f64 = 24.0;
 
@@ -115,10 +129,28 @@ fn foreground_box(img: &GrayImage, background: f64) -> Option<(u32, u32, u32, u3
     (x0 <= x1).then(|| (x0, y0, x1 - x0 + 1, y1 - y0 + 1))
 }
 
+/// Maps `background` to 0 and the brightest pixel to 255, as in the dataset (every
+/// Fashion-MNIST image has a black background and a maximum of 250–255): a grey garment
+/// on a cream background becomes a bright one on black. Images without contrast are left
+/// alone.
+fn stretch_levels(img: &mut GrayImage, background: f64) {
+    let max = img.pixels().map(|p| p.0[0]).max().unwrap_or(0) as f64;
+    if max - background <= FOREGROUND_CONTRAST {
+        return;
+    }
+    let scale = 255.0 / (max - background);
+    for p in img.pixels_mut() {
+        p.0[0] = ((p.0[0] as f64 - background).max(0.0) * scale)
+            .round()
+            .min(255.0) as u8;
+    }
+}
+
 /// Turns any image into a Fashion-MNIST-style input the way the dataset was made:
 /// grayscale, inverted when the background is light (the dataset shows light garments on
 /// black), cropped to the object, its longest side scaled to 28 pixels keeping the aspect
-/// ratio, and centred on black. Returns 784 pixels.
+/// ratio, levels stretched from the background (black) to the brightest pixel (white),
+/// and centred on black. Returns 784 pixels.
 pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
     let mut gray = to_gray(img);
     let mut background = border_mean(&gray);
@@ -126,6 +158,7 @@ pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
         image::imageops::invert(&mut gray);
         background = 255.0 - background;
     }
+    let black = border_low_quartile(&gray);
     // Margins around the object would shrink it below the size the model learned.
     if let Some((x, y, w, h)) = foreground_box(&gray, background) {
         gray = image::imageops::crop_imm(&gray, x, y, w, h).to_image();
@@ -134,7 +167,8 @@ pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
     let scale = SIDE as f64 / w.max(h) as f64;
     let nw = ((w as f64 * scale).round() as u32).clamp(1, SIDE as u32);
     let nh = ((h as f64 * scale).round() as u32).clamp(1, SIDE as u32);
-    let small = image::imageops::resize(&gray, nw, nh, FilterType::Lanczos3);
+    let mut small = image::imageops::resize(&gray, nw, nh, FilterType::Lanczos3);
+    stretch_levels(&mut small, black);
     let mut canvas = GrayImage::new(SIDE as u32, SIDE as u32);
     // An odd leftover pixel goes before the object, as in the dataset (a 15-pixel-tall
     // boot occupies rows 7–21).

@@ -63,6 +63,34 @@ fn train_eval_data_and_predict_draw_their_pictures() {
     // The same confusion matrix as training drew (same model, same test set).
     assert_eq!(open(&sb.path("rep/sub/confusion.png")), confusion);
 
+    // The test images as photos: same accuracy dark on white as light on black (the
+    // inversion is exact), and not far below the images as they are.
+    let json: serde_json::Value = serde_json::from_str(&sb.ok(&[
+        "eval",
+        "m.safetensors",
+        "--photos",
+        "400",
+        "--json",
+        "--offline",
+    ]))
+    .unwrap();
+    let rows = json["photos"].as_array().unwrap();
+    let acc: Vec<f64> = rows
+        .iter()
+        .map(|r| r["accuracy"].as_f64().unwrap())
+        .collect();
+    assert_eq!(acc.len(), 5, "{json}");
+    assert!(
+        rows[0]["style"]
+            .as_str()
+            .unwrap()
+            .contains("no preprocessing")
+    );
+    assert_eq!(acc[2], acc[3], "{json}");
+    for a in &acc[1..] {
+        assert!(*a > acc[0] - 0.08, "{json}");
+    }
+
     let data = sb.ok(&["data", "--preview", "preview.png", "--offline"]);
     assert!(data.contains("wrote preview.png"), "{data}");
     let preview = open(&sb.path("preview.png"));
