@@ -13,7 +13,7 @@ use crate::atomic::PendingFile;
 use crate::classifier::Classifier;
 use crate::data::{self, DataOptions};
 use crate::train::{EpochRecord, Progress, TrainConfig};
-use crate::{bench, eval, models, photos, plots, predict, recipes, report, train};
+use crate::{bench, eval, models, photos, plots, predict, recipes, report, serve, train};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
 #[derive(Parser, Debug)]
@@ -40,6 +40,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Measure training and inference speed, latency and memory on the real data
     Bench(BenchArgs),
+    /// Serve a web page and a JSON API that classify uploaded images
+    Serve(ServeArgs),
 }
 
 /// Where the data is.
@@ -275,6 +277,25 @@ pub struct PredictArgs {
     show_input: Option<PathBuf>,
 }
 
+/// `fmnist serve`
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Model file (.safetensors)
+    model: PathBuf,
+    /// Address to listen on. The default answers this machine only; another address
+    /// (e.g. 0.0.0.0:8080) exposes the model to the network
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "IP:PORT")]
+    addr: std::net::SocketAddr,
+    /// Largest accepted upload, in MiB
+    #[arg(long, default_value_t = 8, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=256))]
+    max_upload_mib: u32,
+    /// Predictions computed at once (more wait their turn)
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    #[command(flatten)]
+    source: DataSource,
+}
+
 /// `fmnist bench`
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -348,6 +369,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => run_eval(&a),
         Command::Predict(a) => run_predict(&a),
         Command::Bench(a) => run_bench(&a),
+        Command::Serve(a) => run_serve(&a),
     }
 }
 
@@ -653,6 +675,38 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     } else {
         out(&bench::table(&r))
     }
+}
+
+/// `fmnist serve`
+pub fn run_serve(a: &ServeArgs) -> anyhow::Result<()> {
+    let model = Classifier::load(&a.model)?;
+    // Test images for the page's "random test image"; the server works without them.
+    let mut options = a.source.options();
+    options.offline = true;
+    options.verbose = false;
+    let samples = data::load(&options).ok().map(|d| d.test);
+    let cfg = serve::ServeConfig {
+        addr: a.addr,
+        max_body: a.max_upload_mib as usize * 1024 * 1024,
+        concurrency: a.concurrency as usize,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the server's runtime")?;
+    let has_samples = samples.is_some();
+    let name = a.model.display().to_string();
+    runtime.block_on(serve::serve(model, samples, cfg, |addr| {
+        let _ = out(&format!(
+            "serving {name} on http://{addr}/{} (Ctrl-C to stop)\n",
+            if has_samples {
+                ""
+            } else {
+                " without test images (dataset not found)"
+            }
+        ));
+    }))?;
+    out("stopped\n")
 }
 
 /// Runs the command on a pool of `--threads` workers (default: all cores). The command

@@ -19,6 +19,7 @@ pub mod plots;
 pub mod predict;
 pub mod recipes;
 pub mod report;
+pub mod serve;
 pub mod train;
 
 pub use classifier::Classifier;

@@ -1,0 +1,254 @@
+//! `fmnist serve` for real: the binary on a loopback port, every endpoint and error,
+//! then a graceful stop on SIGINT.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::{SYSTEM_DATA, Sandbox};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(sb: &Sandbox, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fmnist"))
+            .args([
+                "serve",
+                "m.safetensors",
+                "--addr",
+                "127.0.0.1:0",
+                "--data-dir",
+                SYSTEM_DATA,
+            ])
+            .args(extra)
+            .current_dir(sb.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("fmnist serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Server { child, base }
+    }
+
+    /// SIGINT (Ctrl-C), then the exit status and the rest of stdout.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut rest);
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    )
+}
+
+/// Status and body of a POST to /api/predict.
+fn post(base: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let mut r = agent()
+        .post(format!("{base}/api/predict"))
+        .header("Content-Type", content_type)
+        .send(body)
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    )
+}
+
+/// An upload of `len` bytes over a raw socket: the server answers 413 as soon as it sees
+/// the declared length, before the body arrives, which an HTTP client reports as a broken
+/// pipe rather than as the answer.
+fn post_oversized(base: &str, len: usize) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\n\
+         Content-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(&vec![0u8; len]); // the server may close before it all arrives
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {reply}")),
+    )
+}
+
+fn get(base: &str, path: &str) -> (u16, String) {
+    let mut r = agent().get(format!("{base}{path}")).call().unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+fn boot_png(sb: &Sandbox) -> Vec<u8> {
+    let data = fmnist::data::load(&fmnist::DataOptions {
+        data_dir: Some(SYSTEM_DATA.into()),
+        offline: true,
+        verbose: false,
+    })
+    .unwrap();
+    let px = data.test.image(0).to_vec(); // an ankle boot
+    let img = image::GrayImage::from_raw(28, 28, px).unwrap();
+    img.save(sb.path("boot.png")).unwrap();
+    std::fs::read(sb.path("boot.png")).unwrap()
+}
+
+#[test]
+fn every_endpoint_and_error_then_a_graceful_stop() {
+    let sb = Sandbox::new();
+    sb.ok(&[
+        "train",
+        "--epochs",
+        "1",
+        "--limit",
+        "3000",
+        "--val-size",
+        "500",
+        "--out",
+        "m.safetensors",
+        "--offline",
+    ]);
+    let png = boot_png(&sb);
+    let cli: serde_json::Value = serde_json::from_str(&sb.ok(&[
+        "predict",
+        "m.safetensors",
+        "boot.png",
+        "--json",
+        "--top",
+        "10",
+    ]))
+    .unwrap();
+    let server = Server::start(&sb, &["--max-upload-mib", "1"]);
+    let base = server.base.clone();
+
+    assert_eq!(
+        get(&base, "/api/health"),
+        (200, r#"{"status":"ok"}"#.to_string())
+    );
+    let (status, page) = get(&base, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("What is this garment?") && page.contains("/api/predict"));
+    let (status, info) = get(&base, "/api/model");
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["name"], "simple");
+    assert_eq!(info["parameters"], 225_034);
+    assert_eq!(info["classes"][9], "Ankle boot");
+    assert_eq!(info["training"]["epochs"], 1);
+
+    // Raw body and multipart give what `predict --json` gives, plus the input.
+    let (status, raw) = post(&base, "image/png", &png);
+    assert_eq!(status, 200, "{raw}");
+    for key in ["class", "label", "probability", "top"] {
+        assert_eq!(raw[key], cli[key], "{key}");
+    }
+    assert_eq!(raw["input"].as_array().unwrap().len(), 784);
+    let boundary = "fmnistboundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"boot.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&png);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (status, multi) = post(
+        &base,
+        &format!("multipart/form-data; boundary={boundary}"),
+        &form,
+    );
+    assert_eq!(status, 200, "{multi}");
+    assert_eq!(multi, raw);
+
+    // Errors: JSON with the right 4xx status.
+    let (status, e) = post(&base, "text/plain", b"hello");
+    assert_eq!(status, 415, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("text/plain"));
+    let (status, e) = post(&base, "image/png", b"definitely not a picture");
+    assert_eq!(status, 415, "{e}");
+    let (status, e) = post(&base, "image/png", &png[..png.len() / 2]);
+    assert_eq!(status, 422, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot decode the image")
+    );
+    let (status, e) = post(&base, "image/png", b"");
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = post_oversized(&base, 2 << 20);
+    assert_eq!(status, 413, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("1 MiB"), "{e}");
+    let (status, e) = get(&base, "/nope");
+    assert_eq!(status, 404, "{e}");
+    assert!(e.contains("error"));
+
+    // A random test image with its label.
+    let mut r = agent().get(format!("{base}/api/sample")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let label: usize = r.headers()["x-label"].to_str().unwrap().parse().unwrap();
+    assert!(label < 10);
+    let sample = r.body_mut().read_to_vec().unwrap();
+    assert_eq!(image::load_from_memory(&sample).unwrap().width(), 28);
+
+    let (status, rest) = server.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(rest.contains("stopped"), "{rest}");
+}
+
+#[test]
+fn serving_an_unusable_model_fails_with_one_line() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("m.safetensors"), b"junk").unwrap();
+    sb.fails(
+        &["serve", "m.safetensors", "--addr", "127.0.0.1:0"],
+        "not a usable fmnist model",
+    );
+}
