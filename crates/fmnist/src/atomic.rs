@@ -44,6 +44,14 @@ impl PendingFile {
         &self.path
     }
 
+    /// Writes `bytes` to the temporary file without finishing it: only for fault-injection
+    /// tests that kill the process in the middle of a write.
+    pub fn write_unfinished(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.tmp.write_all(bytes)?;
+        self.tmp.as_file().sync_all()?;
+        Ok(())
+    }
+
     /// Writes `bytes`, flushes them to disk and renames the file into place.
     pub fn commit(mut self, bytes: &[u8]) -> anyhow::Result<()> {
         let what = || format!("cannot write {}", self.path.display());

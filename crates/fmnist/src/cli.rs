@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -13,7 +14,9 @@ use crate::atomic::PendingFile;
 use crate::classifier::Classifier;
 use crate::data::{self, DataOptions};
 use crate::train::{EpochRecord, Progress, TrainConfig};
-use crate::{bench, eval, models, photos, plots, predict, recipes, report, serve, train};
+use crate::{
+    bench, checkpoint, eval, models, photos, plots, predict, recipes, report, serve, train,
+};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
 #[derive(Parser, Debug)]
@@ -125,9 +128,18 @@ pub struct TrainArgs {
     /// Seed for initialisation, shuffling, validation split, augmentation and dropout
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Where to save the model (a history CSV is written beside it)
-    #[arg(long, default_value = "fmnist-model.safetensors", value_name = "FILE")]
-    out: PathBuf,
+    /// Where to save the model (history, pictures and, while training, a checkpoint are
+    /// written beside it) [default: fmnist-model.safetensors, or the resumed run's]
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Continue an interrupted run from its checkpoint (MODEL.checkpoint.safetensors),
+    /// with the recipe it was started with
+    #[arg(long, value_name = "CHECKPOINT", conflicts_with_all = [
+        "preset", "model", "arch", "epochs", "batch_size", "lr", "seed", "val_size", "limit",
+        "optimizer", "schedule", "weight_decay", "label_smoothing", "shift", "flip", "erase",
+        "ema", "patience", "tta",
+    ])]
+    resume: Option<PathBuf>,
     /// Training images held out for validation (model selection)
     #[arg(long, default_value_t = 5000, value_name = "N")]
     val_size: usize,
@@ -447,13 +459,38 @@ fn architecture(model: &str, arch: Option<&std::path::Path>) -> anyhow::Result<n
 /// `fmnist train`
 pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (spec, cfg) = a.recipe()?;
+    let (spec, cfg, resume, out_path) = match &a.resume {
+        Some(path) => {
+            let ck = checkpoint::Checkpoint::load(path)?;
+            let out_path = a.out.clone().unwrap_or_else(|| ck.out.clone());
+            if out_path.as_os_str().is_empty() {
+                anyhow::bail!(
+                    "{} does not say where the model goes: give --out",
+                    path.display()
+                );
+            }
+            (ck.spec.clone(), ck.config.clone(), Some(ck), out_path)
+        }
+        None => {
+            let (spec, cfg) = a.recipe()?;
+            let out_path = a
+                .out
+                .clone()
+                .unwrap_or_else(|| "fmnist-model.safetensors".into());
+            (spec, cfg, None, out_path)
+        }
+    };
     cfg.validate()?;
     // Reserve the outputs first: an unwritable destination fails now, not after training.
-    let model_file = PendingFile::reserve(&a.out)?;
-    let history_file = PendingFile::reserve(&history_path(&a.out))?;
-    let curves_file = PendingFile::reserve(&a.out.with_extension("curves.png"))?;
-    let confusion_file = PendingFile::reserve(&a.out.with_extension("confusion.png"))?;
+    let model_file = PendingFile::reserve(&out_path)?;
+    let history_file = PendingFile::reserve(&history_path(&out_path))?;
+    let curves_file = PendingFile::reserve(&out_path.with_extension("curves.png"))?;
+    let confusion_file = PendingFile::reserve(&out_path.with_extension("confusion.png"))?;
+    let checkpoint_path = a
+        .resume
+        .clone()
+        .unwrap_or_else(|| checkpoint::path_for(&out_path));
+    drop(PendingFile::reserve(&checkpoint_path)?);
     let data = data::load(&a.source.options())?;
     let params = spec.build(&mut nn::Rng::new(0))?.num_params();
     out(&format!(
@@ -471,11 +508,35 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         rayon::current_num_threads(),
         report::recipe(&cfg),
     ))?;
+    if let Some(ck) = &resume {
+        out(&format!(
+            "resuming after epoch {} of {} from {}\n",
+            ck.epochs_done,
+            cfg.epochs,
+            checkpoint_path.display()
+        ))?;
+        if ck.threads != rayon::current_num_threads() {
+            eprintln!(
+                "warning: the run started on {} threads and continues on {}; the model will \
+                 differ in its last bits from an uninterrupted run (use --threads {})",
+                ck.threads,
+                rayon::current_num_threads(),
+                ck.threads
+            );
+        }
+    }
+    let stop = interrupt_flag();
+    let control = train::RunControl {
+        checkpoint: Some(checkpoint_path.clone()),
+        out: Some(std::path::absolute(&out_path).unwrap_or_else(|_| out_path.clone())),
+        resume,
+        stop: Some(stop),
+    };
     let mut bar = Bar {
         bar: None,
         epochs: cfg.epochs,
     };
-    let outcome = train::train(&data, spec, &cfg, &mut bar)?;
+    let outcome = train::train_with(&data, spec, &cfg, &mut bar, control)?;
     let s = &outcome.model.summary;
     model_file.commit(&outcome.model.to_bytes()?)?;
     history_file.commit(train::history_csv(&outcome.history).as_bytes())?;
@@ -503,12 +564,31 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         100.0 * s.val_accuracy,
         100.0 * s.test_accuracy,
         report::thousands(data.test.len()),
-        a.out.display(),
+        out_path.display(),
         report::duration(started.elapsed().as_secs_f64()),
-        history_path(&a.out).display(),
-        a.out.with_extension("curves.png").display(),
-        a.out.with_extension("confusion.png").display(),
-    ))
+        history_path(&out_path).display(),
+        out_path.with_extension("curves.png").display(),
+        out_path.with_extension("confusion.png").display(),
+    ))?;
+    // The run is complete: its checkpoint has nothing left to give.
+    let _ = std::fs::remove_file(&checkpoint_path);
+    Ok(())
+}
+
+/// A flag that Ctrl-C sets, so that training stops between two steps and says how to
+/// resume; a second Ctrl-C ends the process at once.
+fn interrupt_flag() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if STOP.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
+        });
+    });
+    &STOP
 }
 
 /// The history file beside a model: `model.safetensors` → `model.history.csv`.

@@ -49,7 +49,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // 130: stopped by Ctrl-C, as shells report it.
+            if e.downcast_ref::<fmnist::train::Interrupted>().is_some() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1,19 +1,22 @@
 //! The training loop: shuffled mini-batches, per-epoch validation, the best epoch kept,
 //! the test set measured once at the end.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::bail;
 use nn::{Ema, Mode, ModelSpec, Optimizer, OptimizerConfig, OptimizerKind, Rng, Schedule, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::augment::Augment;
+use crate::checkpoint::{Best, Checkpoint};
 use crate::classifier::{Classifier, TrainingSummary};
 use crate::data::{Dataset, FashionMnist, PIXELS};
 use crate::eval::evaluate;
 
 /// A training recipe.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Passes over the training images.
     pub epochs: usize,
@@ -107,7 +110,7 @@ impl TrainConfig {
 }
 
 /// One epoch's figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
@@ -115,9 +118,11 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Training accuracy over the epoch (with dropout active).
     pub train_accuracy: f64,
-    /// Validation loss.
+    /// Validation loss (NaN without a validation set).
+    #[serde(with = "nan_as_null")]
     pub val_loss: f64,
-    /// Validation accuracy.
+    /// Validation accuracy (NaN without a validation set).
+    #[serde(with = "nan_as_null")]
     pub val_accuracy: f64,
     /// Learning rate at the epoch's last step.
     pub lr: f32,
@@ -125,6 +130,23 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training throughput (validation excluded).
     pub train_images_per_s: f64,
+}
+
+/// JSON has no NaN: a missing validation figure is stored as `null`.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
 }
 
 /// Receives progress as training runs (the CLI draws a progress bar with it).
@@ -158,6 +180,63 @@ pub fn train(
     cfg: &TrainConfig,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<TrainOutcome> {
+    train_with(data, spec, cfg, progress, RunControl::default())
+}
+
+/// How a run is saved, continued and stopped, beyond its recipe.
+#[derive(Default)]
+pub struct RunControl<'a> {
+    /// Write a checkpoint here after every epoch (atomically; the last one is kept if
+    /// training fails or is interrupted).
+    pub checkpoint: Option<PathBuf>,
+    /// The model file the run will write, recorded in checkpoints for `--resume`.
+    pub out: Option<PathBuf>,
+    /// Continue from this state (its recipe and architecture must be the ones given).
+    pub resume: Option<Checkpoint>,
+    /// When set (by Ctrl-C), training stops before the next step with [`Interrupted`].
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// Training was stopped on request; `checkpoint` holds the last finished epoch, if any.
+#[derive(Debug)]
+pub struct Interrupted {
+    /// The epoch that was running.
+    pub epoch: usize,
+    /// The checkpoint to resume from, when one was written.
+    pub checkpoint: Option<PathBuf>,
+    /// Epochs the checkpoint holds.
+    pub saved_epochs: Option<usize>,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.checkpoint, self.saved_epochs) {
+            (Some(path), Some(done)) => write!(
+                f,
+                "interrupted in epoch {}; the run is saved after epoch {done}: continue it \
+                 with `fmnist train --resume {}`",
+                self.epoch,
+                path.display()
+            ),
+            _ => write!(
+                f,
+                "interrupted in epoch {}, before the first checkpoint; nothing was saved",
+                self.epoch
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// [`train`] with checkpoints, resumption and a stop flag.
+pub fn train_with(
+    data: &FashionMnist,
+    spec: ModelSpec,
+    cfg: &TrainConfig,
+    progress: &mut dyn Progress,
+    control: RunControl,
+) -> anyhow::Result<TrainOutcome> {
     cfg.validate()?;
     let started = Instant::now();
     let (mut train_set, val_set) = if cfg.val_size > 0 {
@@ -172,7 +251,7 @@ pub fn train(
     if train_set.is_empty() {
         bail!("no training images left");
     }
-    let mut model = Classifier::new(spec, cfg.seed)?;
+    let mut model = Classifier::new(spec.clone(), cfg.seed)?;
     model.inference.flip_tta = cfg.flip_tta;
     let mut ema = cfg.ema.map(|decay| Ema::new(&model.net, decay));
     let root = Rng::new(cfg.seed);
@@ -183,16 +262,69 @@ pub fn train(
     let total_steps = batches * cfg.epochs;
     let mut order: Vec<usize> = (0..n).collect();
     let mut history = Vec::new();
-    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+    let mut best: Option<Best> = None;
     let mut lr = cfg.lr;
+    let mut first_epoch = 1;
+    let mut seconds_before = 0.0;
+    let mut saved_epochs = None;
+    if let Some(ck) = control.resume {
+        if ck.spec != spec || ck.config != *cfg {
+            bail!("the checkpoint was written by a different architecture or recipe");
+        }
+        for ((_, dst), src) in model.net.tensors_mut().into_iter().zip(&ck.weights) {
+            dst.copy_from(src);
+        }
+        ema = ck.ema;
+        stepper.opt = ck.optimizer;
+        stepper.dropout_rng = ck.dropout_rng;
+        stepper.augment_rng = ck.augment_rng;
+        // Each epoch reshuffles the previous order: replaying the shuffles restores both
+        // the order and the shuffling stream.
+        for _ in 0..ck.epochs_done {
+            shuffle_rng.shuffle(&mut order);
+        }
+        lr = ck.history.last().map_or(cfg.lr, |r| r.lr);
+        history = ck.history;
+        best = ck.best;
+        first_epoch = ck.epochs_done + 1;
+        seconds_before = ck.seconds;
+        saved_epochs = Some(ck.epochs_done);
+    }
+    let stop_requested = || control.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+    let kept = |saved: Option<usize>| match (&control.checkpoint, saved) {
+        (Some(path), Some(e)) => format!(
+            "; the run is saved after epoch {e}: continue it with `fmnist train --resume {}`",
+            path.display()
+        ),
+        _ => String::new(),
+    };
 
-    for epoch in 1..=cfg.epochs {
+    let stopped_early = |history: &[EpochRecord], best: &Option<Best>| {
+        let best_epoch = best.as_ref().map_or(history.len(), |b| b.epoch);
+        cfg.patience
+            .is_some_and(|p| history.len() - best_epoch >= p)
+    };
+    for epoch in first_epoch..=cfg.epochs {
+        if stopped_early(&history, &best) {
+            break;
+        }
         let epoch_start = Instant::now();
         progress.epoch_start(epoch, cfg.epochs, batches);
         shuffle_rng.shuffle(&mut order);
         let (mut loss_sum, mut right, mut seen) = (0.0f64, 0usize, 0usize);
         let mut train_seconds = 0.0;
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+            if stop_requested() {
+                return Err(Interrupted {
+                    epoch,
+                    checkpoint: control
+                        .checkpoint
+                        .clone()
+                        .filter(|_| saved_epochs.is_some()),
+                    saved_epochs,
+                }
+                .into());
+            }
             let step_start = Instant::now();
             lr = cfg
                 .schedule
@@ -201,8 +333,9 @@ pub fn train(
             if !loss.is_finite() {
                 bail!(
                     "training diverged: the loss became {loss} at epoch {epoch}, step {}; \
-                     the learning rate ({lr:e}) is probably too high",
-                    b + 1
+                     the learning rate ({lr:e}) is probably too high{}",
+                    b + 1,
+                    kept(saved_epochs)
                 );
             }
             if let Some(ema) = &mut ema {
@@ -228,7 +361,8 @@ pub fn train(
         {
             bail!(
                 "training diverged: weights {name} became non-finite in epoch {epoch}; \
-                 the learning rate ({lr:e}) is probably too high"
+                 the learning rate ({lr:e}) is probably too high{}",
+                kept(saved_epochs)
             );
         }
         // Validate (and keep) the averaged weights when there are any.
@@ -259,25 +393,53 @@ pub fn train(
         } else {
             val_accuracy
         };
-        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+        if best.as_ref().is_none_or(|b| score > b.score) {
             let weights = model
                 .net
                 .tensors()
                 .into_iter()
                 .map(|(_, t)| t.clone())
                 .collect();
-            best = Some((score, epoch, weights));
+            best = Some(Best {
+                score,
+                epoch,
+                weights,
+            });
         }
         if let Some(ema) = &mut ema {
             ema.swap(&mut model.net);
         }
-        let best_epoch = best.as_ref().map_or(epoch, |b| b.1);
-        if cfg.patience.is_some_and(|p| epoch - best_epoch >= p) {
-            break;
+        if let Some(path) = &control.checkpoint
+            && epoch < cfg.epochs
+            && !stopped_early(&history, &best)
+        {
+            let ck = Checkpoint {
+                config: cfg.clone(),
+                spec: spec.clone(),
+                epochs_done: epoch,
+                history: history.clone(),
+                best: best.clone(),
+                weights: model
+                    .net
+                    .tensors()
+                    .into_iter()
+                    .map(|(_, t)| t.clone())
+                    .collect(),
+                optimizer: stepper.opt.clone(),
+                ema: ema.clone(),
+                dropout_rng: stepper.dropout_rng.clone(),
+                augment_rng: stepper.augment_rng.clone(),
+                threads: rayon::current_num_threads(),
+                seconds: seconds_before + started.elapsed().as_secs_f64(),
+                out: control.out.clone().unwrap_or_default(),
+            };
+            ck.save(path)?;
+            saved_epochs = Some(epoch);
         }
     }
-    let (_, best_epoch, weights) = best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
-    for ((_, dst), src) in model.net.tensors_mut().into_iter().zip(&weights) {
+    let best = best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
+    let best_epoch = best.epoch;
+    for ((_, dst), src) in model.net.tensors_mut().into_iter().zip(&best.weights) {
         dst.copy_from(src);
     }
     let test = evaluate(&mut model, &data.test);
@@ -299,7 +461,7 @@ pub fn train(
         flip_tta: cfg.flip_tta,
         seed: cfg.seed,
         threads: rayon::current_num_threads(),
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: seconds_before + started.elapsed().as_secs_f64(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     Ok(TrainOutcome {

@@ -13,6 +13,7 @@ const CHUNK: usize = 1 << 14;
 ///
 /// The decay warms up as `min(d, (1 + t)/(10 + t))` so that early steps, when the
 /// average still holds the random initialisation, do not dominate it.
+#[derive(Clone, Debug)]
 pub struct Ema {
     decay: f32,
     updates: u64,
@@ -27,6 +28,26 @@ impl Ema {
             updates: 0,
             shadow: net.tensors().into_iter().map(|(_, t)| t.clone()).collect(),
         }
+    }
+
+    /// An average that continues from a checkpoint: `decay`, the `updates` made so far
+    /// and the averaged tensors in [`Network::tensors`] order.
+    pub fn restore(decay: f32, updates: u64, shadow: Vec<Tensor>) -> Self {
+        Self {
+            decay,
+            updates,
+            shadow,
+        }
+    }
+
+    /// The configured decay.
+    pub fn decay(&self) -> f32 {
+        self.decay
+    }
+
+    /// Updates made so far.
+    pub fn updates(&self) -> u64 {
+        self.updates
     }
 
     /// The decay used for the next update.

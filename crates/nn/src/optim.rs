@@ -128,6 +128,28 @@ impl Optimizer {
         &self.config
     }
 
+    /// The per-parameter state, in [`crate::Network::params_mut`] order: first moments
+    /// (or SGD's momentum buffers) and second moments; both empty before the first step.
+    pub fn moments(&self) -> (&[Vec<f32>], &[Vec<f32>]) {
+        (&self.first, &self.second)
+    }
+
+    /// An optimizer that continues from a checkpoint: `steps` already taken and the
+    /// moments as [`Optimizer::moments`] gave them.
+    pub fn restore(
+        config: OptimizerConfig,
+        steps: u64,
+        first: Vec<Vec<f32>>,
+        second: Vec<Vec<f32>>,
+    ) -> Self {
+        Self {
+            config,
+            steps,
+            first,
+            second,
+        }
+    }
+
     /// Applies one update with learning rate `lr` to `params` (always the same list, in
     /// the same order, as [`crate::Network::params_mut`] gives it).
     pub fn step(&mut self, params: &mut [&mut Param], lr: f32) {

@@ -49,6 +49,22 @@ impl Sandbox {
             .expect("run fmnist")
     }
 
+    /// Starts `fmnist args...` like [`Sandbox::run`] with `env` added, standard error piped.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_fmnist"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env_remove("FMNIST_DATA")
+            .env("FMNIST_MIRROR", "http://127.0.0.1:9/")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start fmnist")
+    }
+
     /// Runs a command that must succeed; returns its standard output.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

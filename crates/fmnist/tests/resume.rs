@@ -1,0 +1,183 @@
+//! Interrupted training: a kill -9 in the middle of a checkpoint write, then Ctrl-C, then
+//! `--resume` to the end gives the same model, bit for bit, as a run never interrupted.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Sandbox, hidden_files};
+use fmnist::checkpoint::Checkpoint;
+
+/// A recipe that uses every random stream and every piece of state: dropout, shifts,
+/// flips, erasing, a weight average, Adam's moments and the best-epoch bookkeeping.
+const RECIPE: &[&str] = &[
+    "train",
+    "--epochs",
+    "6",
+    "--limit",
+    "4000",
+    "--val-size",
+    "500",
+    "--shift",
+    "2",
+    "--flip",
+    "--erase",
+    "0.3",
+    "--ema",
+    "0.99",
+    "--seed",
+    "7",
+    "--threads",
+    "2",
+];
+
+fn args(out: &str) -> Vec<&str> {
+    let mut a = RECIPE.to_vec();
+    a.extend(["--out", out, "--offline"]);
+    a
+}
+
+/// Every tensor of a model file, in order.
+fn weights(sb: &Sandbox, file: &str) -> Vec<Vec<u32>> {
+    let model = fmnist::Classifier::load(&sb.path(file)).unwrap();
+    model
+        .net
+        .tensors()
+        .iter()
+        .map(|(_, t)| t.data().iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+fn epochs_saved(sb: &Sandbox, file: &str) -> Option<usize> {
+    Checkpoint::load(&sb.path(file)).ok().map(|c| c.epochs_done)
+}
+
+#[test]
+fn a_killed_then_interrupted_run_resumes_to_the_same_model() {
+    let sb = Sandbox::new();
+    sb.ok(&args("straight.safetensors"));
+
+    // kill -9 while the checkpoint after epoch 2 is half written.
+    let mut run = sb.spawn(
+        &args("run.safetensors"),
+        &[("FMNIST_FAULT_STALL_CHECKPOINT", "2")],
+    );
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("fault injection: stalled") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the run ended without stalling"
+        );
+    }
+    run.kill().unwrap(); // SIGKILL
+    run.wait().unwrap();
+    assert!(!sb.path("run.safetensors").exists());
+    assert_eq!(epochs_saved(&sb, "run.checkpoint.safetensors"), Some(1));
+    // What the killed run was writing stays in hidden temporary files, never under a
+    // final name.
+    let temps = hidden_files(sb.dir.path());
+    assert!(!temps.is_empty());
+    assert!(
+        temps
+            .iter()
+            .all(|n| n.starts_with(".fmnist-") && n.ends_with(".tmp")),
+        "{temps:?}"
+    );
+
+    // Resume, and press Ctrl-C once a later checkpoint is written.
+    let resume = [
+        "train",
+        "--resume",
+        "run.checkpoint.safetensors",
+        "--threads",
+        "2",
+        "--offline",
+    ];
+    let mut run = sb.spawn(&resume, &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while epochs_saved(&sb, "run.checkpoint.safetensors") < Some(3) {
+        assert!(Instant::now() < deadline, "no checkpoint after epoch 3");
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = run.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: interrupted in epoch ")
+            && last
+                .ends_with("continue it with `fmnist train --resume run.checkpoint.safetensors`"),
+        "{err}"
+    );
+    assert!(!sb.path("run.safetensors").exists());
+
+    // Resume to the end.
+    let out = sb.ok(&resume);
+    assert!(out.contains("resuming after epoch"), "{out}");
+    assert!(
+        !sb.path("run.checkpoint.safetensors").exists(),
+        "a finished run keeps no checkpoint"
+    );
+    assert_eq!(
+        weights(&sb, "run.safetensors"),
+        weights(&sb, "straight.safetensors")
+    );
+    let history = std::fs::read_to_string(sb.path("run.history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 1 + 6, "{history}");
+    let straight = std::fs::read_to_string(sb.path("straight.history.csv")).unwrap();
+    let losses = |csv: &str| -> Vec<String> {
+        csv.lines()
+            .map(|l| l.split(',').take(5).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(losses(&history), losses(&straight));
+}
+
+#[test]
+fn resume_refuses_what_it_cannot_continue() {
+    let sb = Sandbox::new();
+    sb.ok(&[
+        "train",
+        "--epochs",
+        "1",
+        "--limit",
+        "500",
+        "--val-size",
+        "100",
+        "--out",
+        "m.safetensors",
+        "--offline",
+    ]);
+    sb.fails(
+        &["train", "--resume", "m.safetensors", "--offline"],
+        "m.safetensors is not a usable fmnist checkpoint: this is a model file, not a checkpoint",
+    );
+    sb.fails(
+        &["train", "--resume", "none.safetensors", "--offline"],
+        "cannot read none.safetensors",
+    );
+    let out = sb.run(&["train", "--resume", "m.safetensors", "--epochs", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'--resume <CHECKPOINT>' cannot be used with '--epochs <EPOCHS>'"),
+        "{err}"
+    );
+}
