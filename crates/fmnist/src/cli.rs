@@ -462,7 +462,12 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let (spec, cfg, resume, out_path) = match &a.resume {
         Some(path) => {
             let ck = checkpoint::Checkpoint::load(path)?;
-            let out_path = a.out.clone().unwrap_or_else(|| ck.out.clone());
+            // The run recorded an absolute path; show it as the user would write it here.
+            let recorded = std::env::current_dir()
+                .ok()
+                .and_then(|cwd| ck.out.strip_prefix(cwd).ok().map(PathBuf::from))
+                .unwrap_or_else(|| ck.out.clone());
+            let out_path = a.out.clone().unwrap_or(recorded);
             if out_path.as_os_str().is_empty() {
                 anyhow::bail!(
                     "{} does not say where the model goes: give --out",

@@ -15,6 +15,8 @@ use crate::data::{PIXELS, SIDE};
 pub const MAX_SIDE: u32 = 16_384;
 /// Decoders may allocate at most this much.
 const MAX_ALLOC: u64 = 512 << 20;
+/// Largest image accepted, in pixels (checked from the header, before decoding).
+pub const MAX_PIXELS: u64 = 40_000_000;
 
 /// Image files larger than this are refused before reading.
 const MAX_FILE_BYTES: u64 = 256 << 20;
@@ -63,9 +65,18 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
     // The image crate's errors repeat their cause in `source()`: keep the text only.
-    let img = reader
-        .decode()
+    let decoder = reader
+        .into_decoder()
         .map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(DecodeError::Invalid(format!(
+            "the image is {w}×{h} pixels, more than the {} megapixels fmnist accepts",
+            MAX_PIXELS / 1_000_000
+        )));
+    }
+    let img =
+        DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Invalid(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(DecodeError::Invalid("the image is empty".into()));
     }

@@ -114,8 +114,11 @@ pub struct ModelSpec {
 
 /// Layers deeper than this are refused, so hostile JSON cannot exhaust the stack.
 const MAX_DEPTH: usize = 16;
-/// Refuse architectures whose tensors would exceed this many values in total.
-const MAX_PARAMS: usize = 1 << 30;
+/// Refuse architectures whose weights would exceed this many values in total (1 GiB of
+/// f32), checked before anything is allocated, so a hostile file cannot exhaust memory.
+const MAX_PARAMS: usize = 1 << 28;
+/// Refuse layers whose output for one image exceeds this many values (64 MiB of f32).
+const MAX_ACTIVATIONS: usize = 1 << 24;
 
 impl ModelSpec {
     /// Parses an architecture from JSON.
@@ -143,7 +146,27 @@ impl ModelSpec {
                 self.input
             )));
         }
-        let net = build_layers(&self.layers, &self.input, self.init, rng, 0, fuse)?;
+        if self
+            .input
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none_or(|n| n > MAX_ACTIVATIONS)
+        {
+            return Err(Error::Spec(format!(
+                "input shape {:?} is too large",
+                self.input
+            )));
+        }
+        let mut budget = MAX_PARAMS;
+        let net = build_layers(
+            &self.layers,
+            &self.input,
+            self.init,
+            rng,
+            0,
+            fuse,
+            &mut budget,
+        )?;
         if net.num_params() > MAX_PARAMS {
             return Err(Error::Spec(format!(
                 "{} parameters is too many",
@@ -179,6 +202,7 @@ fn build_layers(
     rng: &mut Rng,
     depth: usize,
     fuse: bool,
+    budget: &mut usize,
 ) -> Result<Network, Error> {
     if depth > MAX_DEPTH {
         return Err(Error::Spec(format!(
@@ -196,14 +220,17 @@ fn build_layers(
     while i < specs.len() {
         let (layer, consumed) = match fuse.then(|| fused_pair(specs, i, &shape)).flatten() {
             Some(layer) => (layer, 2),
-            None => (build_layer(&specs[i], &shape, init, rng, depth, fuse), 1),
+            None => (
+                build_layer(&specs[i], &shape, init, rng, depth, fuse, budget),
+                1,
+            ),
         };
         let (at, kind) = (i + consumed - 1, specs[i + consumed - 1].kind());
         let layer =
             layer.map_err(|e| Error::Spec(format!("layer {at} ({kind}): {}", e.detail())))?;
         shape = layer.output_shape().to_vec();
-        let values: usize = shape.iter().product();
-        if values == 0 || values > MAX_PARAMS {
+        let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if values.is_none_or(|v| v == 0 || v > MAX_ACTIVATIONS) {
             return Err(Error::Spec(format!(
                 "layer {at} ({kind}) gives shape {shape:?}"
             )));
@@ -221,12 +248,16 @@ fn build_layer(
     rng: &mut Rng,
     depth: usize,
     fuse: bool,
+    budget: &mut usize,
 ) -> Result<Box<dyn Layer>, Error> {
-    // Parameter counts are checked before allocating them.
-    let check = |n: usize| {
-        if n > MAX_PARAMS {
-            Err(Error::Spec(format!("{n} weights is too many")))
+    // Weights are counted against the whole network's budget before they are allocated.
+    let mut check = |n: usize| {
+        if n > *budget {
+            Err(Error::Spec(format!(
+                "{n} weights is too many (the whole network may have {MAX_PARAMS})"
+            )))
         } else {
+            *budget -= n;
             Ok(())
         }
     };
@@ -272,6 +303,7 @@ fn build_layer(
             rng,
             depth + 1,
             fuse,
+            budget,
         )?)?),
     })
 }

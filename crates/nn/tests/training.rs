@@ -144,6 +144,22 @@ fn specs_round_trip_through_json_and_reject_nonsense() {
     let huge =
         r#"{"input":[4,4,1],"layers":[{"type":"flatten"},{"type":"linear","units":100000000000}]}"#;
     assert!(err(huge).contains("too many"));
+    // Layers that each fit but together exceed the budget are refused before the one that
+    // overflows it is allocated: 16 layers of 2^24 weights (64 MiB each) fit, a 17th not.
+    let wide = r#"{"type":"linear","units":4096}"#;
+    let deep = format!(
+        r#"{{"input":[4096],"layers":[{}]}}"#,
+        vec![wide; 17].join(",")
+    );
+    let e = err(&deep);
+    assert!(
+        e.contains("layer 16 (linear)") && e.contains("too many"),
+        "{e}"
+    );
+    assert!(err(r#"{"input":[100000,100000,1],"layers":[{"type":"relu"}]}"#).contains("too large"));
+    let blowup =
+        err(r#"{"input":[28,28,1],"layers":[{"type":"conv2d","filters":100000,"kernel":1}]}"#);
+    assert!(blowup.contains("layer 0 (conv2d) gives shape"), "{blowup}");
     let res = err(
         r#"{"input":[4,4,1],"layers":[{"type":"residual","body":[{"type":"conv2d","filters":3,"kernel":1}]}]}"#,
     );
