@@ -23,6 +23,12 @@ use crate::classifier::Classifier;
 use crate::data::Dataset;
 use crate::predict::{self, DecodeError, Prediction};
 
+/// Longest time a request may take to send its image.
+const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long Ctrl-C waits for open connections before the server exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The page, embedded in the binary.
 const PAGE: &str = include_str!("serve/index.html");
 
@@ -182,7 +188,15 @@ async fn predict_handler(
     State(state): State<Arc<AppState>>,
     req: Request,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    let bytes = image_bytes(req, state.max_body).await?;
+    // A client that trickles its upload must not hold a connection for ever.
+    let bytes = tokio::time::timeout(UPLOAD_TIMEOUT, image_bytes(req, state.max_body))
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the upload took longer than {} s", UPLOAD_TIMEOUT.as_secs()),
+            )
+        })??;
     if bytes.is_empty() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -265,10 +279,19 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {}", cfg.addr))?;
     ready(listener.local_addr()?);
     let app = app(model, samples, &cfg);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("the server stopped")
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stopping.send(true);
+    });
+    // Requests in flight get a grace period; an idle or stalled client does not keep the
+    // server from stopping.
+    let grace = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("the server stopped"),
+        () = grace => Ok(()),
+    }
 }

@@ -238,6 +238,10 @@ fn every_endpoint_and_error_then_a_graceful_stop() {
     let sample = r.body_mut().read_to_vec().unwrap();
     assert_eq!(image::load_from_memory(&sample).unwrap().width(), 28);
 
+    // A client that stalls in the middle of its request does not keep Ctrl-C from
+    // stopping the server.
+    let mut stalled = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    std::io::Write::write_all(&mut stalled, b"POST /api/predict HTTP/1.1\r\nHost: x\r\n").unwrap();
     let (status, rest) = server.stop();
     assert!(status.success(), "{status:?}");
     assert!(rest.contains("stopped"), "{rest}");
