@@ -10,12 +10,37 @@ use std::path::Path;
 
 use common::{SYSTEM_DATA, Sandbox};
 
+/// What the test mirror does with one request.
+#[derive(Clone)]
+enum Reply {
+    /// 200 with the body.
+    Body(Vec<u8>),
+    /// An error status with no body.
+    Status(u16),
+    /// Announces the whole body, sends the first `cut` bytes, closes the connection.
+    Truncated(Vec<u8>, usize),
+    /// Announces the whole body, sends the first `cut` bytes, then nothing for 30 s.
+    Stall(Vec<u8>, usize),
+}
+
 /// Serves `files` (name → body) over HTTP/1.1 on a loopback port until the test ends;
 /// unknown names get 404. Returns the base address.
 fn serve(files: HashMap<String, Vec<u8>>) -> String {
+    serve_script(
+        files
+            .into_iter()
+            .map(|(k, v)| (k, vec![Reply::Body(v)]))
+            .collect(),
+    )
+}
+
+/// Like [`serve`], but each name answers its successive requests with the replies in
+/// order (the last one repeats).
+fn serve_script(script: HashMap<String, Vec<Reply>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
+        let mut served: HashMap<String, usize> = HashMap::new();
         for stream in listener.incoming().take(64) {
             let Ok(mut stream) = stream else { continue };
             let mut line = String::new();
@@ -38,19 +63,39 @@ fn serve(files: HashMap<String, Vec<u8>>) -> String {
                 .unwrap_or("/")
                 .trim_start_matches('/')
                 .to_string();
-            let _ = match files.get(&name) {
-                Some(body) => stream
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        )
-                        .as_bytes(),
+            let reply = script.get(&name).map(|replies| {
+                let n = served.entry(name.clone()).or_default();
+                let r = replies[(*n).min(replies.len() - 1)].clone();
+                *n += 1;
+                r
+            });
+            let head = |len: usize| {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+            };
+            let _ = match reply.unwrap_or(Reply::Status(404)) {
+                Reply::Body(body) => stream
+                    .write_all(head(body.len()).as_bytes())
+                    .and_then(|()| stream.write_all(&body)),
+                Reply::Status(code) => stream.write_all(
+                    format!(
+                        "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     )
-                    .and_then(|()| stream.write_all(body)),
-                None => stream.write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    .as_bytes(),
                 ),
+                Reply::Truncated(body, cut) => stream
+                    .write_all(head(body.len()).as_bytes())
+                    .and_then(|()| stream.write_all(&body[..cut])),
+                Reply::Stall(body, cut) => {
+                    let r = stream
+                        .write_all(head(body.len()).as_bytes())
+                        .and_then(|()| stream.write_all(&body[..cut]));
+                    // Hold the connection open without sending, off this thread.
+                    std::thread::spawn(move || {
+                        std::thread::sleep(std::time::Duration::from_secs(30));
+                        drop(stream);
+                    });
+                    r
+                }
             };
         }
     });
@@ -168,4 +213,90 @@ fn a_missing_file_is_reported_with_its_status() {
         "{err}"
     );
     assert_eq!(names(&dir), vec!["train-images-idx3-ubyte.gz"]);
+}
+
+/// The real files, with `name` answered by `replies` instead.
+fn script_for(name: &str, replies: Vec<Reply>) -> HashMap<String, Vec<Reply>> {
+    let mut script: HashMap<String, Vec<Reply>> = real_files()
+        .into_iter()
+        .map(|(k, v)| (k, vec![Reply::Body(v)]))
+        .collect();
+    script.insert(name.to_string(), replies);
+    script
+}
+
+#[test]
+fn a_server_error_is_retried_with_back_off_then_succeeds() {
+    let sb = Sandbox::new();
+    let labels = real_files()["train-labels-idx1-ubyte.gz"].clone();
+    let mirror = serve_script(script_for(
+        "train-labels-idx1-ubyte.gz",
+        vec![Reply::Status(500), Reply::Status(503), Reply::Body(labels)],
+    ));
+    let dir = sb.path("d");
+    let started = std::time::Instant::now();
+    let out = sb.run_with_mirror(&["data", "--data-dir", dir.to_str().unwrap()], &mirror);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Waits of 1 s and 2 s between the three attempts.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    assert_eq!(names(&dir).len(), 4);
+}
+
+#[test]
+fn a_truncated_body_is_retried_and_reported() {
+    let sb = Sandbox::new();
+    let labels = real_files()["t10k-labels-idx1-ubyte.gz"].clone();
+    let cut = labels.len() / 2;
+    let mirror = serve_script(script_for(
+        "t10k-labels-idx1-ubyte.gz",
+        vec![Reply::Truncated(labels, cut)],
+    ));
+    let dir = sb.path("d");
+    let out = sb.run_with_mirror(&["data", "--data-dir", dir.to_str().unwrap()], &mirror);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: cannot download t10k-labels-idx1-ubyte.gz")
+            && last.contains("download interrupted"),
+        "{err}"
+    );
+    assert!(!names(&dir).contains(&"t10k-labels-idx1-ubyte.gz".to_string()));
+    assert!(
+        common::hidden_files(&dir).is_empty(),
+        "no temporary file left behind"
+    );
+}
+
+#[test]
+fn a_stalled_connection_times_out() {
+    let sb = Sandbox::new();
+    let images = real_files()["t10k-images-idx3-ubyte.gz"].clone();
+    let mirror = serve_script(script_for(
+        "t10k-images-idx3-ubyte.gz",
+        vec![Reply::Stall(images, 1000)],
+    ));
+    let dir = sb.path("d");
+    let started = std::time::Instant::now();
+    let out = sb.run_with_mirror_env(
+        &["data", "--data-dir", dir.to_str().unwrap()],
+        &mirror,
+        &[("FMNIST_DOWNLOAD_TIMEOUT", "1")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: cannot download t10k-images-idx3-ubyte.gz")
+            && last.contains("timeout"),
+        "{err}"
+    );
+    // Three attempts of about 1 s with waits of 1 s and 2 s, not 30 s of stalling.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(!names(&dir).contains(&"t10k-images-idx3-ubyte.gz".to_string()));
+    assert!(common::hidden_files(&dir).is_empty());
 }

@@ -201,11 +201,18 @@ fn mirrors() -> Vec<String> {
 /// to its final name only after its decompressed checksum matches.
 pub fn download_all(dir: &Path, verbose: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // `FMNIST_DOWNLOAD_TIMEOUT` (seconds) replaces every limit: longer for slow links,
+    // shorter for tests of a stalled server.
+    let limit = std::env::var("FMNIST_DOWNLOAD_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64);
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(30)))
-            .timeout_recv_body(Some(Duration::from_secs(120)))
+            .timeout_connect(Some(limit.unwrap_or(Duration::from_secs(15))))
+            .timeout_recv_response(Some(limit.unwrap_or(Duration::from_secs(30))))
+            .timeout_recv_body(Some(limit.unwrap_or(Duration::from_secs(300))))
             .build(),
     );
     for file in &FILES {

@@ -37,7 +37,13 @@ impl Sandbox {
 
     /// Runs `fmnist args...` downloading from `mirror`.
     pub fn run_with_mirror(&self, args: &[&str], mirror: &str) -> Output {
+        self.run_with_mirror_env(args, mirror, &[])
+    }
+
+    /// [`Sandbox::run_with_mirror`] with `env` added.
+    pub fn run_with_mirror_env(&self, args: &[&str], mirror: &str, env: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_fmnist"))
+            .envs(env.iter().copied())
             .args(args)
             .current_dir(self.dir.path())
             .env("HOME", self.dir.path())
