@@ -293,7 +293,7 @@ pub fn train_with(
     let stop_requested = || control.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let kept = |saved: Option<usize>| match (&control.checkpoint, saved) {
         (Some(path), Some(e)) => format!(
-            "; the run is saved after epoch {e}: continue it with `fmnist train --resume {}`",
+            "; the last good state, after epoch {e}, is kept in {}",
             path.display()
         ),
         _ => String::new(),

@@ -281,6 +281,45 @@ fn unwritable_outputs_fail_before_training_and_keep_good_files() {
         "training diverged",
     );
     assert!(msg.contains("learning rate"), "{msg}");
+    // Diverging after a few epochs keeps the last good checkpoint and says where it is.
+    let msg = sb.fails(
+        &[
+            "train",
+            "--epochs",
+            "6",
+            "--limit",
+            "512",
+            "--val-size",
+            "100",
+            "--optimizer",
+            "sgd",
+            "--schedule",
+            "constant",
+            "--lr",
+            "1",
+            "--out",
+            "d.safetensors",
+            "--offline",
+        ],
+        "training diverged",
+    );
+    let epoch: usize = msg
+        .split("at epoch ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!(epoch >= 2, "{msg}");
+    assert!(
+        msg.ends_with(&format!(
+            "the last good state, after epoch {}, is kept in d.checkpoint.safetensors",
+            epoch - 1
+        )),
+        "{msg}"
+    );
+    let kept = fmnist::checkpoint::Checkpoint::load(&sb.path("d.checkpoint.safetensors")).unwrap();
+    assert_eq!(kept.epochs_done, epoch - 1);
+    assert!(!sb.path("d.safetensors").exists());
     // So must a bad architecture file.
     std::fs::write(
         sb.path("bad.json"),
