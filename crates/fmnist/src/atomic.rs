@@ -32,6 +32,7 @@ impl PendingFile {
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
         let tmp = builder
             .tempfile_in(dir)
+            .map_err(without_temporary_name)
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Self {
             tmp,
@@ -55,14 +56,28 @@ impl PendingFile {
     /// Writes `bytes`, flushes them to disk and renames the file into place.
     pub fn commit(mut self, bytes: &[u8]) -> anyhow::Result<()> {
         let what = || format!("cannot write {}", self.path.display());
-        self.tmp.write_all(bytes).with_context(what)?;
+        self.tmp
+            .write_all(bytes)
+            .map_err(without_temporary_name)
+            .with_context(what)?;
         self.tmp.as_file().sync_all().with_context(what)?;
         let path = self.path.clone();
         self.tmp
             .persist(&path)
-            .map_err(|e| e.error)
+            .map_err(|e| without_temporary_name(e.error))
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())
+    }
+}
+
+/// The system's reason alone: `tempfile` adds the temporary file's name, which means
+/// nothing to the user (the message names the destination).
+fn without_temporary_name(e: std::io::Error) -> std::io::Error {
+    // tempfile's wrapper hides the OS error from `source()`; its text is "REASON at path P".
+    let text = e.to_string();
+    match text.split_once(" at path \"") {
+        Some((reason, _)) => std::io::Error::new(e.kind(), reason.to_string()),
+        None => e,
     }
 }
 

@@ -143,7 +143,7 @@ impl Checkpoint {
         let mut metadata = HashMap::new();
         metadata.insert("format".to_string(), FORMAT.to_string());
         metadata.insert("state".to_string(), serde_json::to_string(&meta)?);
-        Ok(safetensors::serialize(views, Some(metadata))?)
+        crate::classifier::sorted_header(safetensors::serialize(views, Some(metadata))?)
     }
 
     /// Writes the checkpoint to `path` atomically: a crash at any moment leaves either

@@ -13,6 +13,33 @@ use serde::{Deserialize, Serialize};
 use crate::data::{CLASS_NAMES, Normalization, PIXELS};
 use crate::{atomic, augment, models};
 
+/// `safetensors` writes the metadata in a `HashMap`'s random order, so the same model
+/// would give different bytes from run to run; this rewrites the header (the same JSON,
+/// so the same length) with its keys sorted, making a file a pure function of its model.
+pub(crate) fn sorted_header(mut bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    use std::collections::BTreeMap;
+    let len = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| anyhow!("safetensors wrote no header"))? as usize;
+    let header = bytes
+        .get(8..8 + len)
+        .ok_or_else(|| anyhow!("safetensors wrote a short header"))?;
+    let mut map: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header)?;
+    if let Some(meta) = map.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, serde_json::Value> = serde_json::from_value(meta.take())?;
+        *meta = serde_json::to_value(sorted)?;
+    }
+    let mut json = serde_json::to_vec(&map)?;
+    if json.len() > len {
+        bail!("the sorted header is longer than the original");
+    }
+    json.resize(len, b' '); // the padding safetensors uses
+    bytes[8..8 + len].copy_from_slice(&json);
+    Ok(bytes)
+}
+
 /// The metadata value that marks an fmnist model file (and its format version).
 pub const FORMAT: &str = "fmnist-model/1";
 /// Model files larger than this are refused before reading.
@@ -175,7 +202,7 @@ impl Classifier {
                 ))
             })
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-        Ok(safetensors::serialize(views, Some(meta))?)
+        sorted_header(safetensors::serialize(views, Some(meta))?)
     }
 
     /// Saves to `path` atomically.
@@ -274,5 +301,22 @@ impl Classifier {
             bail!("unexpected tensor {extra} for this architecture");
         }
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_model_gives_the_same_file_bytes() {
+        let model = Classifier::new(crate::models::simple(), 3).unwrap();
+        let bytes = model.to_bytes().unwrap();
+        // Each serialisation draws a fresh hash order for the metadata.
+        for _ in 0..8 {
+            assert_eq!(model.to_bytes().unwrap(), bytes);
+        }
+        let back = Classifier::from_bytes(&bytes).unwrap();
+        assert_eq!(back.to_bytes().unwrap(), bytes);
     }
 }

@@ -15,7 +15,7 @@ use crate::classifier::Classifier;
 use crate::data::{self, DataOptions};
 use crate::train::{EpochRecord, Progress, TrainConfig};
 use crate::{
-    bench, checkpoint, eval, models, photos, plots, predict, recipes, report, serve, train,
+    bench, checkpoint, eval, models, photos, plots, predict, recipes, report, serve, space, train,
 };
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
@@ -496,8 +496,17 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| checkpoint::path_for(&out_path));
     drop(PendingFile::reserve(&checkpoint_path)?);
-    let data = data::load(&a.source.options())?;
     let params = spec.build(&mut nn::Rng::new(0))?.num_params();
+    // Upper bounds: a checkpoint holds up to five copies of the weights (weights, best
+    // weights, two optimizer moments, their average), and the old one stays until the new
+    // one is complete; charts and history take well under 512 KiB.
+    let weights = 4 * params as u64;
+    let checkpoint = 5 * weights + (64 << 10);
+    space::ensure_room(&[
+        (&out_path, weights + (64 << 10) + (512 << 10)),
+        (&checkpoint_path, 2 * checkpoint),
+    ])?;
+    let data = data::load(&a.source.options())?;
     out(&format!(
         "training {} ({} parameters){} on {} threads\n{}\n",
         if spec.name.is_empty() {

@@ -21,6 +21,7 @@ pub mod predict;
 pub mod recipes;
 pub mod report;
 pub mod serve;
+pub mod space;
 pub mod train;
 
 pub use classifier::Classifier;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use nn::{Ema, Mode, ModelSpec, Optimizer, OptimizerConfig, OptimizerKind, Rng, Schedule, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -433,7 +433,13 @@ pub fn train_with(
                 seconds: seconds_before + started.elapsed().as_secs_f64(),
                 out: control.out.clone().unwrap_or_default(),
             };
-            ck.save(path)?;
+            // A failed write (a full disk) leaves the previous checkpoint as it was.
+            ck.save(path).with_context(|| {
+                format!(
+                    "cannot save the checkpoint of epoch {epoch}{}",
+                    kept(saved_epochs)
+                )
+            })?;
             saved_epochs = Some(epoch);
         }
     }
