@@ -3,9 +3,10 @@
 
 Starts the server with MODEL, then for DURATION seconds WORKERS threads send a mix of
 valid images (raw and multipart), garbage bytes, oversized bodies, slow uploads, aborted
-connections and page/API reads. Every loop stops by itself. At the end it prints what was
-sent and answered, the latency of the valid predictions and the server's peak memory,
-and exits non-zero if the server failed: a 5xx, an unexpected status, a panic in its
+connections and page/API reads, while another thread keeps 50 connections open that
+send nothing or half a header until the server cuts them off. Every loop stops by itself.
+At the end it prints what was sent and answered, the latency of the valid predictions and
+the server's peak memory, and exits non-zero if the server failed: a 5xx, an unexpected status, a panic in its
 log, a valid prediction slower than the limit at p99, or a crash.
 
 Usage: bench/soak.py MODEL [DURATION_S=60] [WORKERS=8] [P99_LIMIT_MS=20]
@@ -162,6 +163,24 @@ def main():
         path = rng.choice(["/", "/api/health", "/api/model", "/api/sample", "/nope"])
         note(f"GET {path}", request("GET", path), {404} if path == "/nope" else {200})
 
+    def silent_clients():
+        # Rounds of 50 connections that send nothing or half a header, held open until
+        # the server cuts them off (its header timeout is 15 s).
+        while time.monotonic() < end - 16:
+            socks = []
+            for i in range(50):
+                s = socket.create_connection(("127.0.0.1", port), timeout=25)
+                if i % 2:
+                    s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\n")
+                socks.append(s)
+            for s in socks:
+                try:
+                    closed = s.recv(1) == b""
+                except OSError:  # a reset is a close too
+                    closed = True
+                s.close()
+                note("silent connection", "closed" if closed else "open", {"closed"})
+
     def worker(seed):
         rng = random.Random(seed)
         while time.monotonic() < end:
@@ -198,6 +217,7 @@ def main():
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
     threads.append(threading.Thread(target=watch_memory))
+    threads.append(threading.Thread(target=silent_clients))
     started = time.monotonic()
     for t in threads:
         t.start()

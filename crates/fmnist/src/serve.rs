@@ -3,8 +3,9 @@
 //! `GET /` the page; `GET /api/health`; `GET /api/model`; `POST /api/predict` (the
 //! image's bytes as the body, or a multipart form with one file); `GET /api/sample`
 //! (a random test image as PNG, its label in `X-Label`, when the dataset is available).
-//! Errors are JSON `{"error": "..."}` with a 4xx status. Requests are limited in size,
-//! predictions in concurrency, and Ctrl-C stops the server after in-flight requests.
+//! Errors are JSON `{"error": "..."}` with a 4xx status. Requests are limited in size
+//! and time, predictions in concurrency, connections in number, and Ctrl-C stops the
+//! server after in-flight requests.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -25,6 +29,12 @@ use crate::predict::{self, DecodeError, Prediction};
 
 /// Longest time a request may take to send its image.
 const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Longest wait for a request's headers, on a new connection or a kept-alive one.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Most connections open at once: bounds file descriptors and memory whatever clients do.
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// How long Ctrl-C waits for open connections before the server exits anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -278,20 +288,57 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", cfg.addr))?;
     ready(listener.local_addr()?);
-    let app = app(model, samples, &cfg);
-    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = stopping.send(true);
-    });
-    // Requests in flight get a grace period; an idle or stalled client does not keep the
-    // server from stopping.
-    let grace = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
+    let service = TowerToHyperService::new(app(model, samples, &cfg));
+    // axum::serve sets no timer, so hyper would wait for headers forever: a client that
+    // connects and sends nothing (or a byte a minute) would hold its connection for good.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let connections = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let (stream, slot) = tokio::select! {
+            _ = &mut ctrl_c => break,
+            accepted = accept(&listener, &slots) => accepted,
+        };
+        let connection =
+            connections.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Requests in flight get a grace period; idle connections close at once, and a
+    // stalled client does not keep the server from stopping.
     tokio::select! {
-        result = server => result.context("the server stopped"),
-        () = grace => Ok(()),
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+    }
+    Ok(())
+}
+
+/// The next connection, once fewer than [`MAX_CONNECTIONS`] are open (the rest wait in
+/// the kernel's queue). Accept errors (out of file descriptors, a connection reset
+/// before it was accepted) are waited out rather than ending the server.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (
+    tokio::net::TcpStream,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    // The semaphore is never closed, so acquiring only waits.
+    let slot = slots.clone().acquire_owned().await.ok();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, slot);
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
     }
 }

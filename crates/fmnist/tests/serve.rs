@@ -256,3 +256,64 @@ fn serving_an_unusable_model_fails_with_one_line() {
         "not a usable fmnist model",
     );
 }
+
+/// Clients that connect and then send nothing, or half a request, are cut off after the
+/// header timeout; open connections are capped, so a flood of them holds a bounded number
+/// of descriptors and a real request waits for a free slot instead of being refused.
+#[test]
+fn silent_clients_are_cut_off_and_connections_are_capped() {
+    use fmnist::serve::{HEADER_TIMEOUT, MAX_CONNECTIONS};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let sb = Sandbox::new();
+    sb.ok(&[
+        "train",
+        "--epochs",
+        "1",
+        "--limit",
+        "1000",
+        "--val-size",
+        "200",
+        "--out",
+        "m.safetensors",
+        "--offline",
+    ]);
+    let server = Server::start(&sb, &[]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..MAX_CONNECTIONS + 64)
+        .map(|_| TcpStream::connect(&addr).expect("the kernel queues the connection"))
+        .collect();
+    silent[0]
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let descriptors = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
+        .unwrap()
+        .count();
+    assert!(
+        descriptors <= MAX_CONNECTIONS + 32,
+        "{descriptors} descriptors open for {} connections",
+        silent.len()
+    );
+
+    let (status, body) = get(&server.base, "/api/health");
+    let waited = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        waited >= HEADER_TIMEOUT - Duration::from_secs(2),
+        "answered after {waited:?}: the silent connections were not holding every slot"
+    );
+    assert!(waited < HEADER_TIMEOUT * 3, "answered after {waited:?}");
+    // The first silent clients, the half request among them, were closed by the server.
+    for client in &mut silent[..2] {
+        client.set_read_timeout(Some(HEADER_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(client.read(&mut buf).map_err(|e| e.kind()), Ok(0));
+    }
+    drop(silent);
+    let (status, _) = server.stop();
+    assert!(status.success(), "{status:?}");
+}
