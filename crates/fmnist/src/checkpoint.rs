@@ -12,6 +12,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::PendingFile;
+use crate::bounded;
 use crate::train::{EpochRecord, TrainConfig};
 
 /// The `format` metadata of a checkpoint file.
@@ -164,17 +165,11 @@ impl Checkpoint {
 
     /// Reads a checkpoint file, checking everything against its architecture.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let len = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .len();
-        if len > MAX_CHECKPOINT_BYTES {
-            bail!(
-                "{} is {len} bytes, larger than any fmnist checkpoint",
-                path.display()
-            );
-        }
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = bounded::read(
+            path,
+            MAX_CHECKPOINT_BYTES,
+            "larger than any fmnist checkpoint",
+        )?;
         Self::from_bytes(&bytes)
             .with_context(|| format!("{} is not a usable fmnist checkpoint", path.display()))
     }

@@ -11,7 +11,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{CLASS_NAMES, Normalization, PIXELS};
-use crate::{atomic, augment, models};
+use crate::{atomic, augment, bounded, models};
 
 /// `safetensors` writes the metadata in a `HashMap`'s random order, so the same model
 /// would give different bytes from run to run; this rewrites the header (the same JSON,
@@ -212,17 +212,7 @@ impl Classifier {
 
     /// Loads a model file, checking its metadata and every tensor's shape.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let len = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .len();
-        if len > MAX_MODEL_BYTES {
-            bail!(
-                "{} is {len} bytes, larger than any fmnist model",
-                path.display()
-            );
-        }
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = bounded::read(path, MAX_MODEL_BYTES, "larger than any fmnist model")?;
         Self::from_bytes(&bytes)
             .with_context(|| format!("{} is not a usable fmnist model", path.display()))
     }

@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod augment;
 pub mod bench;
+pub mod bounded;
 pub mod checkpoint;
 pub mod classifier;
 pub mod cli;

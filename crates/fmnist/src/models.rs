@@ -193,16 +193,13 @@ pub fn check_fits(spec: &ModelSpec) -> anyhow::Result<()> {
 
 /// Reads and checks a user-defined architecture from a JSON file.
 pub fn load_arch(path: &Path) -> anyhow::Result<ModelSpec> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() > 1 << 20 {
-        bail!(
-            "{} is larger than 1 MiB; an architecture file is a short JSON document",
-            path.display()
-        );
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::bounded::read(
+        path,
+        1 << 20,
+        "over 1 MiB; an architecture file is a short JSON document",
+    )?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not text (UTF-8)", path.display()))?;
     let spec = ModelSpec::from_json(&text).with_context(|| format!("{}", path.display()))?;
     check_fits(&spec).with_context(|| format!("{}", path.display()))?;
     Ok(spec)

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::anyhow;
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageReader, Limits};
 use serde::Serialize;
@@ -24,13 +24,7 @@ const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Decodes an image file (PNG, JPEG, GIF, BMP or WebP, recognised by content, not name),
 /// with size limits.
 pub fn load_image(path: &Path) -> anyhow::Result<DynamicImage> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    if len > MAX_FILE_BYTES {
-        bail!("{} is larger than 256 MiB", path.display());
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::bounded::read(path, MAX_FILE_BYTES, "over the 256 MiB limit for images")?;
     decode_bytes(&bytes).map_err(|e| match e {
         DecodeError::NotAnImage => anyhow!(
             "{} is not an image fmnist can read (PNG, JPEG, GIF, BMP or WebP)",

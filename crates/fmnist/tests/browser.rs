@@ -287,18 +287,7 @@ fn serve(sb: &Sandbox) -> (Process, String) {
 #[test]
 fn the_page_classifies_uploads_samples_and_drawings_in_chromium() {
     let sb = Sandbox::new();
-    sb.ok(&[
-        "train",
-        "--epochs",
-        "1",
-        "--limit",
-        "3000",
-        "--val-size",
-        "500",
-        "--out",
-        "m.safetensors",
-        "--offline",
-    ]);
+    sb.quick_model(3000, 500);
     // For the README's picture, a better model than the test's quick one.
     if let Some(model) = std::env::var_os("FMNIST_SCREENSHOT_MODEL") {
         std::fs::copy(model, sb.path("m.safetensors")).unwrap();

@@ -22,22 +22,6 @@ fn gunzip(path: &std::path::Path) -> Vec<u8> {
     out
 }
 
-/// Trains a small model to `m.safetensors` in a second or so (quality is irrelevant here).
-fn quick_model(sb: &Sandbox) {
-    sb.ok(&[
-        "train",
-        "--epochs",
-        "1",
-        "--limit",
-        "500",
-        "--val-size",
-        "100",
-        "--out",
-        "m.safetensors",
-        "--offline",
-    ]);
-}
-
 #[test]
 fn nonsense_arguments() {
     let sb = Sandbox::new();
@@ -140,7 +124,7 @@ fn missing_truncated_and_corrupt_data_files() {
 #[test]
 fn unreadable_and_non_image_files_for_predict() {
     let sb = Sandbox::new();
-    quick_model(&sb);
+    sb.quick_model(500, 100);
     std::fs::write(sb.path("notes.png"), "these are my notes, not a picture").unwrap();
     sb.fails(
         &["predict", "m.safetensors", "notes.png"],
@@ -176,7 +160,7 @@ fn unreadable_and_non_image_files_for_predict() {
 #[test]
 fn truncated_foreign_and_mismatched_model_files() {
     let sb = Sandbox::new();
-    quick_model(&sb);
+    sb.quick_model(500, 100);
     image::GrayImage::from_pixel(28, 28, image::Luma([0]))
         .save(sb.path("x.png"))
         .unwrap();
@@ -259,7 +243,7 @@ fn unwritable_outputs_fail_before_training_and_keep_good_files() {
     std::fs::create_dir(sb.path("adir")).unwrap();
     sb.fails(&["train", "--out", "adir", "--offline"], "adir");
 
-    quick_model(&sb);
+    sb.quick_model(500, 100);
     let good = std::fs::read(sb.path("m.safetensors")).unwrap();
     let history = std::fs::read(sb.path("m.history.csv")).unwrap();
     // A training that diverges must leave the existing model and history untouched.

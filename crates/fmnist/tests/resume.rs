@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Sandbox, hidden_files};
@@ -107,14 +106,7 @@ fn a_killed_then_interrupted_run_resumes_to_the_same_model() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let pid = run.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::interrupt(&run);
     let status = run.wait().unwrap();
     let mut err = String::new();
     run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
@@ -153,18 +145,7 @@ fn a_killed_then_interrupted_run_resumes_to_the_same_model() {
 #[test]
 fn resume_refuses_what_it_cannot_continue() {
     let sb = Sandbox::new();
-    sb.ok(&[
-        "train",
-        "--epochs",
-        "1",
-        "--limit",
-        "500",
-        "--val-size",
-        "100",
-        "--out",
-        "m.safetensors",
-        "--offline",
-    ]);
+    sb.quick_model(500, 100);
     sb.fails(
         &["train", "--resume", "m.safetensors", "--offline"],
         "m.safetensors is not a usable fmnist checkpoint: this is a model file, not a checkpoint",

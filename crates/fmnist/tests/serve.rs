@@ -45,14 +45,7 @@ impl Server {
 
     /// SIGINT (Ctrl-C), then the exit status and the rest of stdout.
     fn stop(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::interrupt(&self.child);
         let status = self.child.wait().unwrap();
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut rest);
@@ -143,18 +136,7 @@ fn boot_png(sb: &Sandbox) -> Vec<u8> {
 #[test]
 fn every_endpoint_and_error_then_a_graceful_stop() {
     let sb = Sandbox::new();
-    sb.ok(&[
-        "train",
-        "--epochs",
-        "1",
-        "--limit",
-        "3000",
-        "--val-size",
-        "500",
-        "--out",
-        "m.safetensors",
-        "--offline",
-    ]);
+    sb.quick_model(3000, 500);
     let png = boot_png(&sb);
     let cli: serde_json::Value = serde_json::from_str(&sb.ok(&[
         "predict",
@@ -268,18 +250,7 @@ fn silent_clients_are_cut_off_and_connections_are_capped() {
     use std::time::{Duration, Instant};
 
     let sb = Sandbox::new();
-    sb.ok(&[
-        "train",
-        "--epochs",
-        "1",
-        "--limit",
-        "1000",
-        "--val-size",
-        "200",
-        "--out",
-        "m.safetensors",
-        "--offline",
-    ]);
+    sb.quick_model(1000, 200);
     let server = Server::start(&sb, &[]);
     let addr = server.base.trim_start_matches("http://").to_string();
     let started = Instant::now();

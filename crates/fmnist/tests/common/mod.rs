@@ -109,6 +109,23 @@ impl Sandbox {
         stderr
     }
 
+    /// Trains a one-epoch model on the first `limit` training images (`val` of them for
+    /// validation) to `m.safetensors`, for tests where its quality does not matter.
+    pub fn quick_model(&self, limit: usize, val: usize) {
+        self.ok(&[
+            "train",
+            "--epochs",
+            "1",
+            "--limit",
+            &limit.to_string(),
+            "--val-size",
+            &val.to_string(),
+            "--out",
+            "m.safetensors",
+            "--offline",
+        ]);
+    }
+
     /// A data directory holding copies of the four real files.
     pub fn data_copy(&self, name: &str) -> PathBuf {
         let dir = self.path(name);
@@ -119,6 +136,15 @@ impl Sandbox {
         }
         dir
     }
+}
+
+/// Sends SIGINT, what Ctrl-C sends, to a child process.
+pub fn interrupt(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -INT {}", child.id());
 }
 
 /// Files in `dir` whose names start with a dot (temporaries that should not remain).
