@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{SYSTEM_DATA, Sandbox};
+use common::{SYSTEM_DATA, Sandbox, Server};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -257,33 +256,6 @@ fn request(method: &str, url: &str, body: Option<Value>) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {url}: {e}: {text}"))
 }
 
-/// `fmnist serve` on a free loopback port; returns the process and the page's address.
-fn serve(sb: &Sandbox) -> (Process, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fmnist"))
-        .args([
-            "serve",
-            "m.safetensors",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            SYSTEM_DATA,
-        ])
-        .current_dir(sb.dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("fmnist serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (Process(child), url)
-}
-
 #[test]
 fn the_page_classifies_uploads_samples_and_drawings_in_chromium() {
     let sb = Sandbox::new();
@@ -310,7 +282,8 @@ fn the_page_classifies_uploads_samples_and_drawings_in_chromium() {
         cli["class"].as_str().unwrap(),
         100.0 * cli["probability"].as_f64().unwrap()
     );
-    let (_server, url) = serve(&sb);
+    let server = Server::start(&sb, &[]);
+    let url = format!("{}/", server.base);
     let browser = Browser::start();
     browser.open(&url);
     let parameters = fmnist::Classifier::load(&sb.path("m.safetensors"))

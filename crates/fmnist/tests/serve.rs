@@ -3,61 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-use common::{SYSTEM_DATA, Sandbox};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(sb: &Sandbox, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fmnist"))
-            .args([
-                "serve",
-                "m.safetensors",
-                "--addr",
-                "127.0.0.1:0",
-                "--data-dir",
-                SYSTEM_DATA,
-            ])
-            .args(extra)
-            .current_dir(sb.dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("fmnist serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .trim_end_matches('/')
-            .to_string();
-        Server { child, base }
-    }
-
-    /// SIGINT (Ctrl-C), then the exit status and the rest of stdout.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        common::interrupt(&self.child);
-        let status = self.child.wait().unwrap();
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut rest);
-        (status, rest)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
+use common::{SYSTEM_DATA, Sandbox, Server};
 
 fn agent() -> ureq::Agent {
     ureq::Agent::new_with_config(

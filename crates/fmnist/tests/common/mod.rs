@@ -1,8 +1,9 @@
 //! Running the real `fmnist` binary in an isolated environment.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Where CI installs the real data (Debian package `dataset-fashion-mnist`).
 pub const SYSTEM_DATA: &str = "/usr/share/datasets/fashion-mnist";
@@ -135,6 +136,61 @@ impl Sandbox {
             std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
         }
         dir
+    }
+}
+
+/// `fmnist serve m.safetensors` on a free loopback port, killed when dropped.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub base: String,
+}
+
+impl Server {
+    /// Starts the server with `extra` arguments and waits until it listens.
+    pub fn start(sb: &Sandbox, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fmnist"))
+            .args([
+                "serve",
+                "m.safetensors",
+                "--addr",
+                "127.0.0.1:0",
+                "--data-dir",
+                SYSTEM_DATA,
+            ])
+            .args(extra)
+            .current_dir(sb.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("fmnist serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Server { child, base }
+    }
+
+    /// SIGINT (Ctrl-C), then the exit status and the rest of stdout.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        interrupt(&self.child);
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut rest);
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
     }
 }
 
