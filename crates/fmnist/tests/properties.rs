@@ -38,7 +38,8 @@ proptest! {
     }
 
     /// An object on a plain background, anywhere and of any size, comes out light on
-    /// black, centred, with its brightest pixel white.
+    /// black, centred, with its brightest pixel white. (A failure found here, a square
+    /// object whose corners fill the frame, is kept in properties.proptest-regressions.)
     #[test]
     fn an_object_is_found_centred_and_stretched(
         w in 40u32..300, h in 40u32..300,
@@ -55,7 +56,11 @@ proptest! {
         let px = predict::preprocess(&DynamicImage::ImageLuma8(img));
         prop_assert_eq!(px.len(), 784);
         prop_assert_eq!(px.iter().copied().max(), Some(255));
-        prop_assert_eq!(px[0], 0, "corners are background, black");
+        // The longest side fills the frame, so only an object that is not (nearly) square
+        // leaves background in the corners.
+        if ow.max(oh) as f64 > 1.1 * ow.min(oh) as f64 {
+            prop_assert_eq!(px[0], 0, "corners are background, black");
+        }
         let (cx, cy) = centroid(&px);
         prop_assert!((cx - 13.5).abs() < 1.5 && (cy - 13.5).abs() < 1.5, "centroid ({}, {})", cx, cy);
     }
