@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers of untrusted input with libFuzzer (cargo fuzz), each target for
 # SECONDS (default 600), from a small seed corpus made here. Findings land in
-# fuzz/artifacts/TARGET/; copy each into fuzz/regressions/TARGET/ once fixed, where
-# `cargo test --release --test fuzz_regressions` replays them.
+# fuzz/artifacts/TARGET/ (`cargo fuzz fmt TARGET FILE` shows one); fix each and keep its
+# bytes as a unit test beside the code it broke.
 # cargo fuzz needs nightly features: RUSTC_BOOTSTRAP=1 enables them on the stable toolchain.
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]   (targets: idx model_file architecture image)
 set -euo pipefail
