@@ -59,6 +59,23 @@ fn stem(filters: usize, padding: usize) -> [L; 3] {
     [conv3(filters, padding, true), L::Relu, pool()]
 }
 
+/// `x + f(x)` where `f` is two conv–BN–ReLUs of `width` channels.
+fn residual_block(width: usize) -> L {
+    L::Residual {
+        body: [conv_bn_relu(width), conv_bn_relu(width)].concat(),
+    }
+}
+
+/// A 28×28 grey-image network with He initialisation, as all the batch-norm ones are.
+fn bn_network(name: &str, layers: Vec<L>) -> ModelSpec {
+    ModelSpec {
+        name: name.into(),
+        input: vec![SIDE, SIDE, 1],
+        init: Init::HeUniform,
+        layers,
+    }
+}
+
 /// Flatten, dense `units` with batch norm and ReLU, dense 10.
 fn dense_head(units: usize) -> [L; 5] {
     [
@@ -80,12 +97,7 @@ pub fn simple_bn() -> ModelSpec {
     let mut layers = stem(32, 0).to_vec();
     layers.extend([conv3(64, 0, false), batch_norm(), L::Relu, pool()]);
     layers.extend(dense_head(128));
-    ModelSpec {
-        name: "simple-bn".into(),
-        input: vec![SIDE, SIDE, 1],
-        init: Init::HeUniform,
-        layers,
-    }
+    bn_network("simple-bn", layers)
 }
 
 /// Three convolutions (32 at 28×28, 64 at 14×14, 128 at 7×7) with batch norm and a
@@ -96,12 +108,7 @@ pub fn cnn_bn() -> ModelSpec {
     layers.push(pool());
     layers.extend(conv_bn_relu(128));
     layers.extend(dense_head(256));
-    ModelSpec {
-        name: "cnn-bn".into(),
-        input: vec![SIDE, SIDE, 1],
-        init: Init::HeUniform,
-        layers,
-    }
+    bn_network("cnn-bn", layers)
 }
 
 /// The smallest residual network worth having: the stem, a conv–BN–ReLU of 64 at 14×14,
@@ -111,16 +118,9 @@ pub fn resnet_small() -> ModelSpec {
     let mut layers = stem(32, 1).to_vec();
     layers.extend(conv_bn_relu(64));
     layers.push(pool());
-    let mut body = conv_bn_relu(64).to_vec();
-    body.extend(conv_bn_relu(64));
-    layers.push(L::Residual { body });
+    layers.push(residual_block(64));
     layers.extend(dense_head(256));
-    ModelSpec {
-        name: "resnet-small".into(),
-        input: vec![SIDE, SIDE, 1],
-        init: Init::HeUniform,
-        layers,
-    }
+    bn_network("resnet-small", layers)
 }
 
 /// A ResNet-9 in the style of Page's fast CIFAR-10 network, sized for 28×28: the stem,
@@ -133,17 +133,10 @@ pub fn resnet9() -> ModelSpec {
             layers.push(pool());
         }
         layers.extend(conv_bn_relu(width));
-        let mut body = conv_bn_relu(width).to_vec();
-        body.extend(conv_bn_relu(width));
-        layers.push(L::Residual { body });
+        layers.push(residual_block(width));
     }
     layers.extend(dense_head(256));
-    ModelSpec {
-        name: "resnet9".into(),
-        input: vec![SIDE, SIDE, 1],
-        init: Init::HeUniform,
-        layers,
-    }
+    bn_network("resnet9", layers)
 }
 
 /// The seed assignment's Keras CNN: Conv 32 3×3 ReLU, MaxPool 2, Conv 64 3×3 ReLU,
