@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use nn::{Ema, ModelSpec, Optimizer, Rng, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::PendingFile;
@@ -110,41 +110,34 @@ impl Checkpoint {
             seconds: self.seconds,
             out: self.out.clone(),
         };
-        let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let mut add = |name: String, shape: &[usize], data: &[f32]| {
-            let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            entries.push((name, shape.to_vec(), bytes));
-        };
+        let mut entries: Vec<(String, &[usize], &[f32])> = Vec::new();
         for (name, t) in names.iter().zip(&self.weights) {
-            add(format!("model/{name}"), t.shape(), t.data());
+            entries.push((format!("model/{name}"), t.shape(), t.data()));
         }
         if let Some(best) = &self.best {
             for (name, t) in names.iter().zip(&best.weights) {
-                add(format!("best/{name}"), t.shape(), t.data());
+                entries.push((format!("best/{name}"), t.shape(), t.data()));
             }
         }
         if let Some(ema) = &self.ema {
             for (name, t) in names.iter().zip(ema.tensors()) {
-                add(format!("ema/{name}"), t.shape(), t.data());
+                entries.push((format!("ema/{name}"), t.shape(), t.data()));
             }
         }
-        for (i, (m, v)) in first.iter().zip(second).enumerate() {
-            add(format!("optimizer/{i}/first"), &[m.len()], m);
-            add(format!("optimizer/{i}/second"), &[v.len()], v);
-        }
-        let views = entries
+        // Moments are flat: each needs a one-element shape that outlives `entries`.
+        let lengths: Vec<[[usize; 1]; 2]> = first
             .iter()
-            .map(|(name, shape, bytes)| {
-                Ok((
-                    name.as_str(),
-                    TensorView::new(Dtype::F32, shape.clone(), bytes)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+            .zip(second)
+            .map(|(m, v)| [[m.len()], [v.len()]])
+            .collect();
+        for (i, ((m, v), [m_len, v_len])) in first.iter().zip(second).zip(&lengths).enumerate() {
+            entries.push((format!("optimizer/{i}/first"), m_len, m));
+            entries.push((format!("optimizer/{i}/second"), v_len, v));
+        }
         let mut metadata = HashMap::new();
         metadata.insert("format".to_string(), FORMAT.to_string());
         metadata.insert("state".to_string(), serde_json::to_string(&meta)?);
-        crate::classifier::sorted_header(safetensors::serialize(views, Some(metadata))?)
+        crate::classifier::f32_safetensors(&entries, metadata)
     }
 
     /// Writes the checkpoint to `path` atomically: a crash at any moment leaves either

@@ -13,10 +13,33 @@ use serde::{Deserialize, Serialize};
 use crate::data::{CLASS_NAMES, Normalization, PIXELS};
 use crate::{atomic, augment, bounded, models};
 
+/// A safetensors file of f32 tensors (name, shape, values) and string metadata, the same
+/// bytes for the same contents (see [`sorted_header`]).
+pub(crate) fn f32_safetensors(
+    tensors: &[(String, &[usize], &[f32])],
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, data)| data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            Ok((
+                name.as_str(),
+                TensorView::new(Dtype::F32, shape.to_vec(), b)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    sorted_header(safetensors::serialize(views, Some(metadata))?)
+}
+
 /// `safetensors` writes the metadata in a `HashMap`'s random order, so the same model
 /// would give different bytes from run to run; this rewrites the header (the same JSON,
 /// so the same length) with its keys sorted, making a file a pure function of its model.
-pub(crate) fn sorted_header(mut bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+fn sorted_header(mut bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     use std::collections::BTreeMap;
     let len = bytes
         .get(..8)
@@ -186,23 +209,11 @@ impl Classifier {
             serde_json::to_string(&self.inference)?,
         );
         let tensors = self.net.tensors();
-        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        let entries: Vec<(String, &[usize], &[f32])> = tensors
             .iter()
-            .map(|(name, t)| {
-                let b = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
-                (name.clone(), b, t.shape().to_vec())
-            })
+            .map(|(name, t)| (name.clone(), t.shape(), t.data()))
             .collect();
-        let views = bytes
-            .iter()
-            .map(|(name, b, shape)| {
-                Ok((
-                    name.as_str(),
-                    TensorView::new(Dtype::F32, shape.clone(), b)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-        sorted_header(safetensors::serialize(views, Some(meta))?)
+        f32_safetensors(&entries, meta)
     }
 
     /// Saves to `path` atomically.
