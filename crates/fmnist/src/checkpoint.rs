@@ -305,7 +305,7 @@ mod tests {
     fn sample() -> Checkpoint {
         let spec = crate::models::preset("simple").unwrap();
         let net = spec.build(&mut Rng::new(1)).unwrap();
-        let weights: Vec<Tensor> = net.tensors().into_iter().map(|(_, t)| t.clone()).collect();
+        let weights = net.snapshot();
         let sizes: Vec<usize> = weights.iter().map(|t| t.len()).collect();
         let config = TrainConfig {
             ema: Some(0.9),

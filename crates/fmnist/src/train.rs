@@ -271,9 +271,7 @@ pub fn train_with(
         if ck.spec != spec || ck.config != *cfg {
             bail!("the checkpoint was written by a different architecture or recipe");
         }
-        for ((_, dst), src) in model.net.tensors_mut().into_iter().zip(&ck.weights) {
-            dst.copy_from(src);
-        }
+        model.net.load_snapshot(&ck.weights);
         ema = ck.ema;
         stepper.opt = ck.optimizer;
         stepper.dropout_rng = ck.dropout_rng;
@@ -394,16 +392,10 @@ pub fn train_with(
             val_accuracy
         };
         if best.as_ref().is_none_or(|b| score > b.score) {
-            let weights = model
-                .net
-                .tensors()
-                .into_iter()
-                .map(|(_, t)| t.clone())
-                .collect();
             best = Some(Best {
                 score,
                 epoch,
-                weights,
+                weights: model.net.snapshot(),
             });
         }
         if let Some(ema) = &mut ema {
@@ -419,12 +411,7 @@ pub fn train_with(
                 epochs_done: epoch,
                 history: history.clone(),
                 best: best.clone(),
-                weights: model
-                    .net
-                    .tensors()
-                    .into_iter()
-                    .map(|(_, t)| t.clone())
-                    .collect(),
+                weights: model.net.snapshot(),
                 optimizer: stepper.opt.clone(),
                 ema: ema.clone(),
                 dropout_rng: stepper.dropout_rng.clone(),
@@ -445,9 +432,7 @@ pub fn train_with(
     }
     let best = best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
     let best_epoch = best.epoch;
-    for ((_, dst), src) in model.net.tensors_mut().into_iter().zip(&best.weights) {
-        dst.copy_from(src);
-    }
+    model.net.load_snapshot(&best.weights);
     let test = evaluate(&mut model, &data.test);
     model.summary = TrainingSummary {
         epochs: history.len(),

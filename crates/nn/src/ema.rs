@@ -26,7 +26,7 @@ impl Ema {
         Self {
             decay,
             updates: 0,
-            shadow: net.tensors().into_iter().map(|(_, t)| t.clone()).collect(),
+            shadow: net.snapshot(),
         }
     }
 

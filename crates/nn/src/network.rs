@@ -146,6 +146,18 @@ impl Network {
         out
     }
 
+    /// A copy of every tensor, in [`Network::tensors`] order.
+    pub fn snapshot(&self) -> Vec<Tensor> {
+        self.tensors().into_iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// Puts back tensors taken by [`Network::snapshot`] of the same architecture.
+    pub fn load_snapshot(&mut self, tensors: &[Tensor]) {
+        for ((_, dst), src) in self.tensors_mut().into_iter().zip(tensors) {
+            dst.copy_from(src);
+        }
+    }
+
     /// Copies every tensor from `other`, which must have the same architecture.
     pub fn copy_tensors_from(&mut self, other: &Network) {
         for ((_, dst), (_, src)) in self.tensors_mut().into_iter().zip(other.tensors()) {
