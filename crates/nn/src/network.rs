@@ -90,6 +90,13 @@ impl Network {
         self.layers.iter().map(|l| l.flops()).sum()
     }
 
+    /// Floating-point operations one example's inference pass performs in matrix
+    /// products and convolutions: fewer than [`Network::forward_flops`] where fused
+    /// layers compute only what pooling keeps, or use Winograd's algorithm.
+    pub fn inference_flops(&self) -> u64 {
+        self.layers.iter().map(|l| l.inference_flops()).sum()
+    }
+
     /// Floating-point operations of one example's training step: the forward pass, the
     /// weight gradients (as many again) and the input gradients (as many again, except
     /// for the first layer, whose input gradient is never computed).

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    AvgPool2d, BatchNorm, Conv2d, Dropout, Flatten, Gelu, GlobalAvgPool, GlobalMaxPool, Layer,
-    Linear, MaxPool2d, Relu, ReluMaxPool2d, Residual,
+    AvgPool2d, BatchNorm, Conv2d, ConvReluMaxPool2d, Dropout, Flatten, Gelu, GlobalAvgPool,
+    GlobalMaxPool, Layer, Linear, MaxPool2d, Relu, ReluMaxPool2d, Residual,
 };
 use crate::{Error, Init, Network, Rng};
 
@@ -177,21 +177,111 @@ impl ModelSpec {
     }
 }
 
-/// A fused layer for `specs[i]` and `specs[i + 1]`, when one exists.
-fn fused_pair(
+/// A layer built for several specs, and how many it stands for.
+type Fused = (Box<dyn Layer>, usize);
+
+/// A fused layer for `specs[i]` and the layers after it, when one exists, and how many
+/// specs it stands for.
+fn fused_run(
     specs: &[LayerSpec],
     i: usize,
     shape: &[usize],
-) -> Option<Result<Box<dyn Layer>, Error>> {
-    match (&specs[i], specs.get(i + 1)) {
-        (LayerSpec::Relu, Some(&LayerSpec::MaxPool2d { size, stride })) => Some(
-            ReluMaxPool2d::new(shape, size, stride.unwrap_or(size))
-                .map(|l| Box::new(l) as Box<dyn Layer>),
-        ),
-        (&LayerSpec::BatchNorm { momentum, eps }, Some(LayerSpec::Relu)) => {
-            Some(BatchNorm::with_relu(shape, momentum, eps).map(|l| Box::new(l) as Box<dyn Layer>))
+    init: Init,
+    rng: &mut Rng,
+    budget: &mut usize,
+) -> Option<Result<Fused, Error>> {
+    match (&specs[i], specs.get(i + 1), specs.get(i + 2)) {
+        (
+            &LayerSpec::Conv2d {
+                kernel: 3,
+                stride: 1,
+                ..
+            },
+            Some(LayerSpec::Relu),
+            Some(&LayerSpec::MaxPool2d {
+                size: 2,
+                stride: None | Some(2),
+            }),
+            // The convolution's output must hold at least one pooling window.
+        ) if conv_output(shape, &specs[i]).is_some_and(|(oh, ow)| oh >= 2 && ow >= 2) => {
+            // Built as the plain convolution first, drawing the same weights from `rng`.
+            // On error nothing is fused: building the layers one by one reports it.
+            let saved = *budget;
+            let fused = build_conv(&specs[i], shape, init, rng, budget)
+                .and_then(ConvReluMaxPool2d::new)
+                .map(|l| (Box::new(l) as Box<dyn Layer>, 3));
+            if fused.is_err() {
+                *budget = saved;
+                return None;
+            }
+            Some(fused)
         }
+        (LayerSpec::Relu, Some(&LayerSpec::MaxPool2d { size, stride }), _) => Some(
+            ReluMaxPool2d::new(shape, size, stride.unwrap_or(size))
+                .map(|l| (Box::new(l) as Box<dyn Layer>, 2)),
+        ),
+        (&LayerSpec::BatchNorm { momentum, eps }, Some(LayerSpec::Relu), _) => Some(
+            BatchNorm::with_relu(shape, momentum, eps).map(|l| (Box::new(l) as Box<dyn Layer>, 2)),
+        ),
         _ => None,
+    }
+}
+
+/// The output height and width of a convolution spec on `shape`, if it fits.
+fn conv_output(shape: &[usize], spec: &LayerSpec) -> Option<(usize, usize)> {
+    let (
+        &[h, w, _],
+        &LayerSpec::Conv2d {
+            kernel,
+            stride,
+            padding,
+            ..
+        },
+    ) = (shape, spec)
+    else {
+        return None;
+    };
+    let out = |n: usize| Some((n + 2 * padding).checked_sub(kernel)? / stride.max(1) + 1);
+    Some((out(h)?, out(w)?))
+}
+
+/// A [`Conv2d`] for a conv2d spec, its weights counted against `budget`.
+fn build_conv(
+    spec: &LayerSpec,
+    shape: &[usize],
+    init: Init,
+    rng: &mut Rng,
+    budget: &mut usize,
+) -> Result<Conv2d, Error> {
+    let &LayerSpec::Conv2d {
+        filters,
+        kernel,
+        stride,
+        padding,
+        bias,
+    } = spec
+    else {
+        return Err(Error::Spec(format!("{} is not a convolution", spec.kind())));
+    };
+    let c = shape.last().copied().unwrap_or(0);
+    spend(
+        budget,
+        filters
+            .saturating_mul(kernel.saturating_mul(kernel))
+            .saturating_mul(c),
+    )?;
+    Conv2d::new(shape, filters, kernel, stride, padding, bias, init, rng)
+}
+
+/// Takes `n` weights from the whole network's `budget`, checked before they are allocated.
+fn spend(budget: &mut usize, n: usize) -> Result<(), Error> {
+    if n > *budget {
+        Err(Error::Spec(format!(
+            "{n} weights is too many (the whole network may have {MAX_PARAMS})"
+        )))
+    } else {
+        *budget -= n;
+        Ok(())
     }
 }
 
@@ -218,8 +308,13 @@ fn build_layers(
     let mut shape = input.to_vec();
     let mut i = 0;
     while i < specs.len() {
-        let (layer, consumed) = match fuse.then(|| fused_pair(specs, i, &shape)).flatten() {
-            Some(layer) => (layer, 2),
+        let fused = match fuse {
+            true => fused_run(specs, i, &shape, init, rng, budget),
+            false => None,
+        };
+        let (layer, consumed) = match fused {
+            Some(Ok((layer, n))) => (Ok(layer), n),
+            Some(Err(e)) => (Err(e), 1),
             None => (
                 build_layer(&specs[i], &shape, init, rng, depth, fuse, budget),
                 1,
@@ -250,35 +345,8 @@ fn build_layer(
     fuse: bool,
     budget: &mut usize,
 ) -> Result<Box<dyn Layer>, Error> {
-    // Weights are counted against the whole network's budget before they are allocated.
-    let mut check = |n: usize| {
-        if n > *budget {
-            Err(Error::Spec(format!(
-                "{n} weights is too many (the whole network may have {MAX_PARAMS})"
-            )))
-        } else {
-            *budget -= n;
-            Ok(())
-        }
-    };
     Ok(match *spec {
-        LayerSpec::Conv2d {
-            filters,
-            kernel,
-            stride,
-            padding,
-            bias,
-        } => {
-            let c = shape.last().copied().unwrap_or(0);
-            check(
-                filters
-                    .saturating_mul(kernel.saturating_mul(kernel))
-                    .saturating_mul(c),
-            )?;
-            Box::new(Conv2d::new(
-                shape, filters, kernel, stride, padding, bias, init, rng,
-            )?)
-        }
+        LayerSpec::Conv2d { .. } => Box::new(build_conv(spec, shape, init, rng, budget)?),
         LayerSpec::MaxPool2d { size, stride } => {
             Box::new(MaxPool2d::new(shape, size, stride.unwrap_or(size))?)
         }
@@ -291,7 +359,7 @@ fn build_layer(
         LayerSpec::Relu => Box::new(Relu::new(shape)),
         LayerSpec::Gelu => Box::new(Gelu::new(shape)),
         LayerSpec::Linear { units, bias } => {
-            check(units.saturating_mul(shape.iter().product()))?;
+            spend(budget, units.saturating_mul(shape.iter().product()))?;
             Box::new(Linear::new(shape, units, bias, init, rng)?)
         }
         LayerSpec::Dropout { rate } => Box::new(Dropout::new(shape, rate)?),

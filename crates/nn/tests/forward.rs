@@ -237,6 +237,53 @@ fn fused_relu_max_pool_matches_the_plain_layers_bit_for_bit() {
 }
 
 #[test]
+fn fused_convolution_stages_infer_what_the_plain_layers_do() {
+    // The `simple` classifier's shape: two fused stages (direct, then Winograd), a head.
+    let conv = |filters| L::Conv2d {
+        filters,
+        kernel: 3,
+        stride: 1,
+        padding: 0,
+        bias: true,
+    };
+    let pool = L::MaxPool2d {
+        size: 2,
+        stride: None,
+    };
+    let spec = nn::ModelSpec {
+        name: String::new(),
+        input: vec![28, 28, 1],
+        init: nn::Init::Torch,
+        layers: vec![
+            conv(32),
+            L::Relu,
+            pool.clone(),
+            conv(64),
+            L::Relu,
+            pool,
+            L::Flatten,
+            L::Linear {
+                units: 10,
+                bias: true,
+            },
+        ],
+    };
+    let mut fused = spec.build_with(&mut Rng::new(3), true).unwrap();
+    let mut plain = spec.build_with(&mut Rng::new(3), false).unwrap();
+    assert_eq!(fused.layers_len(), 4, "two fused stages, flatten, linear");
+    let x = normal(&[9, 28, 28, 1], 4);
+    let yf = fused.forward(&x, Mode::Eval, &mut Rng::new(0)).clone();
+    let yp = plain.forward(&x, Mode::Eval, &mut Rng::new(0)).clone();
+    for (a, b) in yf.data().iter().zip(yp.data()) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    // Training runs the plain layers' arithmetic exactly.
+    let tf = fused.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
+    let tp = plain.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
+    assert!(tf == tp, "training passes differ");
+}
+
+#[test]
 fn fused_batch_norm_relu_matches_the_plain_layers_bit_for_bit() {
     let spec = nn::ModelSpec {
         name: String::new(),

@@ -201,6 +201,35 @@ fn fused_relu_and_max_pool() {
 }
 
 #[test]
+fn fused_convolution_relu_and_max_pool() {
+    // Built as one layer (3×3 stride-1 convolution, ReLU, 2×2 pool); its training pass is
+    // checked here, its inference pass against this one in its unit tests.
+    let triple = |padding, bias| {
+        vec![
+            conv(3, 3, 1, padding, bias),
+            L::Relu,
+            L::MaxPool2d {
+                size: 2,
+                stride: None,
+            },
+        ]
+    };
+    // Small maps: few pooling windows, so no step of the check crosses a kink.
+    check(
+        &[4, 4, 2],
+        triple(0, true),
+        spaced(&[2, 4, 4, 2], 25),
+        KINKED,
+    );
+    check(
+        &[5, 4, 1],
+        triple(1, false),
+        spaced(&[1, 5, 4, 1], 26),
+        KINKED,
+    );
+}
+
+#[test]
 fn avg_pool() {
     check(
         &[6, 4, 3],

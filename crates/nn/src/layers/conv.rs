@@ -110,6 +110,28 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The input's `[h, w, c]`.
+    pub(crate) fn input_hwc(&self) -> (usize, usize, usize) {
+        (self.geom.h, self.geom.w, self.geom.c)
+    }
+
+    /// Kernel side, stride and padding.
+    pub(crate) fn kernel_stride_pad(&self) -> (usize, usize, usize) {
+        (self.geom.k, self.geom.stride, self.geom.pad)
+    }
+
+    /// The weights, `[oc, k, k, c]`.
+    pub(crate) fn weight(&self) -> &[f32] {
+        self.params.weight.value.data()
+    }
+
+    /// The bias, `[oc]`, if there is one.
+    pub(crate) fn bias(&self) -> Option<&[f32]> {
+        self.params.bias.as_ref().map(|b| b.value.data())
+    }
+}
+
 /// Fills `col` (`[oh·ow, ld]` for one image) from one image `x` (`[h, w, c]`): each row
 /// holds a kernel window, then a 1 when `ld` leaves room for it (the bias column).
 fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize) {

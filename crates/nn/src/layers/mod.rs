@@ -6,6 +6,7 @@
 
 mod activation;
 mod conv;
+mod conv_pool;
 mod dropout;
 mod linear;
 mod norm;
@@ -15,6 +16,7 @@ mod shape;
 
 pub use activation::{Gelu, Relu};
 pub use conv::{Conv2d, conv2d_reference};
+pub use conv_pool::ConvReluMaxPool2d;
 pub use dropout::Dropout;
 pub use linear::Linear;
 pub use norm::BatchNorm;
@@ -87,6 +89,12 @@ pub trait Layer: Send {
     /// dense layers; element-wise work is not counted).
     fn flops(&self) -> u64 {
         0
+    }
+
+    /// Multiply-adds ×2 that one example's inference pass actually performs (fewer than
+    /// [`Layer::flops`] where inference takes a shortcut such as Winograd's algorithm).
+    fn inference_flops(&self) -> u64 {
+        self.flops()
     }
 
     /// The trainable parameters, in a fixed order.

@@ -65,6 +65,10 @@ impl Layer for Residual {
         self.body.forward_flops()
     }
 
+    fn inference_flops(&self) -> u64 {
+        self.body.inference_flops()
+    }
+
     fn params_mut(&mut self) -> Vec<&mut Param> {
         self.body.params_mut()
     }

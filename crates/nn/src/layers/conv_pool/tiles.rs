@@ -1,0 +1,94 @@
+//! The geometry both inference kernels share: one tile per pooled output, the 4×4 input
+//! window under its 2×2 block of convolution outputs.
+
+/// Output channels are computed in blocks of this many lanes (two AVX-512 registers).
+pub(super) const LANES: usize = 32;
+
+/// Sizes of a fused convolution and pool, and where each tile's input lies.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tiles {
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Output channels.
+    pub k: usize,
+    /// Zero padding of the convolution.
+    pub pad: usize,
+    /// Pooled output height.
+    pub ph: usize,
+    /// Pooled output width.
+    pub pw: usize,
+}
+
+impl Tiles {
+    pub(super) fn new(
+        h: usize,
+        w: usize,
+        c: usize,
+        k: usize,
+        pad: usize,
+        ph: usize,
+        pw: usize,
+    ) -> Self {
+        Self {
+            h,
+            w,
+            c,
+            k,
+            pad,
+            ph,
+            pw,
+        }
+    }
+
+    /// Output channels rounded up to whole lane blocks (weights and bias are padded with
+    /// zeros to this).
+    pub(super) fn padded_filters(&self) -> usize {
+        self.k.next_multiple_of(LANES)
+    }
+
+    /// The 16 input pixels (each `c` values) of tile `t`'s 4×4 window, row by row, where
+    /// `t` counts pooled outputs over the whole batch `x`; `zeros` (`c` zeros) stands in
+    /// for pixels in the padding.
+    #[inline(always)]
+    pub(super) fn window<'a>(&self, x: &'a [f32], zeros: &'a [f32], t: usize) -> [&'a [f32]; 16] {
+        let per_image = self.ph * self.pw;
+        let (image, at) = (t / per_image, t % per_image);
+        let (py, px) = (at / self.pw, at % self.pw);
+        let img = &x[image * self.h * self.w * self.c..][..self.h * self.w * self.c];
+        let zeros = &zeros[..self.c];
+        let mut window = [zeros; 16];
+        for (i, w) in window.iter_mut().enumerate() {
+            let iy = (2 * py + i / 4).wrapping_sub(self.pad);
+            let ix = (2 * px + i % 4).wrapping_sub(self.pad);
+            // Negative positions wrapped round to huge ones: one test covers both sides.
+            if iy < self.h && ix < self.w {
+                *w = &img[(iy * self.w + ix) * self.c..][..self.c];
+            }
+        }
+        window
+    }
+}
+
+/// `a · b + c`, fused where the instruction set has it: a fused multiply-add rounds once,
+/// and without the instruction `mul_add` would be a slow library call.
+#[inline(always)]
+pub(super) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// The pooled, rectified output of one 2×2 block of convolution outputs and the bias:
+/// `max(0, max(y00, y01, y10, y11) + bias)`, with the plain layers' comparisons (adding
+/// the bias after the maximum gives the same value: rounding is monotonic).
+#[inline(always)]
+pub(super) fn pool_relu(y: [f32; 4], bias: f32) -> f32 {
+    let mut m = y[0];
+    for &v in &y[1..] {
+        m = if v > m { v } else { m };
+    }
+    let m = m + bias;
+    if m < 0.0 { 0.0 } else { m }
+}

@@ -1,0 +1,234 @@
+//! Winograd's F(2×2, 3×3) convolution, fused with ReLU and 2×2 max pooling.
+//!
+//! A 2×2 block of 3×3-convolution outputs from a 4×4 input window `d` and kernel `g` is
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin & Gray, 2015), with
+//!
+//! ```text
+//!      ⎡1  0 -1  0⎤        ⎡ 1    0    0 ⎤
+//! Bᵀ = ⎢0  1  1  0⎥    G = ⎢1/2  1/2  1/2⎥    Aᵀ = ⎡1  1  1  0⎤
+//!      ⎢0 -1  1  0⎥        ⎢1/2 -1/2  1/2⎥         ⎣0  1 -1 -1⎦
+//!      ⎣0  1  0 -1⎦        ⎣ 0    0    1 ⎦
+//! ```
+//!
+//! Summed over input channels, the 16 element-wise products become 16 matrix products
+//! `M[ξ] = V[ξ] · U[ξ]` (tiles × input channels times input × output channels): 16
+//! multiply-adds per channel pair and output block where the plain convolution needs 36.
+//! The 2×2 block is exactly one max-pool window, so the output transform ends in the
+//! pooled value and the convolution's output is never stored.
+//!
+//! Tiles are processed in groups: transform the group's windows (`V`, in L1), multiply
+//! (`M`, in L1), transform back and pool. Each tile's arithmetic is the same whatever its
+//! group, batch or thread, so an image's result does not depend on them.
+
+// The transforms index rows and columns as the matrix formulas above do.
+#![allow(clippy::needless_range_loop)]
+
+use super::tiles::{LANES, Tiles, fmadd, pool_relu};
+use crate::copy::copy_row;
+
+/// Channels per block in the transforms (one AVX-512 register).
+const BLOCK: usize = 16;
+
+/// Fills `u` with the transformed weights `U[ξ][c][k] = (G g Gᵀ)[ξ]` for the kernel
+/// `g = w[k, :, :, c]` of `w` (`[k, 3, 3, c]`), output channels padded with zeros to
+/// [`Tiles::padded_filters`]. Computed in f64 and rounded once.
+pub(super) fn transform_weights(t: &Tiles, w: &[f32], u: &mut Vec<f32>) {
+    let (c, kp) = (t.c, t.padded_filters());
+    u.clear();
+    u.resize(16 * c * kp, 0.0);
+    for k in 0..t.k {
+        for ch in 0..c {
+            let g = |i: usize, j: usize| w[((k * 3 + i) * 3 + j) * c + ch] as f64;
+            // G·g: 4×3.
+            let mut gg = [[0.0f64; 3]; 4];
+            for j in 0..3 {
+                gg[0][j] = g(0, j);
+                gg[1][j] = 0.5 * (g(0, j) + g(1, j) + g(2, j));
+                gg[2][j] = 0.5 * (g(0, j) - g(1, j) + g(2, j));
+                gg[3][j] = g(2, j);
+            }
+            // (G·g)·Gᵀ: 4×4.
+            for (i, r) in gg.iter().enumerate() {
+                let row = [
+                    r[0],
+                    0.5 * (r[0] + r[1] + r[2]),
+                    0.5 * (r[0] - r[1] + r[2]),
+                    r[2],
+                ];
+                for (j, &v) in row.iter().enumerate() {
+                    u[((i * 4 + j) * c + ch) * kp + k] = v as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Workspace values for groups of `group` tiles: `V`, `M` and a row of zeros.
+pub(super) fn workspace_len(t: &Tiles, group: usize) -> usize {
+    16 * group * t.c + group * 16 * t.padded_filters() + t.c
+}
+
+/// `Bᵀ d B` for a block of channels: `d` and the result are 4×4 grids, row by row.
+#[inline(always)]
+fn input_transform(d: &[[f32; BLOCK]; 16]) -> [[f32; BLOCK]; 16] {
+    let mut t = [[0.0; BLOCK]; 16];
+    let mut v = [[0.0; BLOCK]; 16];
+    for j in 0..4 {
+        for l in 0..BLOCK {
+            let (d0, d1, d2, d3) = (d[j][l], d[4 + j][l], d[8 + j][l], d[12 + j][l]);
+            t[j][l] = d0 - d2;
+            t[4 + j][l] = d1 + d2;
+            t[8 + j][l] = d2 - d1;
+            t[12 + j][l] = d1 - d3;
+        }
+    }
+    for i in 0..4 {
+        for l in 0..BLOCK {
+            let (t0, t1, t2, t3) = (
+                t[4 * i][l],
+                t[4 * i + 1][l],
+                t[4 * i + 2][l],
+                t[4 * i + 3][l],
+            );
+            v[4 * i][l] = t0 - t2;
+            v[4 * i + 1][l] = t1 + t2;
+            v[4 * i + 2][l] = t2 - t1;
+            v[4 * i + 3][l] = t1 - t3;
+        }
+    }
+    v
+}
+
+/// `Aᵀ m A` for one lane: the 2×2 block of convolution outputs, row by row.
+#[inline(always)]
+fn output_transform(m: [f32; 16]) -> [f32; 4] {
+    let mut s = [[0.0; 4]; 2];
+    for j in 0..4 {
+        s[0][j] = m[j] + m[4 + j] + m[8 + j];
+        s[1][j] = m[4 + j] - m[8 + j] - m[12 + j];
+    }
+    [
+        s[0][0] + s[0][1] + s[0][2],
+        s[0][1] - s[0][2] - s[0][3],
+        s[1][0] + s[1][1] + s[1][2],
+        s[1][1] - s[1][2] - s[1][3],
+    ]
+}
+
+/// Pooled outputs for the `out.len() / k` tiles (at most `R`) from tile `first` on:
+/// `out` holds their `k` channels each. `u` and `bias` as [`transform_weights`] and
+/// [`Tiles::padded_filters`]; `ws` of [`workspace_len`]`(t, R)`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn group<const R: usize, const FMA: bool>(
+    t: &Tiles,
+    x: &[f32],
+    u: &[f32],
+    bias: &[f32],
+    first: usize,
+    out: &mut [f32],
+    ws: &mut [f32],
+) {
+    let (c, kp) = (t.c, t.padded_filters());
+    let tiles = out.len() / t.k;
+    let (v, rest) = ws.split_at_mut(16 * R * c);
+    let (m, zeros) = rest.split_at_mut(R * 16 * kp);
+    // Workspaces are reused: the padding stand-in is cleared here, not trusted.
+    zeros.fill(0.0);
+
+    // V[ξ][r][c]: the transformed windows; missing tiles of a last, short group are zeros.
+    for r in 0..R {
+        if r >= tiles {
+            for xi in 0..16 {
+                v[(xi * R + r) * c..][..c].fill(0.0);
+            }
+            continue;
+        }
+        let window = t.window(x, zeros, first + r);
+        for c0 in (0..c).step_by(BLOCK) {
+            let n = BLOCK.min(c - c0);
+            // (Plain loops here and below rather than `array::map` or `from_fn`, whose
+            // closures the compiler does not always inline, leaving registers in memory.)
+            let mut d = [[0.0; BLOCK]; 16];
+            for (di, px) in d.iter_mut().zip(&window) {
+                if n == BLOCK {
+                    *di = *block(&px[c0..]);
+                } else {
+                    // The last, partial block of channels: padded with zeros.
+                    di[..n].copy_from_slice(&px[c0..c0 + n]);
+                }
+            }
+            let tv = input_transform(&d);
+            for (xi, tv) in tv.iter().enumerate() {
+                copy_row(&mut v[(xi * R + r) * c + c0..][..n], &tv[..n]);
+            }
+        }
+    }
+
+    // M[r][ξ][k] = Σ_c V[ξ][r][c] · U[ξ][c][k], one block of LANES output channels at a time
+    // with R × LANES accumulators in registers.
+    for xi in 0..16 {
+        let vx = &v[xi * R * c..][..R * c];
+        let ux = &u[xi * c * kp..][..c * kp];
+        for k0 in (0..kp).step_by(LANES) {
+            let mut rows: [&[f32]; R] = [&[]; R];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = &vx[r * c..][..c];
+            }
+            let mut acc = [[0.0f32; LANES]; R];
+            for ch in 0..c {
+                let w: [f32; LANES] = *lanes(&ux[ch * kp + k0..]);
+                for (acc, row) in acc.iter_mut().zip(&rows) {
+                    let a = row[ch];
+                    for (s, &w) in acc.iter_mut().zip(&w) {
+                        *s = fmadd::<FMA>(a, w, *s);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                copy_row(&mut m[(r * 16 + xi) * kp + k0..][..LANES], acc);
+            }
+        }
+    }
+
+    // Back to 2×2 blocks, then bias, max pool and ReLU, a block of channels at a time
+    // (`kp` is a whole number of lane blocks, so every block can be read in full).
+    for (r, out) in out.chunks_exact_mut(t.k).enumerate() {
+        let mr = &m[r * 16 * kp..][..16 * kp];
+        for k0 in (0..t.k).step_by(BLOCK) {
+            let mut mb = [[0.0; BLOCK]; 16];
+            for (xi, mb) in mb.iter_mut().enumerate() {
+                *mb = *block(&mr[xi * kp + k0..]);
+            }
+            let b = block(&bias[k0..]);
+            let mut o = [0.0; BLOCK];
+            for (l, o) in o.iter_mut().enumerate() {
+                let mut ml = [0.0; 16];
+                for (m, mb) in ml.iter_mut().zip(&mb) {
+                    *m = mb[l];
+                }
+                *o = pool_relu(output_transform(ml), b[l]);
+            }
+            let n = BLOCK.min(t.k - k0);
+            copy_row(&mut out[k0..k0 + n], &o[..n]);
+        }
+    }
+}
+
+/// The first [`BLOCK`] values of `s` as an array.
+#[inline(always)]
+fn block(s: &[f32]) -> &[f32; BLOCK] {
+    match s.first_chunk() {
+        Some(a) => a,
+        None => panic!("fewer than {BLOCK} values"),
+    }
+}
+
+/// The first [`LANES`] values of `s` as an array.
+#[inline(always)]
+fn lanes(s: &[f32]) -> &[f32; LANES] {
+    match s.first_chunk() {
+        Some(a) => a,
+        None => panic!("fewer than {LANES} values"),
+    }
+}
