@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the kernels that dominate training the `simple` network
-//! (batch 128): each layer's forward and backward on its real shapes, and an Adam step.
+//! (batch 128): each layer's forward and backward on its real shapes, each convolution
+//! stage's inference pass (fused and as plain layers), and an Adam step.
 //! Run: `cargo bench -p nn` (threads: `RAYON_NUM_THREADS`, default all cores).
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -42,6 +43,28 @@ fn bench_layer(c: &mut Criterion, name: &str, input: &[usize], layers: Vec<L>, n
     c.bench_function(&format!("{name}/backward"), |b| {
         b.iter(|| net.backward(&x, &dy, need_dx.then_some(&mut dx)))
     });
+}
+
+/// Benchmarks inference through `layers` on `input`, built fused and as plain layers.
+fn bench_inference(c: &mut Criterion, name: &str, input: &[usize], layers: Vec<L>) {
+    let spec = ModelSpec {
+        name: String::new(),
+        input: input.to_vec(),
+        init: nn::Init::GlorotUniform,
+        layers,
+    };
+    let mut shape = vec![BATCH];
+    shape.extend_from_slice(input);
+    let x = random(&shape);
+    let mut rng = Rng::new(2);
+    for (fused, how) in [(true, "fused"), (false, "plain layers")] {
+        let mut net = spec
+            .build_with(&mut Rng::new(0), fused)
+            .expect("benchmark layers");
+        c.bench_function(&format!("{name}/inference ({how})"), |b| {
+            b.iter(|| net.forward(&x, Mode::Eval, &mut rng).len())
+        });
+    }
 }
 
 /// The machine's practical fp32 peak: a large square product (2·1024³ FLOP).
@@ -110,7 +133,22 @@ fn kernels(c: &mut Criterion) {
         vec![L::Relu, pool.clone()],
         true,
     );
-    bench_layer(c, "maxpool 26x26x32", &[26, 26, 32], vec![pool], true);
+    bench_layer(
+        c,
+        "maxpool 26x26x32",
+        &[26, 26, 32],
+        vec![pool.clone()],
+        true,
+    );
+    // Inference: each convolution stage as one layer (direct for the 1-channel input,
+    // Winograd for 32 channels) against its three plain layers.
+    let stage = |filters| {
+        let mut layers = conv(filters);
+        layers.extend([L::Relu, pool.clone()]);
+        layers
+    };
+    bench_inference(c, "stage1 28x28x1->32->13x13", &[28, 28, 1], stage(32));
+    bench_inference(c, "stage2 13x13x32->64->5x5", &[13, 13, 32], stage(64));
     bench_layer(c, "relu 26x26x32", &[26, 26, 32], vec![L::Relu], true);
     bench_layer(
         c,

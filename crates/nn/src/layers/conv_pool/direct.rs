@@ -4,7 +4,6 @@
 //! written, so the convolution's output never reaches memory.
 
 use super::tiles::{LANES, Tiles, fmadd, pool_relu};
-use crate::copy::copy_row;
 
 /// Tiles per parallel work item.
 pub(super) const GROUP: usize = 64;
@@ -24,9 +23,9 @@ pub(super) fn arrange_weights(t: &Tiles, w: &[f32], wt: &mut Vec<f32>) {
     }
 }
 
-/// Workspace values: one gathered window and a row of zeros.
+/// Workspace values: the gathered windows of a group.
 pub(super) fn workspace_len(t: &Tiles) -> usize {
-    17 * t.c
+    16 * t.c * GROUP
 }
 
 /// Pooled outputs for the `out.len() / k` tiles from tile `first` on; `wt` as
@@ -43,11 +42,65 @@ pub(super) fn tiles<const FMA: bool>(
     out: &mut [f32],
     ws: &mut [f32],
 ) {
-    // One input channel (grey images) gets its own copy, where the channel loops vanish.
     if t.c == 1 {
-        tiles_of::<FMA>(t, 1, x, wt, bias, first, out, ws)
+        one_channel::<FMA>(t, x, wt, bias, first, out, ws)
     } else {
         tiles_of::<FMA>(t, t.c, x, wt, bias, first, out, ws)
+    }
+}
+
+/// [`tiles`] for one input channel (grey images, a network's first layer): the nine
+/// taps' weights of a block of output channels stay in registers while every tile of the
+/// group passes under them. Each lane's arithmetic is that of [`tiles_of`].
+#[inline(always)]
+fn one_channel<const FMA: bool>(
+    t: &Tiles,
+    x: &[f32],
+    wt: &[f32],
+    bias: &[f32],
+    first: usize,
+    out: &mut [f32],
+    ws: &mut [f32],
+) {
+    let kp = t.padded_filters();
+    let patches = &mut ws[..16 * GROUP];
+    let tiles = out.len() / t.k;
+    for (r, patch) in patches.chunks_exact_mut(16).take(tiles).enumerate() {
+        t.gather(x, first + r, patch);
+    }
+    for k0 in (0..kp).step_by(LANES) {
+        let mut w = [[0.0f32; LANES]; 9];
+        for (tap, w) in w.iter_mut().enumerate() {
+            *w = *lanes(&wt[tap * kp + k0..]);
+        }
+        let b = *lanes(&bias[k0..]);
+        let n = LANES.min(t.k - k0);
+        for (out, patch) in out.chunks_exact_mut(t.k).zip(patches.chunks_exact(16)) {
+            let mut acc = [[0.0f32; LANES]; 4];
+            for (tap, w) in w.iter().enumerate() {
+                let at = tap / 3 * 4 + tap % 3;
+                let a = [patch[at], patch[at + 1], patch[at + 4], patch[at + 5]];
+                for (acc, &a) in acc.iter_mut().zip(&a) {
+                    for (s, &w) in acc.iter_mut().zip(w) {
+                        *s = fmadd::<FMA>(a, w, *s);
+                    }
+                }
+            }
+            let mut o = [0.0; LANES];
+            for (l, o) in o.iter_mut().enumerate() {
+                *o = pool_relu([acc[0][l], acc[1][l], acc[2][l], acc[3][l]], b[l]);
+            }
+            out[k0..k0 + n].copy_from_slice(&o[..n]);
+        }
+    }
+}
+
+/// The first [`LANES`] values of `s` as an array.
+#[inline(always)]
+fn lanes(s: &[f32]) -> &[f32; LANES] {
+    match s.first_chunk() {
+        Some(a) => a,
+        None => panic!("fewer than {LANES} values"),
     }
 }
 
@@ -65,15 +118,11 @@ fn tiles_of<const FMA: bool>(
     ws: &mut [f32],
 ) {
     let kp = t.padded_filters();
-    let (patch, zeros) = ws.split_at_mut(16 * c);
-    // Workspaces are reused: the padding stand-in is cleared here, not trusted.
-    zeros.fill(0.0);
+    let patch = &mut ws[..16 * c];
     for (r, out) in out.chunks_exact_mut(t.k).enumerate() {
         // The 4×4 window, pixel after pixel, in one short contiguous buffer.
-        for (dst, px) in patch.chunks_exact_mut(c).zip(t.window(x, zeros, first + r)) {
-            copy_row(dst, &px[..c]);
-        }
-        let patch = &patch[..16 * c];
+        t.gather(x, first + r, patch);
+        let patch = &patch[..];
         for k0 in (0..kp).step_by(LANES) {
             // acc[p]: convolution output p of the 2×2 block (row by row).
             let mut acc = [[0.0f32; LANES]; 4];

@@ -1,6 +1,8 @@
 //! The geometry both inference kernels share: one tile per pooled output, the 4×4 input
 //! window under its 2×2 block of convolution outputs.
 
+use crate::copy::copy_row;
+
 /// Output channels are computed in blocks of this many lanes (two AVX-512 registers).
 pub(super) const LANES: usize = 32;
 
@@ -70,6 +72,39 @@ impl Tiles {
             }
         }
         window
+    }
+}
+
+impl Tiles {
+    /// Copies tile `t`'s 4×4 window (as [`Tiles::window`]) into `patch` (`16·c` values,
+    /// pixel after pixel): four row copies where the window lies inside the image.
+    #[inline(always)]
+    pub(super) fn gather(&self, x: &[f32], t: usize, patch: &mut [f32]) {
+        let per_image = self.ph * self.pw;
+        let (image, at) = (t / per_image, t % per_image);
+        let (y0, x0) = (
+            (2 * (at / self.pw)).wrapping_sub(self.pad),
+            (2 * (at % self.pw)).wrapping_sub(self.pad),
+        );
+        let c = self.c;
+        let img = &x[image * self.h * self.w * c..][..self.h * self.w * c];
+        let patch = &mut patch[..16 * c];
+        // Wrapped (negative) origins are huge, so these also test the top and left edges.
+        let inside = |at: usize, size: usize| at.checked_add(4).is_some_and(|end| end <= size);
+        if inside(y0, self.h) && inside(x0, self.w) {
+            for (i, row) in patch.chunks_exact_mut(4 * c).enumerate() {
+                copy_row(row, &img[((y0 + i) * self.w + x0) * c..][..4 * c]);
+            }
+            return;
+        }
+        for (i, px) in patch.chunks_exact_mut(c).enumerate() {
+            let (iy, ix) = (y0.wrapping_add(i / 4), x0.wrapping_add(i % 4));
+            if iy < self.h && ix < self.w {
+                copy_row(px, &img[(iy * self.w + ix) * c..][..c]);
+            } else {
+                px.fill(0.0);
+            }
+        }
     }
 }
 
