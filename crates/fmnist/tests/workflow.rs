@@ -168,6 +168,39 @@ fn train_then_eval_then_predict() {
 }
 
 #[test]
+fn fused_inference_classifies_the_test_set_as_the_plain_layers_do() {
+    // The `simple` network infers through fused convolution stages (Winograd's algorithm,
+    // only the outputs pooling keeps); they must agree with its plain layers on real data.
+    let sb = Sandbox::new();
+    sb.quick_model(6000, 1000);
+    let data = test_set();
+    let mut model = fmnist::Classifier::load(&sb.path("m.safetensors")).unwrap();
+    let fused = model.probabilities(&data.test.images);
+    let mut plain = model.spec.build_with(&mut nn::Rng::new(0), false).unwrap();
+    assert!(
+        plain.layers_len() > model.net.layers_len(),
+        "nothing was fused"
+    );
+    plain.copy_tensors_from(&model.net);
+    model.net = plain;
+    let reference = model.probabilities(&data.test.images);
+    let worst = fused
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "probabilities differ by up to {worst}");
+    let class = |p: &[f32]| (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+    let differ = fused
+        .chunks(10)
+        .zip(reference.chunks(10))
+        .filter(|(a, b)| class(a) != class(b))
+        .count();
+    // A class flips only where two probabilities tie to within rounding.
+    assert!(differ <= 1, "{differ} of 10,000 images change class");
+}
+
+#[test]
 fn same_seed_and_threads_give_the_same_model_bit_for_bit() {
     let sb = Sandbox::new();
     let args = |out: &'static str, seed: &'static str| {
