@@ -130,11 +130,11 @@ impl Network {
     /// Every tensor that defines the network, named `"{layer}.{name}"`.
     pub fn tensors(&self) -> Vec<(String, &Tensor)> {
         let mut out = Vec::new();
-        for (i, l) in self.ids.iter().zip(&self.layers) {
+        for (&i, l) in self.ids.iter().zip(&self.layers) {
             out.extend(
                 l.tensors()
                     .into_iter()
-                    .map(|(k, v)| (format!("{i}.{k}"), v)),
+                    .map(|(k, v)| (qualified_name(i, &k), v)),
             );
         }
         out
@@ -143,11 +143,11 @@ impl Network {
     /// Mutable access to the same tensors, for loading.
     pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out = Vec::new();
-        for (i, l) in self.ids.iter().zip(&mut self.layers) {
+        for (&i, l) in self.ids.iter().zip(&mut self.layers) {
             out.extend(
                 l.tensors_mut()
                     .into_iter()
-                    .map(|(k, v)| (format!("{i}.{k}"), v)),
+                    .map(|(k, v)| (qualified_name(i, &k), v)),
             );
         }
         out
@@ -171,4 +171,18 @@ impl Network {
             dst.copy_from(src);
         }
     }
+}
+
+/// The network's name for tensor `name` of the layer built from spec `id`: `"{id}.{name}"`,
+/// except that a fused layer names the tensors of its later specs `"+{offset}.{name}"`,
+/// filed under spec `id + offset`, so that fusing never changes a model file.
+pub(crate) fn qualified_name(id: usize, name: &str) -> String {
+    if let Some((offset, rest)) = name
+        .strip_prefix('+')
+        .and_then(|n| n.split_once('.'))
+        .and_then(|(o, rest)| Some((o.parse::<usize>().ok()?, rest)))
+    {
+        return format!("{}.{rest}", id + offset);
+    }
+    format!("{id}.{name}")
 }

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    AvgPool2d, BatchNorm, Conv2d, ConvReluMaxPool2d, Dropout, Flatten, Gelu, GlobalAvgPool,
-    GlobalMaxPool, Layer, Linear, MaxPool2d, Relu, ReluMaxPool2d, Residual,
+    AvgPool2d, BatchNorm, Conv2d, ConvBlock, Dropout, Flatten, Gelu, GlobalAvgPool, GlobalMaxPool,
+    Layer, Linear, MaxPool2d, Relu, ReluMaxPool2d, Residual, WINOGRAD_FROM_CHANNELS,
 };
 use crate::{Error, Init, Network, Rng};
 
@@ -190,32 +190,10 @@ fn fused_run(
     rng: &mut Rng,
     budget: &mut usize,
 ) -> Option<Result<Fused, Error>> {
+    if let Some(fused) = fused_conv_block(specs, i, shape, init, rng, budget) {
+        return Some(Ok(fused));
+    }
     match (&specs[i], specs.get(i + 1), specs.get(i + 2)) {
-        (
-            &LayerSpec::Conv2d {
-                kernel: 3,
-                stride: 1,
-                ..
-            },
-            Some(LayerSpec::Relu),
-            Some(&LayerSpec::MaxPool2d {
-                size: 2,
-                stride: None | Some(2),
-            }),
-            // The convolution's output must hold at least one pooling window.
-        ) if conv_output(shape, &specs[i]).is_some_and(|(oh, ow)| oh >= 2 && ow >= 2) => {
-            // Built as the plain convolution first, drawing the same weights from `rng`.
-            // On error nothing is fused: building the layers one by one reports it.
-            let saved = *budget;
-            let fused = build_conv(&specs[i], shape, init, rng, budget)
-                .and_then(ConvReluMaxPool2d::new)
-                .map(|l| (Box::new(l) as Box<dyn Layer>, 3));
-            if fused.is_err() {
-                *budget = saved;
-                return None;
-            }
-            Some(fused)
-        }
         (LayerSpec::Relu, Some(&LayerSpec::MaxPool2d { size, stride }), _) => Some(
             ReluMaxPool2d::new(shape, size, stride.unwrap_or(size))
                 .map(|l| (Box::new(l) as Box<dyn Layer>, 2)),
@@ -224,6 +202,68 @@ fn fused_run(
             BatchNorm::with_relu(shape, momentum, eps).map(|l| (Box::new(l) as Box<dyn Layer>, 2)),
         ),
         _ => None,
+    }
+}
+
+/// A [`ConvBlock`] for a 3×3 stride-1 `specs[i]` and what follows it (ReLU and 2×2 max
+/// pool; batch norm, ReLU and 2×2 max pool; batch norm and ReLU), when they match one.
+/// Built as the plain convolution first, drawing the same weights from `rng`; where
+/// anything does not fit, nothing is fused and nothing is drawn, so that building the
+/// layers one by one reports it.
+fn fused_conv_block(
+    specs: &[LayerSpec],
+    i: usize,
+    shape: &[usize],
+    init: Init,
+    rng: &mut Rng,
+    budget: &mut usize,
+) -> Option<Fused> {
+    let &LayerSpec::Conv2d {
+        kernel: 3,
+        stride: 1,
+        ..
+    } = &specs[i]
+    else {
+        return None;
+    };
+    let pool2 = |s: Option<&LayerSpec>| {
+        matches!(
+            s,
+            Some(LayerSpec::MaxPool2d {
+                size: 2,
+                stride: None | Some(2)
+            })
+        )
+    };
+    // The convolution's output must hold at least one pooling window to pool.
+    let poolable = conv_output(shape, &specs[i]).is_some_and(|(oh, ow)| oh >= 2 && ow >= 2);
+    let channels = shape.last().copied().unwrap_or(0);
+    // (batch norm settings, pool, specs consumed)
+    let plan = match (specs.get(i + 1), specs.get(i + 2), specs.get(i + 3)) {
+        (Some(LayerSpec::Relu), next, _) if pool2(next) && poolable => (None, true, 3),
+        (Some(&LayerSpec::BatchNorm { momentum, eps }), Some(LayerSpec::Relu), next)
+            if pool2(next) && poolable =>
+        {
+            (Some((momentum, eps)), true, 4)
+        }
+        (Some(&LayerSpec::BatchNorm { momentum, eps }), Some(LayerSpec::Relu), _)
+            if channels >= WINOGRAD_FROM_CHANNELS =>
+        {
+            (Some((momentum, eps)), false, 3)
+        }
+        _ => return None,
+    };
+    let (saved_budget, saved_rng) = (*budget, rng.clone());
+    let block = build_conv(&specs[i], shape, init, rng, budget).and_then(|conv| match plan {
+        (None, _, _) => ConvBlock::relu_pool(conv),
+        (Some((momentum, eps)), pool, _) => ConvBlock::norm_relu(conv, momentum, eps, pool),
+    });
+    match block {
+        Ok(block) => Some((Box::new(block), plan.2)),
+        Err(_) => {
+            (*budget, *rng) = (saved_budget, saved_rng);
+            None
+        }
     }
 }
 

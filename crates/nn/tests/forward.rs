@@ -284,6 +284,81 @@ fn fused_convolution_stages_infer_what_the_plain_layers_do() {
 }
 
 #[test]
+fn fused_convolution_blocks_with_batch_norm_train_bit_for_bit_and_keep_their_names() {
+    let conv = |filters| L::Conv2d {
+        filters,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        bias: false,
+    };
+    let bn = L::BatchNorm {
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+    let spec = nn::ModelSpec {
+        name: String::new(),
+        input: vec![8, 8, 1],
+        init: nn::Init::HeUniform,
+        layers: vec![
+            // conv, batch norm, ReLU, pool (direct kernel); conv, batch norm, ReLU (Winograd)
+            conv(8),
+            bn.clone(),
+            L::Relu,
+            L::MaxPool2d {
+                size: 2,
+                stride: None,
+            },
+            conv(12),
+            bn,
+            L::Relu,
+            L::Flatten,
+            L::Linear {
+                units: 3,
+                bias: true,
+            },
+        ],
+    };
+    let mut fused = spec.build_with(&mut Rng::new(1), true).unwrap();
+    let mut plain = spec.build_with(&mut Rng::new(1), false).unwrap();
+    assert_eq!(fused.layers_len(), 4, "two blocks, flatten, linear");
+    let names = |n: &nn::Network| n.tensors().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(names(&fused), names(&plain));
+    assert!(names(&fused).contains(&"5.running_var".to_string()));
+    let x = normal(&[3, 8, 8, 1], 7);
+    for step in 0..2 {
+        let yf = fused.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
+        let yp = plain.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
+        assert!(yf == yp, "training outputs differ at step {step}");
+        let dy = normal(yf.shape(), 8 + step);
+        let (mut dxf, mut dxp) = (Tensor::default(), Tensor::default());
+        fused.backward(&x, &dy, Some(&mut dxf));
+        plain.backward(&x, &dy, Some(&mut dxp));
+        assert!(dxf == dxp, "input gradients differ at step {step}");
+        let grads = |n: &mut nn::Network| {
+            n.params_mut()
+                .iter()
+                .map(|p| p.grad.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(grads(&mut fused) == grads(&mut plain));
+        // Both moved their running statistics the same way.
+        assert!(fused.snapshot() == plain.snapshot());
+        for (p, q) in fused.params_mut().into_iter().zip(plain.params_mut()) {
+            for (v, w) in p.value.data_mut().iter_mut().zip(q.value.data_mut()) {
+                *v -= 0.1 * (*v).signum();
+                *w -= 0.1 * (*w).signum();
+            }
+        }
+    }
+    let yf = fused.forward(&x, Mode::Eval, &mut Rng::new(0)).clone();
+    let yp = plain.forward(&x, Mode::Eval, &mut Rng::new(0)).clone();
+    for (a, b) in yf.data().iter().zip(yp.data()) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
+
+#[test]
 fn fused_batch_norm_relu_matches_the_plain_layers_bit_for_bit() {
     let spec = nn::ModelSpec {
         name: String::new(),

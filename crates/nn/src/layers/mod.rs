@@ -6,7 +6,7 @@
 
 mod activation;
 mod conv;
-mod conv_pool;
+mod conv_block;
 mod dropout;
 mod linear;
 mod norm;
@@ -16,7 +16,8 @@ mod shape;
 
 pub use activation::{Gelu, Relu};
 pub use conv::{Conv2d, conv2d_reference};
-pub use conv_pool::ConvReluMaxPool2d;
+pub use conv_block::ConvBlock;
+pub(crate) use conv_block::WINOGRAD_FROM_CHANNELS;
 pub use dropout::Dropout;
 pub use linear::Linear;
 pub use norm::BatchNorm;

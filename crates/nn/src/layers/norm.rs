@@ -70,6 +70,24 @@ impl BatchNorm {
     fn channels(&self) -> usize {
         self.gamma.value.len()
     }
+
+    /// The per-channel `(a, b)` of inference, `y = a·x + b` (from the running statistics),
+    /// in f64 for folding into a preceding layer.
+    pub(crate) fn eval_scale_shift(&self) -> (Vec<f64>, Vec<f64>) {
+        let parts = self
+            .gamma
+            .value
+            .data()
+            .iter()
+            .zip(self.beta.value.data())
+            .zip(self.running_mean.data().iter().zip(self.running_var.data()));
+        parts
+            .map(|((&g, &b), (&m, &v))| {
+                let a = g as f64 / (v as f64 + self.eps as f64).sqrt();
+                (a, b as f64 - m as f64 * a)
+            })
+            .unzip()
+    }
 }
 
 /// Per-channel sums of `f(row)` over all rows of `data` (`c` values per row), in f64,

@@ -23,7 +23,7 @@
 // The transforms index rows and columns as the matrix formulas above do.
 #![allow(clippy::needless_range_loop)]
 
-use super::tiles::{LANES, Tiles, fmadd, pool_relu};
+use super::tiles::{LANES, Tiles, fmadd, pool_relu, relu};
 use crate::copy::copy_row;
 
 /// Channels per block in the transforms (one AVX-512 register).
@@ -115,8 +115,9 @@ fn output_transform(m: [f32; 16]) -> [f32; 4] {
     ]
 }
 
-/// Pooled outputs for the `out.len() / k` tiles (at most `R`) from tile `first` on:
-/// `out` holds their `k` channels each. `u` and `bias` as [`transform_weights`] and
+/// Results for the `out.len() /` [`Tiles::tile_values`] tiles (at most `R`) from tile
+/// `first` on: each tile's pooled output or its 2×2 block of outputs, all rectified, in
+/// `out` one after the other. `u` and `bias` as [`transform_weights`] and
 /// [`Tiles::padded_filters`]; `ws` of [`workspace_len`]`(t, R)`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -130,7 +131,7 @@ pub(super) fn group<const R: usize, const FMA: bool>(
     ws: &mut [f32],
 ) {
     let (c, kp) = (t.c, t.padded_filters());
-    let tiles = out.len() / t.k;
+    let tiles = out.len() / t.tile_values();
     let (v, rest) = ws.split_at_mut(16 * R * c);
     let (m, zeros) = rest.split_at_mut(R * 16 * kp);
     // Workspaces are reused: the padding stand-in is cleared here, not trusted.
@@ -191,9 +192,9 @@ pub(super) fn group<const R: usize, const FMA: bool>(
         }
     }
 
-    // Back to 2×2 blocks, then bias, max pool and ReLU, a block of channels at a time
-    // (`kp` is a whole number of lane blocks, so every block can be read in full).
-    for (r, out) in out.chunks_exact_mut(t.k).enumerate() {
+    // Back to 2×2 blocks, then bias, ReLU and the max pool if any, a block of channels at
+    // a time (`kp` is a whole number of lane blocks, so every block can be read in full).
+    for (r, out) in out.chunks_exact_mut(t.tile_values()).enumerate() {
         let mr = &m[r * 16 * kp..][..16 * kp];
         for k0 in (0..t.k).step_by(BLOCK) {
             let mut mb = [[0.0; BLOCK]; 16];
@@ -201,16 +202,25 @@ pub(super) fn group<const R: usize, const FMA: bool>(
                 *mb = *block(&mr[xi * kp + k0..]);
             }
             let b = block(&bias[k0..]);
-            let mut o = [0.0; BLOCK];
-            for (l, o) in o.iter_mut().enumerate() {
+            let mut o = [[0.0; BLOCK]; 4];
+            for l in 0..BLOCK {
                 let mut ml = [0.0; 16];
                 for (m, mb) in ml.iter_mut().zip(&mb) {
                     *m = mb[l];
                 }
-                *o = pool_relu(output_transform(ml), b[l]);
+                let y = output_transform(ml);
+                if t.pool {
+                    o[0][l] = pool_relu(y, b[l]);
+                } else {
+                    for (o, &y) in o.iter_mut().zip(&y) {
+                        o[l] = relu(y, b[l]);
+                    }
+                }
             }
             let n = BLOCK.min(t.k - k0);
-            copy_row(&mut out[k0..k0 + n], &o[..n]);
+            for (q, o) in o.iter().take(t.tile_values() / t.k).enumerate() {
+                copy_row(&mut out[q * t.k + k0..][..n], &o[..n]);
+            }
         }
     }
 }

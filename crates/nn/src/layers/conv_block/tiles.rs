@@ -1,12 +1,12 @@
-//! The geometry both inference kernels share: one tile per pooled output, the 4×4 input
-//! window under its 2×2 block of convolution outputs.
+//! The geometry both inference kernels share: a tile is a 2×2 block of convolution
+//! outputs (one pooling window when a pool follows) and the 4×4 input window under it.
 
 use crate::copy::copy_row;
 
 /// Output channels are computed in blocks of this many lanes (two AVX-512 registers).
 pub(super) const LANES: usize = 32;
 
-/// Sizes of a fused convolution and pool, and where each tile's input lies.
+/// Sizes of a fused convolution (and pool), and where each tile's input lies.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Tiles {
     /// Input height.
@@ -19,30 +19,94 @@ pub(super) struct Tiles {
     pub k: usize,
     /// Zero padding of the convolution.
     pub pad: usize,
-    /// Pooled output height.
-    pub ph: usize,
-    /// Pooled output width.
-    pub pw: usize,
+    /// The convolution's output height.
+    pub oh: usize,
+    /// The convolution's output width.
+    pub ow: usize,
+    /// Whether a 2×2 max pool follows: a tile then gives one pooled output (tiles cover
+    /// the pool's windows), else its four convolution outputs (tiles cover the whole map;
+    /// those of an odd map's last row or column are cut).
+    pub pool: bool,
+    /// Tiles per image, down.
+    pub th: usize,
+    /// Tiles per image, across.
+    pub tw: usize,
 }
 
 impl Tiles {
     pub(super) fn new(
-        h: usize,
-        w: usize,
-        c: usize,
+        [h, w, c]: [usize; 3],
         k: usize,
         pad: usize,
-        ph: usize,
-        pw: usize,
+        [oh, ow]: [usize; 2],
+        pool: bool,
     ) -> Self {
+        let (th, tw) = if pool {
+            (oh / 2, ow / 2)
+        } else {
+            (oh.div_ceil(2), ow.div_ceil(2))
+        };
         Self {
             h,
             w,
             c,
             k,
             pad,
-            ph,
-            pw,
+            oh,
+            ow,
+            pool,
+            th,
+            tw,
+        }
+    }
+
+    /// Tiles per image.
+    pub(super) fn per_image(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// Output values per tile: `k` pooled, or `4·k` (the block's outputs, row by row).
+    pub(super) fn tile_values(&self) -> usize {
+        if self.pool { self.k } else { 4 * self.k }
+    }
+
+    /// Output values per image.
+    pub(super) fn image_values(&self) -> usize {
+        if self.pool {
+            self.th * self.tw * self.k
+        } else {
+            self.oh * self.ow * self.k
+        }
+    }
+
+    /// Writes the results of `count` tiles from tile `first` on (`res`, each
+    /// [`Tiles::tile_values`] long) into `out`, the output of the images from `image`
+    /// on: pooled outputs are in tile order already, blocks are cut to the map.
+    pub(super) fn store(
+        &self,
+        res: &[f32],
+        first: usize,
+        count: usize,
+        out: &mut [f32],
+        image: usize,
+    ) {
+        let base = image * self.per_image();
+        if self.pool {
+            let at = (first - base) * self.k;
+            out[at..at + count * self.k].copy_from_slice(&res[..count * self.k]);
+            return;
+        }
+        for (r, block) in res.chunks_exact(4 * self.k).take(count).enumerate() {
+            let t = first + r - base;
+            let (img, at) = (t / self.per_image(), t % self.per_image());
+            let (y0, x0) = (2 * (at / self.tw), 2 * (at % self.tw));
+            for (q, values) in block.chunks_exact(self.k).enumerate() {
+                let (y, x) = (y0 + q / 2, x0 + q % 2);
+                if y < self.oh && x < self.ow {
+                    let o = ((img * self.oh + y) * self.ow + x) * self.k;
+                    copy_row(&mut out[o..o + self.k], values);
+                }
+            }
         }
     }
 
@@ -57,9 +121,9 @@ impl Tiles {
     /// for pixels in the padding.
     #[inline(always)]
     pub(super) fn window<'a>(&self, x: &'a [f32], zeros: &'a [f32], t: usize) -> [&'a [f32]; 16] {
-        let per_image = self.ph * self.pw;
+        let per_image = self.per_image();
         let (image, at) = (t / per_image, t % per_image);
-        let (py, px) = (at / self.pw, at % self.pw);
+        let (py, px) = (at / self.tw, at % self.tw);
         let img = &x[image * self.h * self.w * self.c..][..self.h * self.w * self.c];
         let zeros = &zeros[..self.c];
         let mut window = [zeros; 16];
@@ -80,11 +144,11 @@ impl Tiles {
     /// pixel after pixel): four row copies where the window lies inside the image.
     #[inline(always)]
     pub(super) fn gather(&self, x: &[f32], t: usize, patch: &mut [f32]) {
-        let per_image = self.ph * self.pw;
+        let per_image = self.per_image();
         let (image, at) = (t / per_image, t % per_image);
         let (y0, x0) = (
-            (2 * (at / self.pw)).wrapping_sub(self.pad),
-            (2 * (at % self.pw)).wrapping_sub(self.pad),
+            (2 * (at / self.tw)).wrapping_sub(self.pad),
+            (2 * (at % self.tw)).wrapping_sub(self.pad),
         );
         let c = self.c;
         let img = &x[image * self.h * self.w * c..][..self.h * self.w * c];
@@ -113,6 +177,13 @@ impl Tiles {
 #[inline(always)]
 pub(super) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// `max(0, y + bias)`, with the plain layers' comparison.
+#[inline(always)]
+pub(super) fn relu(y: f32, bias: f32) -> f32 {
+    let v = y + bias;
+    if v < 0.0 { 0.0 } else { v }
 }
 
 /// The pooled, rectified output of one 2×2 block of convolution outputs and the bias:

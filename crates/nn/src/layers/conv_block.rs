@@ -1,0 +1,580 @@
+//! A 3×3 stride-1 convolution with what follows it in most small CNNs, as one layer:
+//! ReLU and 2×2 max pooling, batch norm, ReLU and 2×2 max pooling, or batch norm and ReLU.
+//!
+//! Training runs the plain layers ([`Conv2d`], [`BatchNorm`] with its ReLU, the pool) and
+//! keeps their outputs for backward, so its results are those of the unfused layers bit
+//! for bit. Inference folds the batch norm (running statistics) into the convolution's
+//! weights and bias and never materialises the convolution's output: each 2×2 block of
+//! outputs is computed from the 4×4 input window under it and written rectified, or
+//! pooled when a pool follows, in which case only the outputs the pool reads are
+//! computed (an 11×11 map pooled to 5×5 reads 10×10). Layers with many input channels use
+//! Winograd's F(2×2, 3×3) algorithm ([`winograd`]: 16 multiplications per channel pair
+//! for a 2×2 block instead of 36), layers with few a direct loop ([`direct`]; only before
+//! a pool); both are checked against the plain layers.
+
+mod direct;
+mod isa;
+mod tiles;
+mod winograd;
+
+use rayon::prelude::*;
+
+use super::{BatchNorm, Context, Conv2d, Layer, MaxPool2d, Mode, Param, ReluMaxPool2d};
+use crate::Tensor;
+use isa::Isa;
+use tiles::Tiles;
+
+/// Input channels from which inference uses Winograd's algorithm rather than the direct
+/// loop: its transforms cost about as much as 8 channels of direct work per tile.
+pub(crate) const WINOGRAD_FROM_CHANNELS: usize = 8;
+
+/// Parallel parts of an inference pass per thread (more than one, so that a thread slowed
+/// by other work is helped out).
+const PARTS_PER_THREAD: usize = 4;
+
+/// What follows the convolution.
+enum Tail {
+    /// ReLU and 2×2 max pool.
+    ReluPool(ReluMaxPool2d),
+    /// Batch norm with its ReLU, then 2×2 max pool.
+    NormPool(BatchNorm, MaxPool2d),
+    /// Batch norm with its ReLU.
+    Norm(BatchNorm),
+}
+
+/// A 3×3 stride-1 convolution (any padding, optional bias) followed by one of: ReLU and
+/// 2×2 max pool; batch norm, ReLU and 2×2 max pool; batch norm and ReLU. `x` is
+/// `[n, h, w, c]`; `y` is the last layer's output. Built by the network in place of
+/// those layers; its tensors keep their names (the batch norm's are the next layer's).
+pub struct ConvBlock {
+    conv: Conv2d,
+    tail: Tail,
+    out_shape: Vec<usize>,
+    /// The convolution's output in training, kept for backward, and its gradient.
+    conv_out: Tensor,
+    conv_grad: Tensor,
+    /// The batch norm's output before the pool, and its gradient.
+    norm_out: Tensor,
+    norm_grad: Tensor,
+    /// Whether the plain layers ran in the last forward pass (an inference pass skips
+    /// them).
+    plain_current: bool,
+    tiles: Tiles,
+    /// The weights (with the batch norm folded in) as inference uses them: see
+    /// [`winograd::transform_weights`] and [`direct::arrange_weights`].
+    eval_weights: Vec<f32>,
+    /// The bias (likewise), padded to [`Tiles::padded_filters`].
+    eval_bias: Vec<f32>,
+    /// The folded weights before their arrangement.
+    folded: Vec<f32>,
+    /// Whether `eval_weights` and `eval_bias` follow the parameters and statistics:
+    /// cleared when the parameters are handed out for change (`params_mut`,
+    /// `tensors_mut`, the only ways to reach them) and by every training pass (which
+    /// moves the running statistics).
+    eval_current: bool,
+    /// Per-part workspaces of the inference kernels, and their results before they are
+    /// stored.
+    workspaces: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl ConvBlock {
+    /// `conv`, then ReLU and a 2×2 stride-2 max pool.
+    pub fn relu_pool(conv: Conv2d) -> Result<Self, crate::Error> {
+        let [oh, ow, oc] = conv_output(&conv)?;
+        Self::build(
+            conv,
+            Tail::ReluPool(ReluMaxPool2d::new(&[oh, ow, oc], 2, 2)?),
+        )
+    }
+
+    /// `conv`, then batch norm (`momentum`, `eps`) with ReLU, and a 2×2 stride-2 max pool
+    /// when `pool`. Without a pool, only convolutions of at least
+    /// [`WINOGRAD_FROM_CHANNELS`] input channels.
+    pub fn norm_relu(
+        conv: Conv2d,
+        momentum: f32,
+        eps: f32,
+        pool: bool,
+    ) -> Result<Self, crate::Error> {
+        let shape = conv_output(&conv)?;
+        let norm = BatchNorm::with_relu(&shape, momentum, eps)?;
+        let tail = if pool {
+            Tail::NormPool(norm, MaxPool2d::new(&shape, 2, 2)?)
+        } else if conv.input_hwc().2 >= WINOGRAD_FROM_CHANNELS {
+            Tail::Norm(norm)
+        } else {
+            return Err(crate::Error::Spec(
+                "a convolution of few channels fuses only with a pool".into(),
+            ));
+        };
+        Self::build(conv, tail)
+    }
+
+    fn build(conv: Conv2d, tail: Tail) -> Result<Self, crate::Error> {
+        let (h, w, c) = conv.input_hwc();
+        let (k, stride, pad) = conv.kernel_stride_pad();
+        if k != 3 || stride != 1 {
+            return Err(crate::Error::Spec(format!(
+                "only 3×3 stride-1 convolutions fuse, not {k}×{k} stride {stride}"
+            )));
+        }
+        let [oh, ow, oc] = conv_output(&conv)?;
+        let (out_shape, pool) = match &tail {
+            Tail::ReluPool(p) => (p.output_shape().to_vec(), true),
+            Tail::NormPool(_, p) => (p.output_shape().to_vec(), true),
+            Tail::Norm(n) => (n.output_shape().to_vec(), false),
+        };
+        Ok(Self {
+            conv,
+            tail,
+            out_shape,
+            conv_out: Tensor::default(),
+            conv_grad: Tensor::default(),
+            norm_out: Tensor::default(),
+            norm_grad: Tensor::default(),
+            plain_current: false,
+            tiles: Tiles::new([h, w, c], oc, pad, [oh, ow], pool),
+            eval_weights: Vec::new(),
+            eval_bias: Vec::new(),
+            folded: Vec::new(),
+            eval_current: false,
+            workspaces: Vec::new(),
+        })
+    }
+
+    /// Whether inference uses Winograd's algorithm (else the direct loop).
+    fn uses_winograd(&self) -> bool {
+        self.tiles.c >= WINOGRAD_FROM_CHANNELS
+    }
+
+    /// The batch norm, if the block has one.
+    fn norm(&self) -> Option<&BatchNorm> {
+        match &self.tail {
+            Tail::ReluPool(_) => None,
+            Tail::NormPool(n, _) | Tail::Norm(n) => Some(n),
+        }
+    }
+
+    /// Folds the batch norm into the convolution and arranges the result for the kernels.
+    fn prepare_eval_weights(&mut self) {
+        let t = self.tiles;
+        let w = self.conv.weight();
+        let mut bias: Vec<f64> = match self.conv.bias() {
+            Some(b) => b.iter().map(|&v| v as f64).collect(),
+            None => vec![0.0; t.k],
+        };
+        self.folded.clear();
+        self.folded.extend_from_slice(w);
+        if let Some((scale, shift)) = self.norm().map(BatchNorm::eval_scale_shift) {
+            let per_filter = w.len() / t.k;
+            for (k, filter) in self.folded.chunks_exact_mut(per_filter).enumerate() {
+                for v in filter {
+                    *v = (*v as f64 * scale[k]) as f32;
+                }
+                bias[k] = bias[k] * scale[k] + shift[k];
+            }
+        }
+        if self.uses_winograd() {
+            winograd::transform_weights(&t, &self.folded, &mut self.eval_weights);
+        } else {
+            direct::arrange_weights(&t, &self.folded, &mut self.eval_weights);
+        }
+        self.eval_bias.clear();
+        self.eval_bias.extend(bias.iter().map(|&b| b as f32));
+        self.eval_bias.resize(t.padded_filters(), 0.0);
+        self.eval_current = true;
+    }
+
+    /// The inference pass: `y` straight from `x`, without the convolution's output, with
+    /// the kernels compiled for `isa`.
+    fn infer(&mut self, isa: Isa, x: &Tensor, y: &mut Tensor) {
+        let t = self.tiles;
+        let images = x.batch();
+        y.resize_batch(images, &self.out_shape);
+        if !self.eval_current {
+            self.prepare_eval_weights();
+        }
+        let winograd = self.uses_winograd();
+        let (group, ws_len) = if winograd {
+            let group = isa.winograd_group();
+            (group, winograd::workspace_len(&t, group))
+        } else {
+            (direct::GROUP, direct::workspace_len(&t))
+        };
+        // A few parts per thread, each a run of whole images with its own workspace, kept
+        // between batches. A tile's result does not depend on its part or group.
+        let parts = images
+            .min(PARTS_PER_THREAD * rayon::current_num_threads())
+            .max(1);
+        let per_part = images.div_ceil(parts);
+        self.workspaces.resize_with(parts, Default::default);
+        for (ws, res) in &mut self.workspaces {
+            ws.resize(ws_len, 0.0);
+            res.resize(group * t.tile_values(), 0.0);
+        }
+        let (x, w, bias) = (x.data(), &self.eval_weights[..], &self.eval_bias[..]);
+        y.data_mut()
+            .par_chunks_mut(per_part * t.image_values())
+            .zip(self.workspaces.par_iter_mut())
+            .enumerate()
+            .for_each(|(part, (out, (ws, res)))| {
+                let image = part * per_part;
+                let first = image * t.per_image();
+                let end = first + out.len() / t.image_values() * t.per_image();
+                for g in (first..end).step_by(group) {
+                    let count = group.min(end - g);
+                    let res = &mut res[..count * t.tile_values()];
+                    if winograd {
+                        isa.winograd(&t, x, w, bias, g, res, ws);
+                    } else {
+                        isa.direct(&t, x, w, bias, g, res, ws);
+                    }
+                    t.store(res, g, count, out, image);
+                }
+            });
+    }
+
+    /// The plain layers' pass, keeping what their backward needs.
+    fn plain_forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
+        self.conv.forward(x, &mut self.conv_out, ctx);
+        match &mut self.tail {
+            Tail::ReluPool(pool) => pool.forward(&self.conv_out, y, ctx),
+            Tail::NormPool(norm, pool) => {
+                norm.forward(&self.conv_out, &mut self.norm_out, ctx);
+                pool.forward(&self.norm_out, y, ctx);
+            }
+            Tail::Norm(norm) => norm.forward(&self.conv_out, y, ctx),
+        }
+        self.plain_current = true;
+    }
+}
+
+/// A convolution's output shape as `[h, w, c]`.
+fn conv_output(conv: &Conv2d) -> Result<[usize; 3], crate::Error> {
+    match *conv.output_shape() {
+        [oh, ow, oc] => Ok([oh, ow, oc]),
+        _ => Err(crate::Error::Spec("conv2d output is not a map".into())),
+    }
+}
+
+impl Layer for ConvBlock {
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    fn flops(&self) -> u64 {
+        self.conv.flops()
+    }
+
+    fn inference_flops(&self) -> u64 {
+        let t = self.tiles;
+        // Per tile: 16 products per channel pair (Winograd) or 4 outputs × 9 taps.
+        let per_pair = if self.uses_winograd() { 16 } else { 36 };
+        2 * (t.per_image() * per_pair * t.c * t.k) as u64
+    }
+
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
+        if ctx.mode == Mode::Eval {
+            self.infer(Isa::detect(), x, y);
+            self.plain_current = false;
+        } else {
+            // Training moves the batch norm's running statistics.
+            self.eval_current = false;
+            self.plain_forward(x, y, ctx);
+        }
+    }
+
+    fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+        // Backward after an inference pass (unusual, but allowed) differentiates what the
+        // plain layers infer: redo their pass, whose output (not the fused one, which may
+        // differ in the last bit) tells the pool's backward where each maximum was.
+        let mut redone = Tensor::default();
+        let y = if self.plain_current {
+            y
+        } else {
+            let mut rng = crate::Rng::new(0);
+            let mut ctx = Context {
+                mode: Mode::Eval,
+                rng: &mut rng,
+            };
+            self.plain_forward(x, &mut redone, &mut ctx);
+            &redone
+        };
+        match &mut self.tail {
+            Tail::ReluPool(pool) => pool.backward(&self.conv_out, y, dy, Some(&mut self.conv_grad)),
+            Tail::NormPool(norm, pool) => {
+                pool.backward(&self.norm_out, y, dy, Some(&mut self.norm_grad));
+                norm.backward(
+                    &self.conv_out,
+                    &self.norm_out,
+                    &self.norm_grad,
+                    Some(&mut self.conv_grad),
+                );
+            }
+            Tail::Norm(norm) => norm.backward(&self.conv_out, y, dy, Some(&mut self.conv_grad)),
+        }
+        self.conv.backward(x, &self.conv_out, &self.conv_grad, dx);
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.eval_current = false;
+        let mut params = self.conv.params_mut();
+        match &mut self.tail {
+            Tail::ReluPool(_) => {}
+            Tail::NormPool(norm, _) | Tail::Norm(norm) => params.extend(norm.params_mut()),
+        }
+        params
+    }
+
+    fn tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut all = self.conv.tensors();
+        if let Some(norm) = self.norm() {
+            all.extend(norm.tensors().into_iter().map(|(k, v)| (next_layer(&k), v)));
+        }
+        all
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        self.eval_current = false;
+        let mut all = self.conv.tensors_mut();
+        match &mut self.tail {
+            Tail::ReluPool(_) => {}
+            Tail::NormPool(norm, _) | Tail::Norm(norm) => all.extend(
+                norm.tensors_mut()
+                    .into_iter()
+                    .map(|(k, v)| (next_layer(&k), v)),
+            ),
+        }
+        all
+    }
+}
+
+/// A tensor name that the network files under the next layer (see
+/// [`crate::network::qualified_name`]): the batch norm's, which is the next spec.
+fn next_layer(name: &str) -> String {
+    format!("+1.{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Init, Rng};
+
+    /// Which layers follow the convolution.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Kind {
+        ReluPool,
+        NormPool,
+        Norm,
+    }
+
+    const KINDS: [Kind; 3] = [Kind::ReluPool, Kind::NormPool, Kind::Norm];
+
+    fn normal(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = Rng::new(seed);
+        let n = shape.iter().product();
+        Tensor::from_vec(shape, (0..n).map(|_| rng.normal()).collect()).expect("shape")
+    }
+
+    /// A block of `kind`, or `None` where it does not fuse (few channels, no pool). Batch
+    /// norm gets statistics and parameters far from their initial values, so that folding
+    /// them is tested.
+    fn block(kind: Kind, (hwc, filters, pad, bias): Case) -> Option<ConvBlock> {
+        let mut rng = Rng::new(hwc.iter().sum::<usize>() as u64 + filters as u64);
+        let conv = Conv2d::new(&hwc, filters, 3, 1, pad, bias, Init::Torch, &mut rng).ok()?;
+        let mut l = match kind {
+            Kind::ReluPool => ConvBlock::relu_pool(conv),
+            Kind::NormPool => ConvBlock::norm_relu(conv, 0.1, 1e-5, true),
+            Kind::Norm => ConvBlock::norm_relu(conv, 0.1, 1e-5, false),
+        }
+        .ok()?;
+        for (name, t) in l.tensors_mut() {
+            let v = normal(t.shape(), name.len() as u64);
+            for (t, v) in t.data_mut().iter_mut().zip(v.data()) {
+                match name.as_str() {
+                    "+1.weight" => *t = 1.0 + 0.3 * v,
+                    "+1.bias" => *t = 0.2 * v,
+                    "+1.running_mean" => *t = 0.1 * v,
+                    "+1.running_var" => *t = 0.5 + v.abs(),
+                    _ => {}
+                }
+            }
+        }
+        Some(l)
+    }
+
+    fn run(l: &mut ConvBlock, x: &Tensor, mode: Mode) -> Tensor {
+        let mut y = Tensor::default();
+        let mut rng = Rng::new(0);
+        l.forward(
+            x,
+            &mut y,
+            &mut Context {
+                mode,
+                rng: &mut rng,
+            },
+        );
+        y
+    }
+
+    /// What the plain layers infer.
+    fn plain(l: &mut ConvBlock, x: &Tensor) -> Tensor {
+        let mut y = Tensor::default();
+        let mut rng = Rng::new(0);
+        l.plain_forward(
+            x,
+            &mut y,
+            &mut Context {
+                mode: Mode::Eval,
+                rng: &mut rng,
+            },
+        );
+        y
+    }
+
+    fn close(a: &Tensor, b: &Tensor) -> bool {
+        a.shape() == b.shape()
+            && a.data()
+                .iter()
+                .zip(b.data())
+                .all(|(&a, &b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs()))
+    }
+
+    /// (input [h, w, c], filters, padding, bias).
+    type Case = ([usize; 3], usize, usize, bool);
+
+    /// The `simple` network's two layers, odd and even sizes, channel counts that leave
+    /// partial lane blocks, padding.
+    const CASES: [Case; 8] = [
+        ([28, 28, 1], 32, 0, true),
+        ([13, 13, 32], 64, 0, true),
+        ([7, 9, 3], 5, 1, false),
+        ([6, 6, 8], 40, 1, true),
+        ([5, 5, 20], 17, 0, true),
+        ([4, 4, 1], 3, 2, true),
+        ([9, 8, 12], 33, 1, false),
+        ([4, 5, 7], 16, 0, true),
+    ];
+
+    #[test]
+    fn inference_matches_the_plain_layers_on_every_instruction_set() {
+        let mut tried = 0;
+        for kind in KINDS {
+            for case in CASES {
+                for n in [1, 3, 13] {
+                    let Some(mut l) = block(kind, case) else {
+                        continue;
+                    };
+                    tried += 1;
+                    let (hwc, ..) = case;
+                    let x = normal(&[n, hwc[0], hwc[1], hwc[2]], n as u64);
+                    let want = plain(&mut l, &x);
+                    for isa in Isa::available() {
+                        let mut got = Tensor::default();
+                        l.infer(isa, &x, &mut got);
+                        assert!(close(&got, &want), "{kind:?} {case:?} n {n} {isa:?}");
+                    }
+                }
+            }
+        }
+        // Without a pool only the Winograd layers (≥ 8 channels) fuse: 4 of the 8 cases.
+        assert_eq!(tried, 3 * (8 + 8 + 4));
+    }
+
+    #[test]
+    fn vector_instruction_sets_agree_bit_for_bit_and_images_do_not_mix() {
+        for kind in KINDS {
+            for case in CASES {
+                let Some(mut l) = block(kind, case) else {
+                    continue;
+                };
+                let (hwc, ..) = case;
+                let x = normal(&[5, hwc[0], hwc[1], hwc[2]], 9);
+                let outputs: Vec<Tensor> = Isa::available()
+                    .into_iter()
+                    .filter(|&isa| isa != Isa::Generic)
+                    .map(|isa| {
+                        let mut y = Tensor::default();
+                        l.infer(isa, &x, &mut y);
+                        y
+                    })
+                    .collect();
+                for y in &outputs[1..] {
+                    assert!(
+                        y == &outputs[0],
+                        "{kind:?} {case:?}: instruction sets differ"
+                    );
+                }
+                // Each image alone gives the values it gets in the batch.
+                let all = run(&mut l, &x, Mode::Eval);
+                let size = x.len() / 5;
+                for i in 0..5 {
+                    let one = x.data()[i * size..][..size].to_vec();
+                    let one = Tensor::from_vec(&[1, hwc[0], hwc[1], hwc[2]], one).expect("shape");
+                    let y = run(&mut l, &one, Mode::Eval);
+                    assert!(
+                        y.data() == &all.data()[i * y.len()..][..y.len()],
+                        "{kind:?} {case:?} image {i} alone differs from the batch"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backward_after_an_inference_pass_is_the_plain_layers_gradient() {
+        for kind in KINDS {
+            let case = CASES[3];
+            let (hwc, ..) = case;
+            let x = normal(&[2, hwc[0], hwc[1], hwc[2]], 4);
+            let grads = |fused: bool| {
+                let mut l = block(kind, case).expect("fuses");
+                let y = if fused {
+                    run(&mut l, &x, Mode::Eval)
+                } else {
+                    plain(&mut l, &x)
+                };
+                let dy = normal(y.shape(), 5);
+                let mut dx = Tensor::default();
+                l.backward(&x, &y, &dy, Some(&mut dx));
+                let mut all = dx.into_vec();
+                for p in l.params_mut() {
+                    all.extend_from_slice(p.grad.data());
+                }
+                all
+            };
+            assert!(grads(true) == grads(false), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn inference_follows_parameter_and_statistics_changes() {
+        for kind in KINDS {
+            let case = CASES[1];
+            let mut l = block(kind, case).expect("fuses");
+            let x = normal(&[4, 13, 13, 32], 6);
+            let before = run(&mut l, &x, Mode::Eval);
+            // Through the optimizer's door...
+            for p in l.params_mut() {
+                p.value.data_mut().iter_mut().for_each(|v| *v *= -0.5);
+            }
+            let after = run(&mut l, &x, Mode::Eval);
+            assert!(!close(&after, &before), "{kind:?}");
+            assert!(close(&after, &plain(&mut l, &x)), "{kind:?}");
+            // ...the loader's...
+            for (_, t) in l.tensors_mut() {
+                t.data_mut().iter_mut().for_each(|v| *v += 0.25);
+            }
+            let loaded = run(&mut l, &x, Mode::Eval);
+            assert!(!close(&loaded, &after), "{kind:?}");
+            assert!(close(&loaded, &plain(&mut l, &x)), "{kind:?}");
+            // ...and a training pass, which moves the running statistics.
+            run(&mut l, &x, Mode::Train);
+            let trained = run(&mut l, &x, Mode::Eval);
+            assert!(close(&trained, &plain(&mut l, &x)), "{kind:?}");
+            if kind != Kind::ReluPool {
+                assert!(!close(&trained, &loaded), "{kind:?}");
+            }
+        }
+    }
+}
