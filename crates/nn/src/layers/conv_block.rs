@@ -577,4 +577,28 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn inference_matches_the_plain_layers_on_random_geometries() {
+        let mut pick = Rng::new(17);
+        let mut fused = 0;
+        for round in 0..300 {
+            let hwc = [2 + pick.below(9), 2 + pick.below(9), 1 + pick.below(20)];
+            let case = (hwc, 1 + pick.below(40), pick.below(3), pick.below(2) == 0);
+            let kind = KINDS[pick.below(3)];
+            // Geometries that do not fit (a map too small to pool) are refused, not fused.
+            let Some(mut l) = block(kind, case) else {
+                continue;
+            };
+            fused += 1;
+            let x = normal(&[1 + pick.below(4), hwc[0], hwc[1], hwc[2]], round);
+            let want = plain(&mut l, &x);
+            for isa in Isa::available() {
+                let mut got = Tensor::default();
+                l.infer(isa, &x, &mut got);
+                assert!(close(&got, &want), "{kind:?} {case:?} {isa:?}");
+            }
+        }
+        assert!(fused > 150, "only {fused} geometries fused");
+    }
 }
