@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use super::{BatchNorm, Context, Conv2d, Layer, MaxPool2d, Mode, Param, ReluMaxPool2d};
 use crate::Tensor;
 use isa::Isa;
-use tiles::Tiles;
+use tiles::{Pass, Tiles};
 
 /// Input channels from which inference uses Winograd's algorithm rather than the direct
 /// loop: its transforms cost about as much as 8 channels of direct work per tile.
@@ -210,9 +210,14 @@ impl ConvBlock {
         self.workspaces.resize_with(parts, Default::default);
         for (ws, res) in &mut self.workspaces {
             ws.resize(ws_len, 0.0);
-            res.resize(group * t.tile_values(), 0.0);
+            res.resize(if t.pool { 0 } else { group * t.tile_values() }, 0.0);
         }
-        let (x, w, bias) = (x.data(), &self.eval_weights[..], &self.eval_bias[..]);
+        let pass = Pass {
+            t,
+            x: x.data(),
+            w: &self.eval_weights,
+            bias: &self.eval_bias,
+        };
         y.data_mut()
             .par_chunks_mut(per_part * t.image_values())
             .zip(self.workspaces.par_iter_mut())
@@ -223,13 +228,21 @@ impl ConvBlock {
                 let end = first + out.len() / t.image_values() * t.per_image();
                 for g in (first..end).step_by(group) {
                     let count = group.min(end - g);
-                    let res = &mut res[..count * t.tile_values()];
-                    if winograd {
-                        isa.winograd(&t, x, w, bias, g, res, ws);
+                    // Pooled outputs are in tile order: straight into the output. Blocks
+                    // of outputs go through `res` to be cut to the map.
+                    let dst = if t.pool {
+                        &mut out[(g - first) * t.k..][..count * t.k]
                     } else {
-                        isa.direct(&t, x, w, bias, g, res, ws);
+                        &mut res[..count * t.tile_values()]
+                    };
+                    if winograd {
+                        isa.winograd(&pass, g, dst, ws);
+                    } else {
+                        isa.direct(&pass, g, dst, ws);
                     }
-                    t.store(res, g, count, out, image);
+                    if !t.pool {
+                        t.store_blocks(res, g, count, out, image);
+                    }
                 }
             });
     }

@@ -3,7 +3,7 @@
 //! they save: each tile's four convolution outputs are summed in registers, pooled and
 //! written, so the convolution's output never reaches memory.
 
-use super::tiles::{LANES, Tiles, fmadd, pool_relu};
+use super::tiles::{LANES, Pass, Tiles, fmadd, head, pool_relu_lanes};
 
 /// Tiles per parallel work item.
 pub(super) const GROUP: usize = 64;
@@ -28,52 +28,34 @@ pub(super) fn workspace_len(t: &Tiles) -> usize {
     16 * t.c * GROUP
 }
 
-/// Pooled outputs for the `out.len() / k` tiles from tile `first` on; `wt` as
-/// [`arrange_weights`], `bias` padded to [`Tiles::padded_filters`], `ws` of
-/// [`workspace_len`].
+/// Pooled outputs for the `out.len() / k` tiles from tile `first` on; `p.w` as
+/// [`arrange_weights`], `ws` of [`workspace_len`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn tiles<const FMA: bool>(
-    t: &Tiles,
-    x: &[f32],
-    wt: &[f32],
-    bias: &[f32],
-    first: usize,
-    out: &mut [f32],
-    ws: &mut [f32],
-) {
-    if t.c == 1 {
-        one_channel::<FMA>(t, x, wt, bias, first, out, ws)
+pub(super) fn tiles<const FMA: bool>(p: &Pass, first: usize, out: &mut [f32], ws: &mut [f32]) {
+    if p.t.c == 1 {
+        one_channel::<FMA>(p, first, out, ws)
     } else {
-        tiles_of::<FMA>(t, t.c, x, wt, bias, first, out, ws)
+        many_channels::<FMA>(p, first, out, ws)
     }
 }
 
 /// [`tiles`] for one input channel (grey images, a network's first layer): the nine
 /// taps' weights of a block of output channels stay in registers while every tile of the
-/// group passes under them. Each lane's arithmetic is that of [`tiles_of`].
+/// group passes under them. Each lane's arithmetic is that of [`many_channels`].
 #[inline(always)]
-fn one_channel<const FMA: bool>(
-    t: &Tiles,
-    x: &[f32],
-    wt: &[f32],
-    bias: &[f32],
-    first: usize,
-    out: &mut [f32],
-    ws: &mut [f32],
-) {
-    let kp = t.padded_filters();
+fn one_channel<const FMA: bool>(p: &Pass, first: usize, out: &mut [f32], ws: &mut [f32]) {
+    let (t, kp) = (p.t, p.t.padded_filters());
     let patches = &mut ws[..16 * GROUP];
     let tiles = out.len() / t.k;
     for (r, patch) in patches.chunks_exact_mut(16).take(tiles).enumerate() {
-        t.gather(x, first + r, patch);
+        t.gather(p.x, first + r, patch);
     }
     for k0 in (0..kp).step_by(LANES) {
         let mut w = [[0.0f32; LANES]; 9];
         for (tap, w) in w.iter_mut().enumerate() {
-            *w = *lanes(&wt[tap * kp + k0..]);
+            *w = *head(&p.w[tap * kp + k0..]);
         }
-        let b = *lanes(&bias[k0..]);
+        let b: [f32; LANES] = *head(&p.bias[k0..]);
         let n = LANES.min(t.k - k0);
         for (out, patch) in out.chunks_exact_mut(t.k).zip(patches.chunks_exact(16)) {
             let mut acc = [[0.0f32; LANES]; 4];
@@ -86,54 +68,28 @@ fn one_channel<const FMA: bool>(
                     }
                 }
             }
-            let mut o = [0.0; LANES];
-            for (l, o) in o.iter_mut().enumerate() {
-                *o = pool_relu([acc[0][l], acc[1][l], acc[2][l], acc[3][l]], b[l]);
-            }
-            out[k0..k0 + n].copy_from_slice(&o[..n]);
+            out[k0..k0 + n].copy_from_slice(&pool_relu_lanes(acc, b)[..n]);
         }
     }
 }
 
-/// The first [`LANES`] values of `s` as an array.
+/// [`tiles`] for several input channels.
 #[inline(always)]
-fn lanes(s: &[f32]) -> &[f32; LANES] {
-    match s.first_chunk() {
-        Some(a) => a,
-        None => panic!("fewer than {LANES} values"),
-    }
-}
-
-/// [`tiles`] for `c` (= `t.c`) input channels.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn tiles_of<const FMA: bool>(
-    t: &Tiles,
-    c: usize,
-    x: &[f32],
-    wt: &[f32],
-    bias: &[f32],
-    first: usize,
-    out: &mut [f32],
-    ws: &mut [f32],
-) {
-    let kp = t.padded_filters();
+fn many_channels<const FMA: bool>(p: &Pass, first: usize, out: &mut [f32], ws: &mut [f32]) {
+    let (t, kp, c) = (p.t, p.t.padded_filters(), p.t.c);
     let patch = &mut ws[..16 * c];
     for (r, out) in out.chunks_exact_mut(t.k).enumerate() {
         // The 4×4 window, pixel after pixel, in one short contiguous buffer.
-        t.gather(x, first + r, patch);
+        t.gather(p.x, first + r, patch);
         let patch = &patch[..];
         for k0 in (0..kp).step_by(LANES) {
-            // acc[p]: convolution output p of the 2×2 block (row by row).
+            // acc[q]: convolution output q of the 2×2 block (row by row).
             let mut acc = [[0.0f32; LANES]; 4];
             for tap in 0..9 {
                 let at = (tap / 3 * 4 + tap % 3) * c;
-                let taps = &wt[tap * c * kp..][..c * kp];
+                let taps = &p.w[tap * c * kp..][..c * kp];
                 for ch in 0..c {
-                    let w: [f32; LANES] = match taps[ch * kp + k0..].first_chunk() {
-                        Some(w) => *w,
-                        None => panic!("weights shorter than their padded size"),
-                    };
+                    let w: &[f32; LANES] = head(&taps[ch * kp + k0..]);
                     // The input under this tap for each of the four outputs.
                     let a = [
                         patch[at + ch],
@@ -142,22 +98,14 @@ fn tiles_of<const FMA: bool>(
                         patch[at + 5 * c + ch],
                     ];
                     for (acc, &a) in acc.iter_mut().zip(&a) {
-                        for (s, &w) in acc.iter_mut().zip(&w) {
+                        for (s, &w) in acc.iter_mut().zip(w) {
                             *s = fmadd::<FMA>(a, w, *s);
                         }
                     }
                 }
             }
-            let b: &[f32; LANES] = match bias[k0..].first_chunk() {
-                Some(b) => b,
-                None => panic!("bias shorter than its padded size"),
-            };
-            // A plain loop, not `array::from_fn`: its closure would keep `acc` in memory.
-            let mut o = [0.0; LANES];
-            for (l, o) in o.iter_mut().enumerate() {
-                *o = pool_relu([acc[0][l], acc[1][l], acc[2][l], acc[3][l]], b[l]);
-            }
             let n = LANES.min(t.k - k0);
+            let o = pool_relu_lanes(acc, *head(&p.bias[k0..]));
             out[k0..k0 + n].copy_from_slice(&o[..n]);
         }
     }

@@ -7,7 +7,7 @@
 //! the same arithmetic in the same order in each copy, and all of them use fused
 //! multiply-adds where the CPU has them, so the AVX-512 and AVX2 copies agree bit for bit.
 
-use super::tiles::Tiles;
+use super::tiles::Pass;
 use super::{direct, winograd};
 
 /// Whether the generic copy may use fused multiply-adds (as fast as a multiply there).
@@ -66,106 +66,47 @@ impl Isa {
     }
 
     /// [`winograd::group`] with [`Isa::winograd_group`] tiles.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn winograd(
-        self,
-        t: &Tiles,
-        x: &[f32],
-        u: &[f32],
-        bias: &[f32],
-        first: usize,
-        out: &mut [f32],
-        ws: &mut [f32],
-    ) {
+    pub(super) fn winograd(self, p: &Pass, first: usize, out: &mut [f32], ws: &mut [f32]) {
         match self {
             // SAFETY: `detect` chose these only where the CPU has the features.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { winograd_avx512(t, x, u, bias, first, out, ws) },
+            Isa::Avx512 => unsafe { winograd_avx512(p, first, out, ws) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { winograd_avx2(t, x, u, bias, first, out, ws) },
-            Isa::Generic => winograd::group::<4, GENERIC_FMA>(t, x, u, bias, first, out, ws),
+            Isa::Avx2 => unsafe { winograd_avx2(p, first, out, ws) },
+            Isa::Generic => winograd::group::<4, GENERIC_FMA>(p, first, out, ws),
         }
     }
 
     /// [`direct::tiles`].
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn direct(
-        self,
-        t: &Tiles,
-        x: &[f32],
-        wt: &[f32],
-        bias: &[f32],
-        first: usize,
-        out: &mut [f32],
-        ws: &mut [f32],
-    ) {
+    pub(super) fn direct(self, p: &Pass, first: usize, out: &mut [f32], ws: &mut [f32]) {
         match self {
             // SAFETY: `detect` chose these only where the CPU has the features.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { direct_avx512(t, x, wt, bias, first, out, ws) },
+            Isa::Avx512 => unsafe { direct_avx512(p, first, out, ws) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { direct_avx2(t, x, wt, bias, first, out, ws) },
-            Isa::Generic => direct::tiles::<GENERIC_FMA>(t, x, wt, bias, first, out, ws),
+            Isa::Avx2 => unsafe { direct_avx2(p, first, out, ws) },
+            Isa::Generic => direct::tiles::<GENERIC_FMA>(p, first, out, ws),
         }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn winograd_avx512(
-    t: &Tiles,
-    x: &[f32],
-    u: &[f32],
-    bias: &[f32],
-    first: usize,
-    out: &mut [f32],
-    ws: &mut [f32],
-) {
-    winograd::group::<12, true>(t, x, u, bias, first, out, ws)
+/// `unsafe fn $name`: the kernel `$kernel` compiled with the target features `$features`
+/// (callers must check that the CPU has them).
+macro_rules! compiled_with {
+    ($name:ident, $features:literal, $kernel:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(p: &Pass, first: usize, out: &mut [f32], ws: &mut [f32]) {
+            $kernel(p, first, out, ws)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn winograd_avx2(
-    t: &Tiles,
-    x: &[f32],
-    u: &[f32],
-    bias: &[f32],
-    first: usize,
-    out: &mut [f32],
-    ws: &mut [f32],
-) {
-    winograd::group::<4, true>(t, x, u, bias, first, out, ws)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn direct_avx512(
-    t: &Tiles,
-    x: &[f32],
-    wt: &[f32],
-    bias: &[f32],
-    first: usize,
-    out: &mut [f32],
-    ws: &mut [f32],
-) {
-    direct::tiles::<true>(t, x, wt, bias, first, out, ws)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn direct_avx2(
-    t: &Tiles,
-    x: &[f32],
-    wt: &[f32],
-    bias: &[f32],
-    first: usize,
-    out: &mut [f32],
-    ws: &mut [f32],
-) {
-    direct::tiles::<true>(t, x, wt, bias, first, out, ws)
-}
+compiled_with!(
+    winograd_avx512,
+    "avx512f,avx2,fma",
+    winograd::group::<12, true>
+);
+compiled_with!(winograd_avx2, "avx2,fma", winograd::group::<4, true>);
+compiled_with!(direct_avx512, "avx512f,avx2,fma", direct::tiles::<true>);
+compiled_with!(direct_avx2, "avx2,fma", direct::tiles::<true>);

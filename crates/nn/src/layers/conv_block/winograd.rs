@@ -23,7 +23,7 @@
 // The transforms index rows and columns as the matrix formulas above do.
 #![allow(clippy::needless_range_loop)]
 
-use super::tiles::{LANES, Tiles, fmadd, pool_relu, relu};
+use super::tiles::{LANES, Pass, Tiles, fmadd, head, pool_relu, relu};
 use crate::copy::copy_row;
 
 /// Channels per block in the transforms (one AVX-512 register).
@@ -63,9 +63,9 @@ pub(super) fn transform_weights(t: &Tiles, w: &[f32], u: &mut Vec<f32>) {
     }
 }
 
-/// Workspace values for groups of `group` tiles: `V`, `M` and a row of zeros.
+/// Workspace values for groups of `group` tiles: `V`, `M` and one gathered window.
 pub(super) fn workspace_len(t: &Tiles, group: usize) -> usize {
-    16 * group * t.c + group * 16 * t.padded_filters() + t.c
+    16 * group * t.c + group * 16 * t.padded_filters() + 16 * t.c
 }
 
 /// `Bᵀ d B` for a block of channels: `d` and the result are 4×4 grids, row by row.
@@ -117,25 +117,20 @@ fn output_transform(m: [f32; 16]) -> [f32; 4] {
 
 /// Results for the `out.len() /` [`Tiles::tile_values`] tiles (at most `R`) from tile
 /// `first` on: each tile's pooled output or its 2×2 block of outputs, all rectified, in
-/// `out` one after the other. `u` and `bias` as [`transform_weights`] and
-/// [`Tiles::padded_filters`]; `ws` of [`workspace_len`]`(t, R)`.
+/// `out` one after the other. `p.w` as [`transform_weights`]; `ws` of
+/// [`workspace_len`]`(t, R)`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(super) fn group<const R: usize, const FMA: bool>(
-    t: &Tiles,
-    x: &[f32],
-    u: &[f32],
-    bias: &[f32],
+    p: &Pass,
     first: usize,
     out: &mut [f32],
     ws: &mut [f32],
 ) {
+    let (t, u, bias) = (p.t, p.w, p.bias);
     let (c, kp) = (t.c, t.padded_filters());
     let tiles = out.len() / t.tile_values();
     let (v, rest) = ws.split_at_mut(16 * R * c);
-    let (m, zeros) = rest.split_at_mut(R * 16 * kp);
-    // Workspaces are reused: the padding stand-in is cleared here, not trusted.
-    zeros.fill(0.0);
+    let (m, patch) = rest.split_at_mut(R * 16 * kp);
 
     // V[ξ][r][c]: the transformed windows; missing tiles of a last, short group are zeros.
     for r in 0..R {
@@ -145,18 +140,19 @@ pub(super) fn group<const R: usize, const FMA: bool>(
             }
             continue;
         }
-        let window = t.window(x, zeros, first + r);
+        t.gather(p.x, first + r, patch);
         for c0 in (0..c).step_by(BLOCK) {
             let n = BLOCK.min(c - c0);
             // (Plain loops here and below rather than `array::map` or `from_fn`, whose
             // closures the compiler does not always inline, leaving registers in memory.)
             let mut d = [[0.0; BLOCK]; 16];
-            for (di, px) in d.iter_mut().zip(&window) {
+            for (i, di) in d.iter_mut().enumerate() {
+                let px = &patch[i * c + c0..];
                 if n == BLOCK {
-                    *di = *block(&px[c0..]);
+                    *di = *head::<BLOCK>(px);
                 } else {
                     // The last, partial block of channels: padded with zeros.
-                    di[..n].copy_from_slice(&px[c0..c0 + n]);
+                    di[..n].copy_from_slice(&px[..n]);
                 }
             }
             let tv = input_transform(&d);
@@ -178,7 +174,7 @@ pub(super) fn group<const R: usize, const FMA: bool>(
             }
             let mut acc = [[0.0f32; LANES]; R];
             for ch in 0..c {
-                let w: [f32; LANES] = *lanes(&ux[ch * kp + k0..]);
+                let w: [f32; LANES] = *head(&ux[ch * kp + k0..]);
                 for (acc, row) in acc.iter_mut().zip(&rows) {
                     let a = row[ch];
                     for (s, &w) in acc.iter_mut().zip(&w) {
@@ -199,9 +195,9 @@ pub(super) fn group<const R: usize, const FMA: bool>(
         for k0 in (0..t.k).step_by(BLOCK) {
             let mut mb = [[0.0; BLOCK]; 16];
             for (xi, mb) in mb.iter_mut().enumerate() {
-                *mb = *block(&mr[xi * kp + k0..]);
+                *mb = *head::<BLOCK>(&mr[xi * kp + k0..]);
             }
-            let b = block(&bias[k0..]);
+            let b = head::<BLOCK>(&bias[k0..]);
             let mut o = [[0.0; BLOCK]; 4];
             for l in 0..BLOCK {
                 let mut ml = [0.0; 16];
@@ -222,23 +218,5 @@ pub(super) fn group<const R: usize, const FMA: bool>(
                 copy_row(&mut out[q * t.k + k0..][..n], &o[..n]);
             }
         }
-    }
-}
-
-/// The first [`BLOCK`] values of `s` as an array.
-#[inline(always)]
-fn block(s: &[f32]) -> &[f32; BLOCK] {
-    match s.first_chunk() {
-        Some(a) => a,
-        None => panic!("fewer than {BLOCK} values"),
-    }
-}
-
-/// The first [`LANES`] values of `s` as an array.
-#[inline(always)]
-fn lanes(s: &[f32]) -> &[f32; LANES] {
-    match s.first_chunk() {
-        Some(a) => a,
-        None => panic!("fewer than {LANES} values"),
     }
 }
