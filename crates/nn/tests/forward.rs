@@ -12,6 +12,43 @@ fn forward(input: &[usize], layers: Vec<L>, x: &Tensor, mode: Mode) -> Tensor {
         .clone()
 }
 
+/// Every tensor's name.
+fn names(n: &nn::Network) -> Vec<String> {
+    n.tensors().into_iter().map(|(k, _)| k).collect()
+}
+
+/// One pass in `mode` and back through `fused` and `plain` (one architecture built with
+/// and without fusing, the same weights): outputs, input gradients, parameter gradients
+/// and every tensor (running statistics included) must agree bit for bit.
+fn assert_same_step(fused: &mut nn::Network, plain: &mut nn::Network, x: &Tensor, mode: Mode) {
+    let yf = fused.forward(x, mode, &mut Rng::new(0)).clone();
+    let yp = plain.forward(x, mode, &mut Rng::new(0)).clone();
+    assert!(yf == yp, "{mode:?}: outputs differ");
+    let dy = normal(yf.shape(), 8);
+    let (mut dxf, mut dxp) = (Tensor::default(), Tensor::default());
+    fused.backward(x, &dy, Some(&mut dxf));
+    plain.backward(x, &dy, Some(&mut dxp));
+    assert!(dxf == dxp, "{mode:?}: input gradients differ");
+    assert!(
+        dxf.data().iter().any(|&v| v != 0.0),
+        "{mode:?}: no gradient"
+    );
+    let grads = |n: &mut nn::Network| {
+        n.params_mut()
+            .iter()
+            .map(|p| p.grad.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        grads(fused) == grads(plain),
+        "{mode:?}: parameter gradients differ"
+    );
+    assert!(
+        fused.snapshot() == plain.snapshot(),
+        "{mode:?}: tensors differ"
+    );
+}
+
 #[test]
 fn conv2d_matches_the_reference_on_many_geometries() {
     // (h, w, c, filters, kernel, stride, padding, bias)
@@ -214,25 +251,10 @@ fn fused_relu_max_pool_matches_the_plain_layers_bit_for_bit() {
         };
         let mut fused = spec.build_with(&mut Rng::new(1), true).unwrap();
         let mut plain = spec.build_with(&mut Rng::new(1), false).unwrap();
-        let names = |n: &nn::Network| n.tensors().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(names(&fused), names(&plain));
         assert_eq!(names(&fused), ["0.weight", "0.bias", "4.weight", "4.bias"]);
         let x = normal(&[3, 9, 9, 2], 7);
-        let yf = fused.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
-        let yp = plain.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
-        assert_eq!(yf, yp, "size {size} stride {stride}");
-        let dy = normal(yf.shape(), 8);
-        let (mut dxf, mut dxp) = (Tensor::default(), Tensor::default());
-        fused.backward(&x, &dy, Some(&mut dxf));
-        plain.backward(&x, &dy, Some(&mut dxp));
-        assert_eq!(dxf, dxp, "size {size} stride {stride}");
-        let grads = |n: &mut nn::Network| {
-            n.params_mut()
-                .iter()
-                .map(|p| p.grad.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(grads(&mut fused), grads(&mut plain));
+        assert_same_step(&mut fused, &mut plain, &x, Mode::Train);
     }
 }
 
@@ -322,28 +344,12 @@ fn fused_convolution_blocks_with_batch_norm_train_bit_for_bit_and_keep_their_nam
     let mut fused = spec.build_with(&mut Rng::new(1), true).unwrap();
     let mut plain = spec.build_with(&mut Rng::new(1), false).unwrap();
     assert_eq!(fused.layers_len(), 4, "two blocks, flatten, linear");
-    let names = |n: &nn::Network| n.tensors().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     assert_eq!(names(&fused), names(&plain));
     assert!(names(&fused).contains(&"5.running_var".to_string()));
     let x = normal(&[3, 8, 8, 1], 7);
-    for step in 0..2 {
-        let yf = fused.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
-        let yp = plain.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
-        assert!(yf == yp, "training outputs differ at step {step}");
-        let dy = normal(yf.shape(), 8 + step);
-        let (mut dxf, mut dxp) = (Tensor::default(), Tensor::default());
-        fused.backward(&x, &dy, Some(&mut dxf));
-        plain.backward(&x, &dy, Some(&mut dxp));
-        assert!(dxf == dxp, "input gradients differ at step {step}");
-        let grads = |n: &mut nn::Network| {
-            n.params_mut()
-                .iter()
-                .map(|p| p.grad.clone())
-                .collect::<Vec<_>>()
-        };
-        assert!(grads(&mut fused) == grads(&mut plain));
-        // Both moved their running statistics the same way.
-        assert!(fused.snapshot() == plain.snapshot());
+    for _ in 0..2 {
+        assert_same_step(&mut fused, &mut plain, &x, Mode::Train);
+        // A step of the same size for both, so the next pass starts from new weights.
         for (p, q) in fused.params_mut().into_iter().zip(plain.params_mut()) {
             for (v, w) in p.value.data_mut().iter_mut().zip(q.value.data_mut()) {
                 *v -= 0.1 * (*v).signum();
@@ -391,38 +397,8 @@ fn fused_batch_norm_relu_matches_the_plain_layers_bit_for_bit() {
         plain.layers_len(),
         "the pair is fused"
     );
-    let names = |n: &nn::Network| n.tensors().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     assert_eq!(names(&fused), names(&plain));
     for mode in [Mode::Train, Mode::Eval] {
-        let x = normal(&[4, 6, 6, 2], 9);
-        let yf = fused.forward(&x, mode, &mut Rng::new(0)).clone();
-        let yp = plain.forward(&x, mode, &mut Rng::new(0)).clone();
-        assert_eq!(yf, yp, "{mode:?}");
-        let dy = normal(yf.shape(), 10);
-        let (mut dxf, mut dxp) = (Tensor::default(), Tensor::default());
-        fused.backward(&x, &dy, Some(&mut dxf));
-        plain.backward(&x, &dy, Some(&mut dxp));
-        assert_eq!(dxf, dxp, "{mode:?}");
-        assert!(dxf.data().iter().any(|&v| v != 0.0));
-        let grads = |n: &mut nn::Network| {
-            n.params_mut()
-                .iter()
-                .map(|p| p.grad.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(grads(&mut fused), grads(&mut plain), "{mode:?}");
-        assert_eq!(
-            fused
-                .tensors()
-                .into_iter()
-                .map(|(_, t)| t.clone())
-                .collect::<Vec<_>>(),
-            plain
-                .tensors()
-                .into_iter()
-                .map(|(_, t)| t.clone())
-                .collect::<Vec<_>>(),
-            "running statistics"
-        );
+        assert_same_step(&mut fused, &mut plain, &normal(&[4, 6, 6, 2], 9), mode);
     }
 }
