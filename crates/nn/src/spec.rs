@@ -281,7 +281,14 @@ fn conv_output(shape: &[usize], spec: &LayerSpec) -> Option<(usize, usize)> {
     else {
         return None;
     };
-    let out = |n: usize| Some((n + 2 * padding).checked_sub(kernel)? / stride.max(1) + 1);
+    // Checked: the numbers come from a file.
+    let out = |n: usize| {
+        let span = padding
+            .checked_mul(2)?
+            .checked_add(n)?
+            .checked_sub(kernel)?;
+        Some(span / stride.max(1) + 1)
+    };
     Some((out(h)?, out(w)?))
 }
 

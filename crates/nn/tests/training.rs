@@ -136,6 +136,13 @@ fn specs_round_trip_through_json_and_reject_nonsense() {
         big.contains("layer 0 (conv2d)") && big.contains("does not fit"),
         "{big}"
     );
+    // Padding so large that twice it wraps round is refused, fused or not.
+    for tail in ["", r#",{"type":"relu"},{"type":"max_pool2d","size":2}"#] {
+        let pad = err(&format!(
+            r#"{{"input":[4,4,1],"layers":[{{"type":"conv2d","filters":2,"kernel":3,"padding":9223372036854775808}}{tail}]}}"#
+        ));
+        assert!(pad.contains("does not fit"), "{pad}");
+    }
     let flat = err(r#"{"input":[4,4,1],"layers":[{"type":"linear","units":2}]}"#);
     assert!(flat.contains("flatten"), "{flat}");
     assert!(err(r#"{"input":[4,4,1],"layers":[]}"#).contains("at least one layer"));

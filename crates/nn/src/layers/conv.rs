@@ -74,13 +74,14 @@ impl Conv2d {
                 "conv2d filters, kernel and stride must be at least 1".into(),
             ));
         }
-        if h + 2 * padding < kernel || w + 2 * padding < kernel {
+        // Checked: the numbers may come from a file, and must not wrap round.
+        let span = |n: usize| padding.checked_mul(2)?.checked_add(n)?.checked_sub(kernel);
+        let (Some(span_h), Some(span_w)) = (span(h), span(w)) else {
             return Err(crate::Error::Spec(format!(
                 "conv2d kernel {kernel} does not fit a {h}×{w} input with padding {padding}"
             )));
-        }
-        let oh = (h + 2 * padding - kernel) / stride + 1;
-        let ow = (w + 2 * padding - kernel) / stride + 1;
+        };
+        let (oh, ow) = (span_h / stride + 1, span_w / stride + 1);
         let geom = Geometry {
             h,
             w,
