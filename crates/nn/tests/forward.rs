@@ -12,6 +12,24 @@ fn forward(input: &[usize], layers: Vec<L>, x: &Tensor, mode: Mode) -> Tensor {
         .clone()
 }
 
+/// `spec` built with and without fusing, with the same weights.
+fn fused_and_plain(spec: &nn::ModelSpec) -> (nn::Network, nn::Network) {
+    let fused = spec.build_with(&mut Rng::new(1), true).unwrap();
+    let plain = spec.build_with(&mut Rng::new(1), false).unwrap();
+    (fused, plain)
+}
+
+/// Inference through `fused` gives what `plain` gives, to within rounding (fused
+/// inference may sum in another order, or by Winograd's algorithm).
+fn assert_infers_close(fused: &mut nn::Network, plain: &mut nn::Network, x: &Tensor) {
+    let yf = fused.forward(x, Mode::Eval, &mut Rng::new(0)).clone();
+    let yp = plain.forward(x, Mode::Eval, &mut Rng::new(0)).clone();
+    assert_eq!(yf.shape(), yp.shape());
+    for (a, b) in yf.data().iter().zip(yp.data()) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
+
 /// Every tensor's name.
 fn names(n: &nn::Network) -> Vec<String> {
     n.tensors().into_iter().map(|(k, _)| k).collect()
@@ -249,8 +267,7 @@ fn fused_relu_max_pool_matches_the_plain_layers_bit_for_bit() {
                 },
             ],
         };
-        let mut fused = spec.build_with(&mut Rng::new(1), true).unwrap();
-        let mut plain = spec.build_with(&mut Rng::new(1), false).unwrap();
+        let (mut fused, mut plain) = fused_and_plain(&spec);
         assert_eq!(names(&fused), names(&plain));
         assert_eq!(names(&fused), ["0.weight", "0.bias", "4.weight", "4.bias"]);
         let x = normal(&[3, 9, 9, 2], 7);
@@ -290,15 +307,10 @@ fn fused_convolution_stages_infer_what_the_plain_layers_do() {
             },
         ],
     };
-    let mut fused = spec.build_with(&mut Rng::new(3), true).unwrap();
-    let mut plain = spec.build_with(&mut Rng::new(3), false).unwrap();
+    let (mut fused, mut plain) = fused_and_plain(&spec);
     assert_eq!(fused.layers_len(), 4, "two fused stages, flatten, linear");
     let x = normal(&[9, 28, 28, 1], 4);
-    let yf = fused.forward(&x, Mode::Eval, &mut Rng::new(0)).clone();
-    let yp = plain.forward(&x, Mode::Eval, &mut Rng::new(0)).clone();
-    for (a, b) in yf.data().iter().zip(yp.data()) {
-        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
-    }
+    assert_infers_close(&mut fused, &mut plain, &x);
     // Training runs the plain layers' arithmetic exactly.
     let tf = fused.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
     let tp = plain.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
@@ -341,8 +353,7 @@ fn fused_convolution_blocks_with_batch_norm_train_bit_for_bit_and_keep_their_nam
             },
         ],
     };
-    let mut fused = spec.build_with(&mut Rng::new(1), true).unwrap();
-    let mut plain = spec.build_with(&mut Rng::new(1), false).unwrap();
+    let (mut fused, mut plain) = fused_and_plain(&spec);
     assert_eq!(fused.layers_len(), 4, "two blocks, flatten, linear");
     assert_eq!(names(&fused), names(&plain));
     assert!(names(&fused).contains(&"5.running_var".to_string()));
@@ -357,11 +368,7 @@ fn fused_convolution_blocks_with_batch_norm_train_bit_for_bit_and_keep_their_nam
             }
         }
     }
-    let yf = fused.forward(&x, Mode::Eval, &mut Rng::new(0)).clone();
-    let yp = plain.forward(&x, Mode::Eval, &mut Rng::new(0)).clone();
-    for (a, b) in yf.data().iter().zip(yp.data()) {
-        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
-    }
+    assert_infers_close(&mut fused, &mut plain, &x);
 }
 
 #[test]
@@ -390,8 +397,7 @@ fn fused_batch_norm_relu_matches_the_plain_layers_bit_for_bit() {
             },
         ],
     };
-    let mut fused = spec.build_with(&mut Rng::new(1), true).unwrap();
-    let mut plain = spec.build_with(&mut Rng::new(1), false).unwrap();
+    let (mut fused, mut plain) = fused_and_plain(&spec);
     assert_eq!(
         fused.layers_len() + 1,
         plain.layers_len(),

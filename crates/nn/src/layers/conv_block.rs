@@ -42,6 +42,24 @@ enum Tail {
     Norm(BatchNorm),
 }
 
+impl Tail {
+    /// The batch norm, if there is one.
+    fn norm(&self) -> Option<&BatchNorm> {
+        match self {
+            Tail::ReluPool(_) => None,
+            Tail::NormPool(n, _) | Tail::Norm(n) => Some(n),
+        }
+    }
+
+    /// The batch norm, if there is one, for change.
+    fn norm_mut(&mut self) -> Option<&mut BatchNorm> {
+        match self {
+            Tail::ReluPool(_) => None,
+            Tail::NormPool(n, _) | Tail::Norm(n) => Some(n),
+        }
+    }
+}
+
 /// A 3×3 stride-1 convolution (any padding, optional bias) followed by one of: ReLU and
 /// 2×2 max pool; batch norm, ReLU and 2×2 max pool; batch norm and ReLU. `x` is
 /// `[n, h, w, c]`; `y` is the last layer's output. Built by the network in place of
@@ -147,14 +165,6 @@ impl ConvBlock {
         self.tiles.c >= WINOGRAD_FROM_CHANNELS
     }
 
-    /// The batch norm, if the block has one.
-    fn norm(&self) -> Option<&BatchNorm> {
-        match &self.tail {
-            Tail::ReluPool(_) => None,
-            Tail::NormPool(n, _) | Tail::Norm(n) => Some(n),
-        }
-    }
-
     /// Folds the batch norm into the convolution and arranges the result for the kernels.
     fn prepare_eval_weights(&mut self) {
         let t = self.tiles;
@@ -165,7 +175,7 @@ impl ConvBlock {
         };
         self.folded.clear();
         self.folded.extend_from_slice(w);
-        if let Some((scale, shift)) = self.norm().map(BatchNorm::eval_scale_shift) {
+        if let Some((scale, shift)) = self.tail.norm().map(BatchNorm::eval_scale_shift) {
             let per_filter = w.len() / t.k;
             for (k, filter) in self.folded.chunks_exact_mut(per_filter).enumerate() {
                 for v in filter {
@@ -332,16 +342,15 @@ impl Layer for ConvBlock {
     fn params_mut(&mut self) -> Vec<&mut Param> {
         self.eval_current = false;
         let mut params = self.conv.params_mut();
-        match &mut self.tail {
-            Tail::ReluPool(_) => {}
-            Tail::NormPool(norm, _) | Tail::Norm(norm) => params.extend(norm.params_mut()),
+        if let Some(norm) = self.tail.norm_mut() {
+            params.extend(norm.params_mut());
         }
         params
     }
 
     fn tensors(&self) -> Vec<(String, &Tensor)> {
         let mut all = self.conv.tensors();
-        if let Some(norm) = self.norm() {
+        if let Some(norm) = self.tail.norm() {
             all.extend(norm.tensors().into_iter().map(|(k, v)| (next_layer(&k), v)));
         }
         all
@@ -350,13 +359,12 @@ impl Layer for ConvBlock {
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         self.eval_current = false;
         let mut all = self.conv.tensors_mut();
-        match &mut self.tail {
-            Tail::ReluPool(_) => {}
-            Tail::NormPool(norm, _) | Tail::Norm(norm) => all.extend(
+        if let Some(norm) = self.tail.norm_mut() {
+            all.extend(
                 norm.tensors_mut()
                     .into_iter()
                     .map(|(k, v)| (next_layer(&k), v)),
-            ),
+            );
         }
         all
     }
