@@ -8,5 +8,5 @@ fuzz_target!(|data: &[u8]| {
         // A model that loads must also classify.
         let _ = model.probabilities(&[0u8; 784]);
     }
-    let _ = fmnist::checkpoint::Checkpoint::from_bytes(data);
+    let _ = fmnist::train::checkpoint::Checkpoint::from_bytes(data);
 });

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::classifier::Classifier;
 use crate::data::{FashionMnist, PIXELS};
+use crate::model::classifier::Classifier;
 use crate::train::{Stepper, TrainConfig};
 
 /// What to measure.

@@ -1,32 +1,26 @@
 //! fmnist: train convolutional networks on Fashion-MNIST, evaluate them, classify your
 //! own images — from the `fmnist` command or from this library.
 //!
-//! The steps of the classic Keras workflow, one module each: [`data`] (load),
-//! [`models`] (define), [`train`] (compile and fit), [`eval`] (evaluate),
-//! [`predict`] (predict), [`classifier`] (a trained model and its file), [`report`]
-//! (text output) and [`cli`] (the command line). The engine is the `nn` crate.
+//! The steps of the classic Keras workflow, one folder each: [`data`] (load),
+//! [`model`] (define: architectures, the trained classifier and its file), [`train`]
+//! (compile and fit: the loop, recipes, augmentation, checkpoints, and [`train::Run`],
+//! which owns a whole run's outputs), [`eval`] (evaluate), [`predict`] (predict on
+//! your own images), [`report`] (text and pictures), [`serve`] (the web page and API)
+//! and [`bench`]. [`io`] holds the file handling they share. The engine is the `nn`
+//! crate; the command line lives in the binary, not here.
 
-pub mod atomic;
-pub mod augment;
 pub mod bench;
-pub mod bounded;
-pub mod checkpoint;
-pub mod classifier;
-pub mod cli;
 pub mod data;
 pub mod eval;
-pub mod models;
-pub mod photos;
-pub mod plots;
+pub mod io;
+pub mod model;
 pub mod predict;
-pub mod recipes;
 pub mod report;
 pub mod serve;
-pub mod space;
 pub mod train;
 
-pub use classifier::Classifier;
 pub use data::{CLASS_NAMES, DataOptions, Dataset, FashionMnist};
+pub use model::Classifier;
 pub use train::{TrainConfig, train};
 
 // The README's Rust example must keep compiling.

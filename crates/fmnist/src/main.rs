@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use fmnist::cli;
+
+mod cli;
 
 fn main() -> ExitCode {
     // A bug must still end in one line, not a backtrace.

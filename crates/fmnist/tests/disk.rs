@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::{SYSTEM_DATA, Sandbox};
-use fmnist::checkpoint::Checkpoint;
+use fmnist::train::checkpoint::Checkpoint;
 
 /// Runs the scenario in a namespace with its own mounts; each step leaves its exit code,
 /// standard error and directory listing in the sandbox, outside the mounts, for the test

@@ -301,7 +301,8 @@ fn unwritable_outputs_fail_before_training_and_keep_good_files() {
         )),
         "{msg}"
     );
-    let kept = fmnist::checkpoint::Checkpoint::load(&sb.path("d.checkpoint.safetensors")).unwrap();
+    let kept =
+        fmnist::train::checkpoint::Checkpoint::load(&sb.path("d.checkpoint.safetensors")).unwrap();
     assert_eq!(kept.epochs_done, epoch - 1);
     assert!(!sb.path("d.safetensors").exists());
     // So must a bad architecture file.

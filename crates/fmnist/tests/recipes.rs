@@ -6,7 +6,7 @@ mod common;
 
 use common::{SYSTEM_DATA, Sandbox};
 use fmnist::data::DataOptions;
-use fmnist::recipes;
+use fmnist::train::recipes;
 
 /// The real data with the test set cut to its first 1,000 images (fast to evaluate).
 fn data() -> fmnist::FashionMnist {
@@ -39,7 +39,7 @@ fn train_preset(data: &fmnist::FashionMnist, name: &str, seed: u64) -> fmnist::C
         seed,
         ..recipe.config
     };
-    let spec = fmnist::models::preset(recipe.model).unwrap();
+    let spec = fmnist::model::preset(recipe.model).unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
@@ -72,7 +72,7 @@ fn every_preset_is_reproducible_and_blind_to_the_test_set() {
 fn weight_averaging_keeps_the_average_not_the_last_weights() {
     let data = data();
     let base = recipes::recipe("best").unwrap();
-    let spec = fmnist::models::preset("simple-bn").unwrap();
+    let spec = fmnist::model::preset("simple-bn").unwrap();
     let run = |ema| {
         let cfg = fmnist::TrainConfig {
             epochs: 1,

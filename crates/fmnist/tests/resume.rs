@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
 use common::{Sandbox, hidden_files};
-use fmnist::checkpoint::Checkpoint;
+use fmnist::train::checkpoint::Checkpoint;
 
 /// A recipe that uses every random stream and every piece of state: dropout, shifts,
 /// flips, erasing, a weight average, Adam's moments and the best-epoch bookkeeping.

@@ -279,7 +279,7 @@ fn the_test_set_is_never_used_for_model_selection() {
         .install(|| {
             fmnist::train(
                 &data,
-                fmnist::models::simple(),
+                fmnist::model::simple(),
                 &cfg,
                 &mut fmnist::train::Silent,
             )

@@ -3,13 +3,13 @@
 
 use nn::{OptimizerConfig, OptimizerKind, Schedule};
 
-use crate::augment::Augment;
 use crate::train::TrainConfig;
+use crate::train::augment::Augment;
 
 /// Names of the presets, fastest first.
 pub const NAMES: [&str; 3] = ["fast", "standard", "best"];
 
-/// An architecture name (see [`crate::models`]) and a training configuration.
+/// An architecture name (see [`crate::model::architectures`]) and a training configuration.
 #[derive(Clone, Debug)]
 pub struct Recipe {
     /// Preset name (`"default"` for the seed recipe).
@@ -107,7 +107,11 @@ mod tests {
             let r = recipe(name).unwrap();
             assert_eq!(r.name, name);
             r.config.validate().unwrap();
-            assert!(crate::models::preset(r.model).is_some(), "{}", r.model);
+            assert!(
+                crate::model::architectures::preset(r.model).is_some(),
+                "{}",
+                r.model
+            );
         }
         assert!(recipe("slow").is_none());
     }

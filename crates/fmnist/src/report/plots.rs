@@ -13,12 +13,12 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
-use crate::atomic;
 use crate::data::{Dataset, SIDE};
 use crate::eval::{Evaluation, Metrics};
+use crate::io::atomic;
 use crate::train::EpochRecord;
 
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
 /// Training and validation colours (blue and orange, told apart by most colour-blind eyes).

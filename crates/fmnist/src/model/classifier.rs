@@ -7,61 +7,13 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 use nn::{Mode, ModelSpec, Network, Rng, Tensor};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{CLASS_NAMES, Normalization, PIXELS};
-use crate::{atomic, augment, bounded, models};
-
-/// A safetensors file of f32 tensors (name, shape, values) and string metadata, the same
-/// bytes for the same contents (see [`sorted_header`]).
-pub(crate) fn f32_safetensors(
-    tensors: &[(String, &[usize], &[f32])],
-    metadata: HashMap<String, String>,
-) -> anyhow::Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, data)| data.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            Ok((
-                name.as_str(),
-                TensorView::new(Dtype::F32, shape.to_vec(), b)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    sorted_header(safetensors::serialize(views, Some(metadata))?)
-}
-
-/// `safetensors` writes the metadata in a `HashMap`'s random order, so the same model
-/// would give different bytes from run to run; this rewrites the header (the same JSON,
-/// so the same length) with its keys sorted, making a file a pure function of its model.
-fn sorted_header(mut bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    use std::collections::BTreeMap;
-    let len = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| anyhow!("safetensors wrote no header"))? as usize;
-    let header = bytes
-        .get(8..8 + len)
-        .ok_or_else(|| anyhow!("safetensors wrote a short header"))?;
-    let mut map: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header)?;
-    if let Some(meta) = map.get_mut("__metadata__") {
-        let sorted: BTreeMap<String, serde_json::Value> = serde_json::from_value(meta.take())?;
-        *meta = serde_json::to_value(sorted)?;
-    }
-    let mut json = serde_json::to_vec(&map)?;
-    if json.len() > len {
-        bail!("the sorted header is longer than the original");
-    }
-    json.resize(len, b' '); // the padding safetensors uses
-    bytes[8..8 + len].copy_from_slice(&json);
-    Ok(bytes)
-}
+use crate::io::{atomic, bounded};
+use crate::model::architectures as models;
+use crate::train::augment;
 
 /// The metadata value that marks an fmnist model file (and its format version).
 pub const FORMAT: &str = "fmnist-model/1";
@@ -100,7 +52,7 @@ pub struct TrainingSummary {
     /// Label smoothing.
     pub label_smoothing: f32,
     /// Training-image augmentation.
-    pub augment: crate::augment::Augment,
+    pub augment: crate::train::augment::Augment,
     /// Weight-averaging decay, if the average was kept.
     pub ema: Option<f32>,
     /// Whether validation and test used flip test-time augmentation.
@@ -213,7 +165,7 @@ impl Classifier {
             .iter()
             .map(|(name, t)| (name.clone(), t.shape(), t.data()))
             .collect();
-        f32_safetensors(&entries, meta)
+        crate::io::tensor_file::f32_safetensors(&entries, meta)
     }
 
     /// Saves to `path` atomically.
@@ -311,7 +263,7 @@ mod tests {
 
     #[test]
     fn the_same_model_gives_the_same_file_bytes() {
-        let model = Classifier::new(crate::models::simple(), 3).unwrap();
+        let model = Classifier::new(crate::model::architectures::simple(), 3).unwrap();
         let bytes = model.to_bytes().unwrap();
         // Each serialisation draws a fresh hash order for the metadata.
         for _ in 0..8 {

@@ -23,8 +23,8 @@ use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::classifier::Classifier;
 use crate::data::Dataset;
+use crate::model::classifier::Classifier;
 use crate::predict::{self, DecodeError, Prediction};
 
 /// Longest time a request may take to send its image.
@@ -40,7 +40,7 @@ pub const MAX_CONNECTIONS: usize = 512;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The page, embedded in the binary.
-const PAGE: &str = include_str!("serve/index.html");
+const PAGE: &str = include_str!("index.html");
 
 /// Server settings.
 #[derive(Clone, Debug)]

@@ -11,8 +11,8 @@ use nn::{Ema, ModelSpec, Optimizer, Rng, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::PendingFile;
-use crate::bounded;
+use crate::io::atomic::PendingFile;
+use crate::io::bounded;
 use crate::train::{EpochRecord, TrainConfig};
 
 /// The `format` metadata of a checkpoint file.
@@ -137,7 +137,7 @@ impl Checkpoint {
         let mut metadata = HashMap::new();
         metadata.insert("format".to_string(), FORMAT.to_string());
         metadata.insert("state".to_string(), serde_json::to_string(&meta)?);
-        crate::classifier::f32_safetensors(&entries, metadata)
+        crate::io::tensor_file::f32_safetensors(&entries, metadata)
     }
 
     /// Writes the checkpoint to `path` atomically: a crash at any moment leaves either
@@ -303,7 +303,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Checkpoint {
-        let spec = crate::models::preset("simple").unwrap();
+        let spec = crate::model::architectures::preset("simple").unwrap();
         let net = spec.build(&mut Rng::new(1)).unwrap();
         let weights = net.snapshot();
         let sizes: Vec<usize> = weights.iter().map(|t| t.len()).collect();

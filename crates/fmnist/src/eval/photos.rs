@@ -6,8 +6,8 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, Rgb, RgbImage};
 use nn::Rng;
 
-use crate::classifier::Classifier;
 use crate::data::{Dataset, PIXELS, SIDE};
+use crate::model::classifier::Classifier;
 use crate::predict;
 
 /// How a 28×28 image is turned into a photo.

@@ -10,13 +10,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use nn::{OptimizerKind, Schedule};
 
-use crate::atomic::PendingFile;
-use crate::classifier::Classifier;
-use crate::data::{self, DataOptions};
-use crate::train::{EpochRecord, Progress, TrainConfig};
-use crate::{
-    bench, checkpoint, eval, models, photos, plots, predict, recipes, report, serve, space, train,
-};
+use fmnist::data::{self, DataOptions};
+use fmnist::eval::{self, photos};
+use fmnist::io::atomic::PendingFile;
+use fmnist::io::space;
+use fmnist::model::{self as models, Classifier};
+use fmnist::report::{self, plots};
+use fmnist::train::{self, EpochRecord, Progress, TrainConfig, checkpoint, recipes};
+use fmnist::{bench, predict, serve};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
 #[derive(Parser, Debug)]

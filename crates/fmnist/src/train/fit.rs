@@ -9,11 +9,11 @@ use anyhow::{Context, bail};
 use nn::{Ema, Mode, ModelSpec, Optimizer, OptimizerConfig, OptimizerKind, Rng, Schedule, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::augment::Augment;
-use crate::checkpoint::{Best, Checkpoint};
-use crate::classifier::{Classifier, TrainingSummary};
 use crate::data::{Dataset, FashionMnist, PIXELS};
 use crate::eval::evaluate;
+use crate::model::classifier::{Classifier, TrainingSummary};
+use crate::train::augment::Augment;
+use crate::train::checkpoint::{Best, Checkpoint};
 
 /// A training recipe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

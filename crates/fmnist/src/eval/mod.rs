@@ -2,8 +2,10 @@
 
 use serde::Serialize;
 
-use crate::classifier::Classifier;
+pub mod photos;
+
 use crate::data::Dataset;
+use crate::model::classifier::Classifier;
 
 /// A model's outputs on a dataset.
 pub struct Evaluation {

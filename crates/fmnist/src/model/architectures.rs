@@ -206,7 +206,7 @@ pub fn check_fits(spec: &ModelSpec) -> anyhow::Result<()> {
 
 /// Reads and checks a user-defined architecture from a JSON file.
 pub fn load_arch(path: &Path) -> anyhow::Result<ModelSpec> {
-    let bytes = crate::bounded::read(
+    let bytes = crate::io::bounded::read(
         path,
         1 << 20,
         "over 1 MiB; an architecture file is a short JSON document",

@@ -1,0 +1,8 @@
+//! Models: the built-in and user-defined architectures, and a trained classifier with
+//! its file format.
+
+pub mod architectures;
+pub mod classifier;
+
+pub use architectures::{PRESETS, check_fits, load_arch, preset, simple};
+pub use classifier::{Classifier, FORMAT, Inference, TrainingSummary};
