@@ -26,7 +26,9 @@ pub use layers::{Mode, Param, ParamKind};
 pub use network::Network;
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedule};
 pub use rng::Rng;
-pub use spec::{LayerSpec, ModelSpec};
+pub use spec::{
+    LayerSpec, MAX_ACTIVATIONS, MAX_DEPTH, MAX_LAYERS, MAX_PARAMS, MAX_VALUES_PER_EXAMPLE, ModelSpec,
+};
 pub use tensor::Tensor;
 
 /// What can go wrong when describing or building a network.

@@ -90,6 +90,17 @@ impl Network {
         self.layers.iter().map(|l| l.flops()).sum()
     }
 
+    /// Values (f32) per example that a training step keeps: every layer's output and its
+    /// gradient, and each layer's own buffers ([`Layer::scratch_per_example`]). Times
+    /// the batch size and four bytes, it bounds the activation memory of a step.
+    pub fn values_per_example(&self) -> usize {
+        self.layers.iter().fold(0usize, |sum, l| {
+            let out: usize = l.output_shape().iter().product();
+            sum.saturating_add(out.saturating_mul(2))
+                .saturating_add(l.scratch_per_example())
+        })
+    }
+
     /// Floating-point operations one example's inference pass performs in matrix
     /// products and convolutions: fewer than [`Network::forward_flops`] where fused
     /// layers compute only what pooling keeps, or use Winograd's algorithm.

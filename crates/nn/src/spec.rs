@@ -113,12 +113,30 @@ pub struct ModelSpec {
 }
 
 /// Layers deeper than this are refused, so hostile JSON cannot exhaust the stack.
-const MAX_DEPTH: usize = 16;
-/// Refuse architectures whose weights would exceed this many values in total (1 GiB of
-/// f32), checked before anything is allocated, so a hostile file cannot exhaust memory.
-const MAX_PARAMS: usize = 1 << 28;
-/// Refuse layers whose output for one image exceeds this many values (64 MiB of f32).
-const MAX_ACTIVATIONS: usize = 1 << 24;
+pub const MAX_DEPTH: usize = 16;
+/// Most layers an architecture may have, residual bodies included (the built-in ones
+/// have at most 25), counted before anything is built.
+pub const MAX_LAYERS: usize = 1024;
+/// Most weights a whole network may have (128 MiB of f32; the largest built-in network
+/// has 2.1 M), counted before they are allocated, so a hostile file cannot exhaust memory.
+pub const MAX_PARAMS: usize = 1 << 25;
+/// Refuse layers whose output for one example exceeds this many values (64 MiB of f32).
+pub const MAX_ACTIVATIONS: usize = 1 << 24;
+/// Refuse networks whose training step keeps more than this many values per example
+/// ([`Network::values_per_example`]: outputs, gradients, im2col matrices with their
+/// padding; 64 MiB of f32). The built-in networks keep at most about 0.4 M.
+pub const MAX_VALUES_PER_EXAMPLE: usize = 1 << 24;
+
+/// Layers in `specs`, residual bodies included (saturating: the count is a bound).
+fn count_layers(specs: &[LayerSpec]) -> usize {
+    specs.iter().fold(0usize, |n, s| {
+        let inner = match s {
+            LayerSpec::Residual { body } => count_layers(body),
+            _ => 0,
+        };
+        n.saturating_add(1).saturating_add(inner)
+    })
+}
 
 impl ModelSpec {
     /// Parses an architecture from JSON.
@@ -157,6 +175,12 @@ impl ModelSpec {
                 self.input
             )));
         }
+        let layers = count_layers(&self.layers);
+        if layers > MAX_LAYERS {
+            return Err(Error::Spec(format!(
+                "{layers} layers is too many (at most {MAX_LAYERS})"
+            )));
+        }
         let mut budget = MAX_PARAMS;
         let net = build_layers(
             &self.layers,
@@ -171,6 +195,14 @@ impl ModelSpec {
             return Err(Error::Spec(format!(
                 "{} parameters is too many",
                 net.num_params()
+            )));
+        }
+        let values = net.values_per_example();
+        if values > MAX_VALUES_PER_EXAMPLE {
+            return Err(Error::Spec(format!(
+                "a training step would keep {values} values per image (outputs, gradients \
+                 and convolution buffers, padding included); at most \
+                 {MAX_VALUES_PER_EXAMPLE} are allowed"
             )));
         }
         Ok(net)

@@ -152,17 +152,40 @@ fn specs_round_trip_through_json_and_reject_nonsense() {
         r#"{"input":[4,4,1],"layers":[{"type":"flatten"},{"type":"linear","units":100000000000}]}"#;
     assert!(err(huge).contains("too many"));
     // Layers that each fit but together exceed the budget are refused before the one that
-    // overflows it is allocated: 16 layers of 2^24 weights (64 MiB each) fit, a 17th not.
+    // overflows it is allocated: 2 layers of 2^24 weights (64 MiB each) fit, a 3rd not.
     let wide = r#"{"type":"linear","units":4096}"#;
     let deep = format!(
         r#"{{"input":[4096],"layers":[{}]}}"#,
-        vec![wide; 17].join(",")
+        vec![wide; 3].join(",")
     );
     let e = err(&deep);
-    assert!(
-        e.contains("layer 16 (linear)") && e.contains("too many"),
-        "{e}"
+    assert!(e.contains("layer 2 (linear)") && e.contains("too many"), "{e}");
+    // A million (or 60,000) cheap layers are refused from their count, before any is built.
+    for n in [1_025, 60_000, 1_000_000] {
+        let many = format!(
+            r#"{{"input":[28,28,1],"layers":[{}]}}"#,
+            vec![r#"{"type":"relu"}"#; n].join(",")
+        );
+        let e = err(&many);
+        assert!(e.contains(&format!("{n} layers is too many")), "{e}");
+    }
+    let nested = format!(
+        r#"{{"input":[4],"layers":[{{"type":"residual","body":[{}]}}]}}"#,
+        vec![r#"{"type":"relu"}"#; 1_024].join(",")
     );
+    assert!(err(&nested).contains("1025 layers is too many"));
+    // A 1×1 convolution with padding 2000 has few weights, but each image becomes
+    // 4001×4001 and its im2col matrix twice that: refused from the spec, whatever the
+    // layer after it.
+    for tail in [
+        r#"{"type":"global_avg_pool"},{"type":"linear","units":10}"#,
+        r#"{"type":"relu"},{"type":"max_pool2d","size":2}"#,
+    ] {
+        let padded = err(&format!(
+            r#"{{"input":[28,28,1],"layers":[{{"type":"conv2d","filters":1,"kernel":1,"padding":2000}},{tail}]}}"#
+        ));
+        assert!(padded.contains("values per image"), "{padded}");
+    }
     assert!(err(r#"{"input":[100000,100000,1],"layers":[{"type":"relu"}]}"#).contains("too large"));
     let blowup =
         err(r#"{"input":[28,28,1],"layers":[{"type":"conv2d","filters":100000,"kernel":1}]}"#);

@@ -213,6 +213,14 @@ impl Layer for Conv2d {
         &self.out_shape
     }
 
+    // The im2col matrix, one row per output position (padding included), plus the
+    // bias column.
+    fn scratch_per_example(&self) -> usize {
+        self.geom
+            .positions()
+            .saturating_mul(self.geom.window().saturating_add(1))
+    }
+
     fn flops(&self) -> u64 {
         2 * (self.geom.positions() * self.geom.window() * self.geom.oc) as u64
     }

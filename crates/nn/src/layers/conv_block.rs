@@ -285,6 +285,15 @@ impl Layer for ConvBlock {
         &self.out_shape
     }
 
+    // Training keeps the convolution's output and the batch norm's, each with its
+    // gradient, on top of the convolution's own im2col matrix.
+    fn scratch_per_example(&self) -> usize {
+        let conv_out: usize = self.conv.output_shape().iter().product();
+        self.conv
+            .scratch_per_example()
+            .saturating_add(conv_out.saturating_mul(4))
+    }
+
     fn flops(&self) -> u64 {
         self.conv.flops()
     }

@@ -35,6 +35,10 @@ impl Layer for Dropout {
         &self.shape
     }
 
+    fn scratch_per_example(&self) -> usize {
+        self.shape.iter().product()
+    }
+
     // y = x · mask
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
         self.last_mode = ctx.mode;

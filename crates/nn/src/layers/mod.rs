@@ -98,6 +98,13 @@ pub trait Layer: Send {
         self.flops()
     }
 
+    /// Values (f32) per example that the layer keeps between passes beyond its output:
+    /// im2col matrices, masks, intermediate outputs of fused layers. With the outputs and
+    /// their gradients it bounds a batch's memory before anything is allocated.
+    fn scratch_per_example(&self) -> usize {
+        0
+    }
+
     /// The trainable parameters, in a fixed order.
     fn params_mut(&mut self) -> Vec<&mut Param> {
         Vec::new()

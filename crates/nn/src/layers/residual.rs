@@ -33,6 +33,12 @@ impl Layer for Residual {
         self.body.output_shape()
     }
 
+    // The body's own activations and gradients, and `df/dx`.
+    fn scratch_per_example(&self) -> usize {
+        let input: usize = self.body.input_shape().iter().product();
+        self.body.values_per_example().saturating_add(input)
+    }
+
     // y = x + f(x)
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
         let fx = self.body.forward_ctx(x, ctx);
