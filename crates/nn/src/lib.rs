@@ -27,7 +27,8 @@ pub use network::Network;
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedule};
 pub use rng::Rng;
 pub use spec::{
-    LayerSpec, MAX_ACTIVATIONS, MAX_DEPTH, MAX_LAYERS, MAX_PARAMS, MAX_VALUES_PER_EXAMPLE, ModelSpec,
+    LayerSpec, MAX_ACTIVATIONS, MAX_DEPTH, MAX_LAYERS, MAX_PARAMS, MAX_VALUES_PER_EXAMPLE,
+    ModelSpec,
 };
 pub use tensor::Tensor;
 
@@ -42,15 +43,21 @@ pub enum Error {
     Shape(String),
     /// The architecture JSON does not parse.
     #[error("invalid architecture JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(String),
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        // The text only: as a source too, it would be printed twice in a chain.
+        Error::Json(e.to_string())
+    }
 }
 
 impl Error {
     /// The message without its category prefix (for nesting).
     pub fn detail(&self) -> String {
         match self {
-            Error::Spec(s) | Error::Shape(s) => s.clone(),
-            Error::Json(e) => e.to_string(),
+            Error::Spec(s) | Error::Shape(s) | Error::Json(s) => s.clone(),
         }
     }
 }

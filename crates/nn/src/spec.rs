@@ -127,6 +127,35 @@ pub const MAX_ACTIVATIONS: usize = 1 << 24;
 /// padding; 64 MiB of f32). The built-in networks keep at most about 0.4 M.
 pub const MAX_VALUES_PER_EXAMPLE: usize = 1 << 24;
 
+/// Fails on a field beside `type` in a layer that has no settings (`relu`, `flatten`,
+/// ...), in `layers` and every residual body; `at` names the enclosing layers.
+fn refuse_extra_fields(layers: &[serde_json::Value], at: &str) -> Result<(), Error> {
+    const NO_SETTINGS: [&str; 5] = [
+        "relu",
+        "gelu",
+        "flatten",
+        "global_avg_pool",
+        "global_max_pool",
+    ];
+    for (i, layer) in layers.iter().enumerate() {
+        let Some(object) = layer.as_object() else {
+            continue; // serde reports what is wrong with it
+        };
+        let kind = object.get("type").and_then(|t| t.as_str()).unwrap_or("");
+        if NO_SETTINGS.contains(&kind)
+            && let Some(field) = object.keys().find(|k| *k != "type")
+        {
+            return Err(Error::Json(format!(
+                "{at}layer {i} ({kind}) has an unknown field `{field}`; it takes none"
+            )));
+        }
+        if let Some(body) = object.get("body").and_then(|b| b.as_array()) {
+            refuse_extra_fields(body, &format!("{at}layer {i} (residual), "))?;
+        }
+    }
+    Ok(())
+}
+
 /// Layers in `specs`, residual bodies included (saturating: the count is a bound).
 fn count_layers(specs: &[LayerSpec]) -> usize {
     specs.iter().fold(0usize, |n, s| {
@@ -140,8 +169,14 @@ fn count_layers(specs: &[LayerSpec]) -> usize {
 
 impl ModelSpec {
     /// Parses an architecture from JSON.
+    /// Every field must be known: a misspelt or invented one (`"bogus": 1`) is refused,
+    /// naming it, on layers without settings too (serde would ignore it there).
     pub fn from_json(text: &str) -> Result<Self, Error> {
-        Ok(serde_json::from_str(text)?)
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        if let Some(layers) = value.get("layers").and_then(|l| l.as_array()) {
+            refuse_extra_fields(layers, "")?;
+        }
+        Ok(serde_json::from_value(value)?)
     }
 
     /// The architecture as pretty JSON.

@@ -131,6 +131,25 @@ fn specs_round_trip_through_json_and_reject_nonsense() {
         err(r#"{"input":[4,4,1],"layers":[{"type":"max_pool2d","size":2,"strde":1}]}"#)
             .contains("strde")
     );
+    // Unknown fields are refused everywhere, named, with the message said once.
+    for (json, field) in [
+        (
+            r#"{"input":[4,4,1],"bogus":1,"layers":[{"type":"flatten"}]}"#,
+            "bogus",
+        ),
+        (
+            r#"{"input":[4,4,1],"layers":[{"type":"flatten","bogus":1}]}"#,
+            "bogus",
+        ),
+        (
+            r#"{"input":[4],"layers":[{"type":"residual","body":[{"type":"relu","x":2}]}]}"#,
+            "x",
+        ),
+    ] {
+        let e = err(json);
+        assert!(e.contains(&format!("unknown field `{field}`")), "{e}");
+        assert_eq!(e.matches("unknown field").count(), 1, "{e}");
+    }
     let big = err(r#"{"input":[4,4,1],"layers":[{"type":"conv2d","filters":2,"kernel":5}]}"#);
     assert!(
         big.contains("layer 0 (conv2d)") && big.contains("does not fit"),
@@ -159,7 +178,10 @@ fn specs_round_trip_through_json_and_reject_nonsense() {
         vec![wide; 3].join(",")
     );
     let e = err(&deep);
-    assert!(e.contains("layer 2 (linear)") && e.contains("too many"), "{e}");
+    assert!(
+        e.contains("layer 2 (linear)") && e.contains("too many"),
+        "{e}"
+    );
     // A million (or 60,000) cheap layers are refused from their count, before any is built.
     for n in [1_025, 60_000, 1_000_000] {
         let many = format!(

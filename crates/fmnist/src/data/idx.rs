@@ -55,6 +55,18 @@ pub fn parse(bytes: &[u8]) -> Result<Idx, IdxError> {
 
 /// [`parse`] without copying the data: the header is removed from `bytes` in place.
 pub fn parse_owned(mut bytes: Vec<u8>) -> Result<Idx, IdxError> {
+    let (dims, header, want) = parse_header(&bytes)?;
+    let got = bytes.len() - header;
+    if got != want {
+        return Err(IdxError::Length { dims, want, got });
+    }
+    bytes.drain(..header);
+    Ok(Idx { dims, data: bytes })
+}
+
+/// The dimensions, the header's length and the data bytes the dimensions declare, from
+/// the first bytes of a file (at most [`MAX_HEADER`] are looked at).
+pub fn parse_header(bytes: &[u8]) -> Result<(Vec<usize>, usize, usize), IdxError> {
     if bytes.len() < 4 {
         return Err(IdxError::ShortHeader(bytes.len()));
     }
@@ -79,13 +91,11 @@ pub fn parse_owned(mut bytes: Vec<u8>) -> Result<Idx, IdxError> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n as u64 <= MAX_IDX_BYTES)
         .ok_or_else(|| IdxError::TooLarge(dims.clone()))?;
-    let got = bytes.len() - header;
-    if got != want {
-        return Err(IdxError::Length { dims, want, got });
-    }
-    bytes.drain(..header);
-    Ok(Idx { dims, data: bytes })
+    Ok((dims, header, want))
 }
+
+/// The longest IDX header: the magic number and four dimensions.
+pub const MAX_HEADER: usize = 4 + 4 * 4;
 
 /// Serialises `data` with `dims` as an IDX file (for fixtures and round trips).
 pub fn encode(dims: &[usize], data: &[u8]) -> Vec<u8> {
@@ -98,9 +108,63 @@ pub fn encode(dims: &[usize], data: &[u8]) -> Vec<u8> {
 }
 
 /// Reads a file's bytes, transparently decompressing gzip (detected by its magic bytes,
-/// not the name), refusing more than [`MAX_IDX_BYTES`] decompressed.
-pub fn read_maybe_gz(path: &Path) -> std::io::Result<Vec<u8>> {
-    read_maybe_gz_bytes(&std::fs::read(path)?)
+/// not the name), refusing more than [`MAX_IDX_BYTES`] decompressed. Only regular files
+/// are read; a raw file's header is checked against its length before the rest is read,
+/// so a huge or mislabelled file costs nothing.
+pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    let what = || format!("cannot read {}", path.display());
+    let mut file = crate::io::bounded::open_regular(path)?;
+    let len = file.metadata().with_context(what)?.len();
+    let mut start = [0u8; MAX_HEADER];
+    let seen = read_up_to(&mut file, &mut start).with_context(what)?;
+    let start = &start[..seen];
+    let rest = file.take(MAX_IDX_BYTES);
+    if start.starts_with(&[0x1f, 0x8b]) {
+        let out = crate::io::bounded::read_at_most(
+            GzDecoder::new(std::io::Cursor::new(start).chain(rest)),
+            MAX_IDX_BYTES,
+            0,
+        )
+        .with_context(what)?;
+        return out.ok_or_else(|| {
+            anyhow::anyhow!("{} decompresses to more than 128 MiB", path.display())
+        });
+    }
+    let (dims, header, want) = parse_header(start)
+        .with_context(|| format!("{} is not a valid IDX file", path.display()))?;
+    let got = len.saturating_sub(header as u64);
+    if got != want as u64 {
+        anyhow::bail!(
+            "{} is not a valid IDX file: {}",
+            path.display(),
+            IdxError::Length {
+                dims,
+                want,
+                got: got as usize
+            }
+        );
+    }
+    let mut bytes = start.to_vec();
+    bytes.reserve(len as usize - bytes.len());
+    rest.take(len - seen as u64)
+        .read_to_end(&mut bytes)
+        .with_context(what)?;
+    Ok(bytes)
+}
+
+/// Fills `buf` from `reader` until it is full or the reader ends; returns the count.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Decompresses `raw` if it is gzip (by magic bytes), else copies it; refuses more than
@@ -176,5 +240,31 @@ mod tests {
             parse(&encode(&[60000, 10000, 10000], &[])),
             Err(IdxError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_huge_raw_file_is_refused_from_its_header_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train-images-idx3-ubyte");
+        // 1 GiB, sparse: the header says 60,000 images of 28×28, the length disagrees.
+        let file = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut &file, &encode(&[60000, 28, 28], &[])).unwrap();
+        file.set_len(1 << 30).unwrap();
+        let err = read_maybe_gz(&path).unwrap_err().to_string();
+        assert!(err.contains("need 47040000 data bytes"), "{err}");
+        // The same bytes with a header that declares them all: too large to be data.
+        let file = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut &file, &encode(&[1 << 30], &[])).unwrap();
+        file.set_len(8 + (1 << 30)).unwrap();
+        let err = format!("{:#}", read_maybe_gz(&path).unwrap_err());
+        assert!(err.contains("too large"), "{err}");
+        // A good raw file and its gzip form read back the same.
+        let good = encode(&[2, 2], &[1, 2, 3, 4]);
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(read_maybe_gz(&path).unwrap(), good);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &good).unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        assert_eq!(read_maybe_gz(&path).unwrap(), good);
     }
 }

@@ -194,10 +194,18 @@ impl Default for Normalization {
 }
 
 impl Normalization {
-    /// Checks that the statistics are usable.
+    /// Checks that the statistics are usable: pixel/255 has its mean in [0, 1] and its
+    /// deviation in (0, 1], so a mean outside [−1, 2] or a deviation outside
+    /// [0.001, 10] (0.001 keeps 0–255 inputs, at 1/255, possible) is a damaged file, and
+    /// a tiny deviation would turn every input into infinities.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !self.mean.is_finite() || !self.std.is_finite() || self.std <= 0.0 {
-            bail!("invalid input normalisation {self:?}");
+        if !(-1.0..=2.0).contains(&self.mean) || !(1e-3..=10.0).contains(&self.std) {
+            bail!(
+                "invalid input normalisation (mean {}, std {}): the mean must be in [-1, 2] \
+                 and the std in [0.001, 10]",
+                self.mean,
+                self.std
+            );
         }
         Ok(())
     }
@@ -251,8 +259,7 @@ pub(crate) fn verify(file: &DataFile, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Reads, decompresses, parses and verifies one file.
 pub(crate) fn read_verified(path: &std::path::Path, file: &DataFile) -> anyhow::Result<idx::Idx> {
-    let bytes =
-        idx::read_maybe_gz(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = idx::read_maybe_gz(path)?;
     // Checksummed before parsing so that the 47 MB of images need not be copied; a
     // malformed file is still reported as malformed rather than as a mere mismatch.
     let checked = verify(file, &bytes);

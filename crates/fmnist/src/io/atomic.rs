@@ -7,15 +7,21 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tempfile::NamedTempFile;
 
-/// A file being written: reserve it before long work (so an unwritable destination fails
-/// at once), then [`PendingFile::commit`] the bytes.
+/// A file to be written: reserve it before long work (so an unwritable destination fails
+/// at once), then [`PendingFile::commit`] the bytes. Reserving writes a probe file and
+/// removes it again, so a run that is killed (or aborts) before it commits leaves
+/// nothing behind; committing writes a temporary file beside the target and renames it
+/// over the target once complete.
 pub struct PendingFile {
-    tmp: NamedTempFile,
     path: PathBuf,
+    dir: PathBuf,
+    /// Only for fault injection: a temporary file written in part.
+    unfinished: Option<NamedTempFile>,
 }
 
 impl PendingFile {
-    /// Reserves a temporary file in `path`'s directory.
+    /// Checks that `path` can be written: its directory exists and takes a new file, and
+    /// `path` itself is absent or a regular file (never a directory, device or FIFO).
     pub fn reserve(path: &Path) -> anyhow::Result<Self> {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -24,19 +30,12 @@ impl PendingFile {
         if path.is_dir() {
             anyhow::bail!("cannot write {}: it is a directory", path.display());
         }
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".fmnist-").suffix(".tmp");
-        // Temporary files are private (0600); the finished file is an ordinary output,
-        // readable like any other the user creates (0644 less the umask).
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-        let tmp = builder
-            .tempfile_in(dir)
-            .map_err(without_temporary_name)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        crate::io::bounded::ensure_replaceable(path)?;
+        drop(temporary(dir).with_context(|| format!("cannot write {}", path.display()))?);
         Ok(Self {
-            tmp,
             path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            unfinished: None,
         })
     }
 
@@ -45,29 +44,42 @@ impl PendingFile {
         &self.path
     }
 
-    /// Writes `bytes` to the temporary file without finishing it: only for fault-injection
+    /// Writes `bytes` to a temporary file without finishing it: only for fault-injection
     /// tests that kill the process in the middle of a write.
     pub fn write_unfinished(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.tmp.write_all(bytes)?;
-        self.tmp.as_file().sync_all()?;
+        let mut tmp = temporary(&self.dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        self.unfinished = Some(tmp);
         Ok(())
     }
 
     /// Writes `bytes`, flushes them to disk and renames the file into place.
-    pub fn commit(mut self, bytes: &[u8]) -> anyhow::Result<()> {
+    pub fn commit(self, bytes: &[u8]) -> anyhow::Result<()> {
         let what = || format!("cannot write {}", self.path.display());
-        self.tmp
-            .write_all(bytes)
+        // The target may have been replaced by something else since it was reserved.
+        crate::io::bounded::ensure_replaceable(&self.path)?;
+        let mut tmp = temporary(&self.dir).with_context(what)?;
+        tmp.write_all(bytes)
             .map_err(without_temporary_name)
             .with_context(what)?;
-        self.tmp.as_file().sync_all().with_context(what)?;
-        let path = self.path.clone();
-        self.tmp
-            .persist(&path)
+        tmp.as_file().sync_all().with_context(what)?;
+        tmp.persist(&self.path)
             .map_err(|e| without_temporary_name(e.error))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            .with_context(what)?;
         Ok(())
     }
+}
+
+/// A new temporary file in `dir`, readable like any output once renamed.
+fn temporary(dir: &Path) -> std::io::Result<NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".fmnist-").suffix(".tmp");
+    // Temporary files would be private (0600); the finished file is an ordinary output,
+    // readable like any other the user creates (0644 less the umask).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    builder.tempfile_in(dir).map_err(without_temporary_name)
 }
 
 /// The system's reason alone: `tempfile` adds the temporary file's name, which means

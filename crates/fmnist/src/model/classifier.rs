@@ -17,8 +17,11 @@ use crate::train::augment;
 
 /// The metadata value that marks an fmnist model file (and its format version).
 pub const FORMAT: &str = "fmnist-model/1";
-/// Model files larger than this are refused before reading.
-const MAX_MODEL_BYTES: u64 = 1 << 30;
+/// Model files larger than this are refused before reading (the largest network fmnist
+/// builds, [`nn::MAX_PARAMS`] weights, takes 128 MiB).
+const MAX_MODEL_BYTES: u64 = 256 << 20;
+/// Longest class name in a model file.
+const MAX_CLASS_NAME: usize = 64;
 /// Images per forward pass when classifying many (the training batch, so buffers are
 /// shared): larger batches were no faster and doubled peak memory.
 const INFER_BATCH: usize = 128;
@@ -197,7 +200,7 @@ impl Classifier {
             Some(f) => bail!("format \"{f}\" is not {FORMAT}"),
             None => bail!("a safetensors file, but not an fmnist model (no \"format\" metadata)"),
         }
-        let spec: ModelSpec = serde_json::from_str(get("architecture")?).context("architecture")?;
+        let spec = ModelSpec::from_json(get("architecture")?).context("architecture")?;
         let classes: Vec<String> = serde_json::from_str(get("classes")?).context("classes")?;
         let normalization: Normalization =
             serde_json::from_str(get("normalization")?).context("normalization")?;
@@ -215,6 +218,18 @@ impl Classifier {
                 classes.len(),
                 CLASS_NAMES.len()
             );
+        }
+        // Class names are printed to terminals and pages: no escape sequences.
+        for (label, name) in classes.iter().enumerate() {
+            if name.trim().is_empty()
+                || name.chars().count() > MAX_CLASS_NAME
+                || name.chars().any(char::is_control)
+            {
+                bail!(
+                    "class name {label} ({:?}) must be 1 to {MAX_CLASS_NAME} printable characters",
+                    name.chars().take(MAX_CLASS_NAME).collect::<String>()
+                );
+            }
         }
         let mut model = Self::new(spec, 0)?;
         model.classes = classes;
@@ -271,5 +286,71 @@ mod tests {
         }
         let back = Classifier::from_bytes(&bytes).unwrap();
         assert_eq!(back.to_bytes().unwrap(), bytes);
+    }
+
+    /// `bytes` with its safetensors header changed by `edit` (the data left as it is).
+    fn edit_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+        edit(&mut header);
+        let mut json = serde_json::to_vec(&header).unwrap();
+        json.resize(json.len().next_multiple_of(8), b' ');
+        let mut out = (json.len() as u64).to_le_bytes().to_vec();
+        out.extend(json);
+        out.extend_from_slice(&bytes[8 + len..]);
+        out
+    }
+
+    fn refused(bytes: &[u8]) -> String {
+        match Classifier::from_bytes(bytes) {
+            Ok(_) => panic!("a damaged model loaded"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn damaged_metadata_is_refused_at_load() {
+        let good = Classifier::new(crate::model::simple(), 3).unwrap();
+        let bytes = good.to_bytes().unwrap();
+        Classifier::from_bytes(&bytes).unwrap();
+        // A deviation of 1e-45 made every input infinite: NaN % and 10.00 % accuracy.
+        for (mean, std) in [
+            (0.0, 1e-45),
+            (0.0, 0.0),
+            (f32::NAN, 0.3),
+            (0.3, 1e9),
+            (-5.0, 0.3),
+        ] {
+            let mut bad = Classifier::from_bytes(&bytes).unwrap();
+            bad.normalization = Normalization { mean, std };
+            let e = refused(&bad.to_bytes().unwrap());
+            assert!(e.contains("normali"), "{e}");
+        }
+        // Class names reach terminals: escape codes and empty names are refused.
+        for name in ["\u{1b}[31mred", "", "a\nb", &"x".repeat(65)] {
+            let mut bad = Classifier::from_bytes(&bytes).unwrap();
+            bad.classes[0] = name.to_string();
+            let e = refused(&bad.to_bytes().unwrap());
+            assert!(e.contains("class name 0"), "{e}");
+        }
+        // An invented architecture field is refused, named.
+        let bogus = edit_header(&bytes, |h| {
+            let meta = &mut h["__metadata__"]["architecture"];
+            let text = meta.as_str().unwrap().replacen(
+                r#""type":"relu""#,
+                r#""type":"relu","bogus":1"#,
+                1,
+            );
+            *meta = text.into();
+        });
+        assert!(refused(&bogus).contains("unknown field `bogus`"));
+        // An architecture far larger than its tensors is refused from the budget, before
+        // its weights are allocated.
+        let huge = edit_header(&bytes, |h| {
+            let spec = r#"{"input":[28,28,1],"layers":[{"type":"flatten"},{"type":"linear","units":100000},{"type":"linear","units":10}]}"#;
+            h["__metadata__"]["architecture"] = spec.into();
+        });
+        let e = refused(&huge);
+        assert!(e.contains("too many"), "{e}");
     }
 }

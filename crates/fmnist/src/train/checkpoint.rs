@@ -18,9 +18,9 @@ use crate::train::{EpochRecord, TrainConfig};
 /// The `format` metadata of a checkpoint file.
 pub const FORMAT: &str = "fmnist-checkpoint-1";
 
-/// Largest checkpoint read (weights, best weights, average and two moments of the
-/// largest model are well under this).
-const MAX_CHECKPOINT_BYTES: u64 = 2 << 30;
+/// Largest checkpoint read: weights, best weights, their average and two optimizer
+/// moments of the largest network fmnist builds ([`nn::MAX_PARAMS`], 128 MiB each).
+const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
 
 /// The checkpoint beside a model: `model.safetensors` → `model.checkpoint.safetensors`.
 pub fn path_for(model: &Path) -> PathBuf {
