@@ -175,7 +175,7 @@ fn specs_round_trip_through_json_and_reject_nonsense() {
     let wide = r#"{"type":"linear","units":4096}"#;
     let deep = format!(
         r#"{{"input":[4096],"layers":[{}]}}"#,
-        vec![wide; 3].join(",")
+        [wide; 3].join(",")
     );
     let e = err(&deep);
     assert!(
