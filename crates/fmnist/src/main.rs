@@ -53,6 +53,9 @@ fn main() -> ExitCode {
             // 130: stopped by Ctrl-C, as shells report it.
             if e.downcast_ref::<fmnist::train::Interrupted>().is_some() {
                 ExitCode::from(130)
+            } else if e.downcast_ref::<fmnist::train::InvalidSetting>().is_some() {
+                // A bad setting is a bad argument, whoever found it.
+                ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
             }

@@ -173,10 +173,7 @@ fn specs_round_trip_through_json_and_reject_nonsense() {
     // Layers that each fit but together exceed the budget are refused before the one that
     // overflows it is allocated: 2 layers of 2^24 weights (64 MiB each) fit, a 3rd not.
     let wide = r#"{"type":"linear","units":4096}"#;
-    let deep = format!(
-        r#"{{"input":[4096],"layers":[{}]}}"#,
-        [wide; 3].join(",")
-    );
+    let deep = format!(r#"{{"input":[4096],"layers":[{}]}}"#, [wide; 3].join(","));
     let e = err(&deep);
     assert!(
         e.contains("layer 2 (linear)") && e.contains("too many"),

@@ -13,10 +13,9 @@ use nn::{OptimizerKind, Schedule};
 use fmnist::data::{self, DataOptions};
 use fmnist::eval::{self, photos};
 use fmnist::io::atomic::PendingFile;
-use fmnist::io::space;
 use fmnist::model::{self as models, Classifier};
 use fmnist::report::{self, plots};
-use fmnist::train::{self, EpochRecord, Progress, TrainConfig, checkpoint, recipes};
+use fmnist::train::{self, EpochRecord, Progress, TrainConfig, recipes};
 use fmnist::{bench, predict, serve};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
@@ -157,7 +156,7 @@ pub struct TrainArgs {
     #[arg(long, value_parser = non_negative_f32, allow_negative_numbers = true)]
     weight_decay: Option<f32>,
     /// Label smoothing in [0, 1) [default: 0]
-    #[arg(long, value_parser = non_negative_f32, allow_negative_numbers = true)]
+    #[arg(long, value_parser = below_one, allow_negative_numbers = true)]
     label_smoothing: Option<f32>,
     /// Augmentation: shift images by up to N pixels each way (random crop) [default: 0]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..28))]
@@ -169,7 +168,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "P", value_parser = probability)]
     erase: Option<f32>,
     /// Keep an exponential moving average of the weights with this decay, e.g. 0.999 (0: off) [default: 0]
-    #[arg(long, value_name = "DECAY", value_parser = decay)]
+    #[arg(long, value_name = "DECAY", value_parser = below_one)]
     ema: Option<f32>,
     /// Stop after N epochs without better validation accuracy (0: never) [default: 0]
     #[arg(long, value_name = "N")]
@@ -358,7 +357,8 @@ fn probability(s: &str) -> Result<f32, String> {
     Ok(v)
 }
 
-fn decay(s: &str) -> Result<f32, String> {
+/// In [0, 1): a decay, label smoothing.
+fn below_one(s: &str) -> Result<f32, String> {
     let v = parse_f32(s)?;
     if !(0.0..1.0).contains(&v) {
         return Err(format!("must be at least 0 and below 1, got {v}"));
@@ -460,54 +460,19 @@ fn architecture(model: &str, arch: Option<&std::path::Path>) -> anyhow::Result<n
 /// `fmnist train`
 pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (spec, cfg, resume, out_path) = match &a.resume {
-        Some(path) => {
-            let ck = checkpoint::Checkpoint::load(path)?;
-            // The run recorded an absolute path; show it as the user would write it here.
-            let recorded = std::env::current_dir()
-                .ok()
-                .and_then(|cwd| ck.out.strip_prefix(cwd).ok().map(PathBuf::from))
-                .unwrap_or_else(|| ck.out.clone());
-            let out_path = a.out.clone().unwrap_or(recorded);
-            if out_path.as_os_str().is_empty() {
-                anyhow::bail!(
-                    "{} does not say where the model goes: give --out",
-                    path.display()
-                );
-            }
-            (ck.spec.clone(), ck.config.clone(), Some(ck), out_path)
-        }
+    let run = match &a.resume {
+        Some(checkpoint) => train::Run::resume(checkpoint, a.out.as_deref())?,
         None => {
             let (spec, cfg) = a.recipe()?;
-            let out_path = a
+            let out = a
                 .out
                 .clone()
                 .unwrap_or_else(|| "fmnist-model.safetensors".into());
-            (spec, cfg, None, out_path)
+            train::Run::new(spec, cfg, &out)?
         }
     };
-    cfg.validate()?;
-    // Reserve the outputs first: an unwritable destination fails now, not after training.
-    let model_file = PendingFile::reserve(&out_path)?;
-    let history_file = PendingFile::reserve(&history_path(&out_path))?;
-    let curves_file = PendingFile::reserve(&out_path.with_extension("curves.png"))?;
-    let confusion_file = PendingFile::reserve(&out_path.with_extension("confusion.png"))?;
-    let checkpoint_path = a
-        .resume
-        .clone()
-        .unwrap_or_else(|| checkpoint::path_for(&out_path));
-    drop(PendingFile::reserve(&checkpoint_path)?);
-    let params = spec.build(&mut nn::Rng::new(0))?.num_params();
-    // Upper bounds: a checkpoint holds up to five copies of the weights (weights, best
-    // weights, two optimizer moments, their average), and the old one stays until the new
-    // one is complete; charts and history take well under 512 KiB.
-    let weights = 4 * params as u64;
-    let checkpoint = 5 * weights + (64 << 10);
-    space::ensure_room(&[
-        (&out_path, weights + (64 << 10) + (512 << 10)),
-        (&checkpoint_path, 2 * checkpoint),
-    ])?;
     let data = data::load(&a.source.options())?;
+    let (spec, cfg) = (run.spec(), run.config());
     out(&format!(
         "training {} ({} parameters){} on {} threads\n{}\n",
         if spec.name.is_empty() {
@@ -515,56 +480,34 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         } else {
             &spec.name
         },
-        report::thousands(params),
+        report::thousands(run.params()),
         a.preset
             .as_deref()
             .map(|p| format!(", preset {p},"))
             .unwrap_or_default(),
         rayon::current_num_threads(),
-        report::recipe(&cfg),
+        report::recipe(cfg),
     ))?;
-    if let Some(ck) = &resume {
+    if let Some((done, threads)) = run.resumed() {
         out(&format!(
-            "resuming after epoch {} of {} from {}\n",
-            ck.epochs_done,
+            "resuming after epoch {done} of {} from {}\n",
             cfg.epochs,
-            checkpoint_path.display()
+            run.outputs().checkpoint.display()
         ))?;
-        if ck.threads != rayon::current_num_threads() {
+        if threads != rayon::current_num_threads() {
             eprintln!(
-                "warning: the run started on {} threads and continues on {}; the model will \
-                 differ in its last bits from an uninterrupted run (use --threads {})",
-                ck.threads,
+                "warning: the run started on {threads} threads and continues on {}; the model \
+                 will differ in its last bits from an uninterrupted run (use --threads {threads})",
                 rayon::current_num_threads(),
-                ck.threads
             );
         }
     }
-    let stop = interrupt_flag();
-    let control = train::RunControl {
-        checkpoint: Some(checkpoint_path.clone()),
-        out: Some(std::path::absolute(&out_path).unwrap_or_else(|_| out_path.clone())),
-        resume,
-        stop: Some(stop),
-    };
     let mut bar = Bar {
         bar: None,
         epochs: cfg.epochs,
     };
-    let outcome = train::train_with(&data, spec, &cfg, &mut bar, control)?;
-    let s = &outcome.model.summary;
-    model_file.commit(&outcome.model.to_bytes()?)?;
-    history_file.commit(train::history_csv(&outcome.history).as_bytes())?;
-    curves_file.commit(&plots::training_curves(&outcome.history)?)?;
-    let test_metrics = eval::metrics(&outcome.test, &data.test.labels, &outcome.model.classes);
-    confusion_file.commit(&plots::confusion_matrix(
-        &test_metrics.confusion,
-        &test_metrics.classes,
-        &format!(
-            "Confusion matrix on the test set (accuracy {:.2} %)",
-            100.0 * test_metrics.accuracy
-        ),
-    )?)?;
+    let done = run.stop_when(interrupt_flag()).execute(&data, &mut bar)?;
+    let s = &done.model.summary;
     if s.epochs < s.planned_epochs {
         out(&format!(
             "stopped after epoch {}: no better validation accuracy for {} epochs\n",
@@ -572,6 +515,7 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
             s.epochs - s.best_epoch
         ))?;
     }
+    let o = &done.outputs;
     out(&format!(
         "best epoch {}: val acc {:.2} %\ntest accuracy {:.2} % ({} images)\n\
          saved {} in {}; beside it: {}, {}, {}\n",
@@ -579,15 +523,12 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         100.0 * s.val_accuracy,
         100.0 * s.test_accuracy,
         report::thousands(data.test.len()),
-        out_path.display(),
+        o.model.display(),
         report::duration(started.elapsed().as_secs_f64()),
-        history_path(&out_path).display(),
-        out_path.with_extension("curves.png").display(),
-        out_path.with_extension("confusion.png").display(),
-    ))?;
-    // The run is complete: its checkpoint has nothing left to give.
-    let _ = std::fs::remove_file(&checkpoint_path);
-    Ok(())
+        o.history.display(),
+        o.curves.display(),
+        o.confusion.display(),
+    ))
 }
 
 /// A flag that Ctrl-C sets, so that training stops between two steps and says how to
@@ -604,11 +545,6 @@ fn interrupt_flag() -> &'static AtomicBool {
         });
     });
     &STOP
-}
-
-/// The history file beside a model: `model.safetensors` → `model.history.csv`.
-pub fn history_path(model: &std::path::Path) -> PathBuf {
-    model.with_extension("history.csv")
 }
 
 /// `fmnist eval`
@@ -729,14 +665,21 @@ pub fn run_predict(a: &PredictArgs) -> anyhow::Result<()> {
     let predictions = predict::rank(&mut model, &names, &inputs, a.top as usize);
     if let Some(dir) = &a.show_input {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for (path, pixels) in a.images.iter().zip(inputs.chunks_exact(data::PIXELS)) {
-            let stem = path
-                .file_stem()
-                .map_or_else(|| "image".to_string(), |s| s.to_string_lossy().into_owned());
-            plots::save(
-                &dir.join(format!("{stem}.input.png")),
-                &predict::input_png(pixels)?,
-            )?;
+        for ((image, (name, renamed)), pixels) in a
+            .images
+            .iter()
+            .zip(predict::input_names(&a.images))
+            .zip(inputs.chunks_exact(data::PIXELS))
+        {
+            let path = dir.join(name);
+            plots::save(&path, &predict::input_png(pixels)?)?;
+            if renamed {
+                eprintln!(
+                    "note: an earlier image has the name of {}: its input is {}",
+                    image.display(),
+                    path.display()
+                );
+            }
         }
     }
     let mut text = String::new();

@@ -1,7 +1,7 @@
 //! Finding the data: `--data-dir`, `$FMNIST_DATA`, the user's cache, the Debian package,
 //! and otherwise a verified download from the official mirrors.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -200,7 +200,28 @@ fn mirrors() -> Vec<String> {
 /// Downloads the four files into `dir`: each is written under a temporary name and renamed
 /// to its final name only after its decompressed checksum matches.
 pub fn download_all(dir: &Path, verbose: bool) -> anyhow::Result<()> {
+    // Folders made for a download that then fails are removed again, deepest first
+    // (`remove_dir` leaves any that something else has filled meanwhile).
+    let created = missing_ancestors(dir);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let result = download_into(dir, verbose);
+    if result.is_err() {
+        for d in &created {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    result
+}
+
+/// `dir` and those of its ancestors that do not exist yet, deepest first.
+fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+fn download_into(dir: &Path, verbose: bool) -> anyhow::Result<()> {
     // `FMNIST_DOWNLOAD_TIMEOUT` (seconds) replaces every limit: longer for slow links,
     // shorter for tests of a stalled server.
     let limit = std::env::var("FMNIST_DOWNLOAD_TIMEOUT")
@@ -227,7 +248,7 @@ pub fn download_all(dir: &Path, verbose: bool) -> anyhow::Result<()> {
             if verbose {
                 eprintln!("downloading {url}");
             }
-            match fetch_verified(&agent, &url, file, dir, &final_path) {
+            match fetch_verified(&agent, &url, file, &final_path) {
                 Ok(()) => {
                     done = true;
                     break;
@@ -248,7 +269,6 @@ fn fetch_verified(
     agent: &ureq::Agent,
     url: &str,
     file: &DataFile,
-    dir: &Path,
     final_path: &Path,
 ) -> anyhow::Result<()> {
     let mut last = None;
@@ -256,7 +276,7 @@ fn fetch_verified(
         if attempt > 0 {
             std::thread::sleep(Duration::from_secs(1 << (attempt - 1)));
         }
-        match fetch_once(agent, url, file, dir, final_path) {
+        match fetch_once(agent, url, file, final_path) {
             Ok(()) => return Ok(()),
             Err(Fetch::Retry(e)) => last = Some(e),
             Err(Fetch::Fatal(e)) => return Err(e),
@@ -274,7 +294,6 @@ fn fetch_once(
     agent: &ureq::Agent,
     url: &str,
     file: &DataFile,
-    dir: &Path,
     final_path: &Path,
 ) -> Result<(), Fetch> {
     let mut response = match agent.get(url).call() {
@@ -299,19 +318,7 @@ fn fetch_once(
         verify(file, &bytes)
     };
     check().map_err(Fetch::Fatal)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempfile_in(dir)
-        .map_err(|e| Fetch::Fatal(anyhow!("cannot write in {}: {e}", dir.display())))?;
-    tmp.write_all(&body)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| Fetch::Fatal(anyhow!("cannot write in {}: {e}", dir.display())))?;
-    tmp.persist(final_path).map_err(|e| {
-        Fetch::Fatal(anyhow!(
-            "cannot create {}: {}",
-            final_path.display(),
-            e.error
-        ))
-    })?;
+    // Atomic, and an ordinary 0644 file like every output.
+    crate::io::atomic::write(final_path, &body).map_err(Fetch::Fatal)?;
     Ok(())
 }

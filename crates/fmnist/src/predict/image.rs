@@ -48,6 +48,13 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
     if !matches!(format, Png | Jpeg | Gif | Bmp | WebP) {
         return Err(DecodeError::NotAnImage);
     }
+    // The JPEG decoder fills a missing end with grey and reports success; PNG and WebP
+    // decoders refuse a cut file, and so must we.
+    if format == Jpeg && !jpeg_complete(bytes) {
+        return Err(DecodeError::Invalid(
+            "the JPEG file is truncated (it ends before its end-of-image marker)".into(),
+        ));
+    }
     let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -71,4 +78,89 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
         return Err(DecodeError::Invalid("the image is empty".into()));
     }
     Ok(img)
+}
+
+/// Whether a JPEG's marker structure runs from its start to an end-of-image marker:
+/// segments are skipped by their lengths (an embedded thumbnail, with its own markers,
+/// lies inside one), and the entropy-coded data after each start-of-scan is skipped to
+/// the next marker. A file cut anywhere ends first.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    const SOS: u8 = 0xda;
+    const EOI: u8 = 0xd9;
+    if !bytes.starts_with(&[0xff, 0xd8]) {
+        return false;
+    }
+    let mut at = 2;
+    loop {
+        // Fill bytes (0xFF runs) may precede a marker.
+        while bytes.get(at) == Some(&0xff) && bytes.get(at + 1) == Some(&0xff) {
+            at += 1;
+        }
+        let (Some(&0xff), Some(&marker)) = (bytes.get(at), bytes.get(at + 1)) else {
+            return false;
+        };
+        at += 2;
+        match marker {
+            EOI => return true,
+            // Markers without a length: restart markers, TEM.
+            0xd0..=0xd7 | 0x01 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        else {
+            return false;
+        };
+        if len < 2 {
+            return false;
+        }
+        at += len;
+        if marker == SOS {
+            // Entropy-coded data: 0xFF is followed by 0x00 (a stuffed byte) or a
+            // restart marker inside it; anything else is the next marker.
+            loop {
+                match (bytes.get(at), bytes.get(at + 1)) {
+                    (Some(&0xff), Some(&next)) if next == 0x00 || (0xd0..=0xd7).contains(&next) => {
+                        at += 2
+                    }
+                    (Some(&0xff), Some(_)) => break,
+                    (Some(_), _) => at += 1,
+                    (None, _) => return false,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(progressive_size: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(progressive_size, progressive_size, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])
+        });
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+            .encode_image(&img)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_cut_jpeg_is_refused_and_a_whole_one_decodes() {
+        let whole = jpeg(64);
+        assert!(decode_bytes(&whole).is_ok());
+        // Trailing bytes after the end marker (some cameras append data) are harmless.
+        let mut trailing = whole.clone();
+        trailing.extend_from_slice(b"appended by a camera");
+        assert!(decode_bytes(&trailing).is_ok());
+        for cut in [whole.len() / 2, whole.len() - 2, whole.len() - 1, 3, 200] {
+            match decode_bytes(&whole[..cut]) {
+                Err(DecodeError::Invalid(m)) => assert!(m.contains("truncated"), "{cut}: {m}"),
+                other => panic!("a JPEG cut at {cut} of {}: {other:?}", whole.len()),
+            }
+        }
+    }
 }

@@ -89,6 +89,30 @@ pub fn preprocess_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<u8>>
     Ok(inputs)
 }
 
+/// The file names `predict --show-input` gives the inputs of `images`:
+/// `NAME.input.png`, and `NAME-2.input.png`, `NAME-3.input.png`, ... for later images
+/// whose names would repeat one (`a/x.png` and `b/x.png`), so none is overwritten;
+/// `true` marks a name so changed.
+pub fn input_names(images: &[std::path::PathBuf]) -> Vec<(String, bool)> {
+    let mut taken = std::collections::HashSet::new();
+    images
+        .iter()
+        .map(|path| {
+            let stem = path
+                .file_stem()
+                .map_or_else(|| "image".to_string(), |s| s.to_string_lossy().into_owned());
+            let plain = format!("{stem}.input.png");
+            let name = std::iter::once(plain.clone())
+                .chain((2..).map(|n| format!("{stem}-{n}.input.png")))
+                .find(|name| !taken.contains(name))
+                .unwrap_or_default();
+            taken.insert(name.clone());
+            let renamed = name != plain;
+            (name, renamed)
+        })
+        .collect()
+}
+
 /// A 28×28 model input as PNG bytes (what `predict --show-input` writes).
 pub fn input_png(pixels: &[u8]) -> anyhow::Result<Vec<u8>> {
     let img = GrayImage::from_raw(SIDE as u32, SIDE as u32, pixels.to_vec()).ok_or_else(|| {
@@ -100,4 +124,23 @@ pub fn input_png(pixels: &[u8]) -> anyhow::Result<Vec<u8>> {
         ::image::ImageFormat::Png,
     )?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inputs_of_images_with_one_name_do_not_overwrite_each_other() {
+        let images: Vec<std::path::PathBuf> = ["a/x.png", "b/x.png", "c/x.jpg", "x-2.png", "y.png"]
+            .map(Into::into)
+            .to_vec();
+        let names = super::input_names(&images);
+        let expect = [
+            ("x.input.png", false),
+            ("x-2.input.png", true),
+            ("x-3.input.png", true),
+            ("x-2-2.input.png", true),
+            ("y.input.png", false),
+        ];
+        assert_eq!(names, expect.map(|(n, r)| (n.to_string(), r)));
+    }
 }

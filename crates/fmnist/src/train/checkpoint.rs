@@ -27,6 +27,14 @@ pub fn path_for(model: &Path) -> PathBuf {
     model.with_extension("checkpoint.safetensors")
 }
 
+/// The model a checkpoint belongs beside: `model.checkpoint.safetensors` →
+/// `model.safetensors`; `None` for a file not named like a checkpoint.
+pub fn model_path_for(checkpoint: &Path) -> Option<PathBuf> {
+    let name = checkpoint.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".checkpoint.safetensors")?;
+    (!stem.is_empty()).then(|| checkpoint.with_file_name(format!("{stem}.safetensors")))
+}
+
 /// The best epoch so far: its score (validation accuracy), number and weights.
 #[derive(Clone, Debug)]
 pub struct Best {
@@ -64,8 +72,6 @@ pub struct Checkpoint {
     pub threads: usize,
     /// Seconds spent training so far.
     pub seconds: f64,
-    /// The model file the run writes at the end.
-    pub out: PathBuf,
 }
 
 /// The small part of the state, stored as JSON in the file's metadata.
@@ -85,7 +91,6 @@ struct Meta {
     augment_rng: Rng,
     threads: usize,
     seconds: f64,
-    out: PathBuf,
 }
 
 impl Checkpoint {
@@ -108,7 +113,6 @@ impl Checkpoint {
             augment_rng: self.augment_rng.clone(),
             threads: self.threads,
             seconds: self.seconds,
-            out: self.out.clone(),
         };
         let mut entries: Vec<(String, &[usize], &[f32])> = Vec::new();
         for (name, t) in names.iter().zip(&self.weights) {
@@ -189,7 +193,10 @@ impl Checkpoint {
                 .ok_or_else(|| anyhow!("metadata has no \"state\""))?,
         )
         .context("training state")?;
-        meta.config.validate()?;
+        // The same checks as the command line's flags, reported as a damaged file.
+        meta.config
+            .validate()
+            .map_err(|e| anyhow!("its recipe is refused: {e}"))?;
         if meta.history.len() != meta.epochs_done || meta.epochs_done > meta.config.epochs {
             bail!("inconsistent epoch count");
         }
@@ -284,7 +291,6 @@ impl Checkpoint {
             augment_rng: meta.augment_rng,
             threads: meta.threads,
             seconds: meta.seconds,
-            out: meta.out,
         })
     }
 }
@@ -339,7 +345,6 @@ mod tests {
             augment_rng: Rng::new(6),
             threads: 2,
             seconds: 1.5,
-            out: "/tmp/m.safetensors".into(),
         }
     }
 

@@ -73,26 +73,51 @@ impl Default for TrainConfig {
     }
 }
 
+/// Most epochs a recipe may ask for.
+pub const MAX_EPOCHS: usize = 100_000;
+/// Largest batch a recipe may ask for (the whole training set); the memory budget
+/// ([`TRAIN_MEMORY_BUDGET`]) usually allows less.
+pub const MAX_BATCH: usize = 60_000;
+/// Most memory a training run may plan to hold: weights with their gradients,
+/// optimizer moments, average and best copies, and a batch's activations and buffers.
+pub const TRAIN_MEMORY_BUDGET: u64 = 4 << 30;
+
+/// A setting that training cannot accept, from flags, a checkpoint or a library caller
+/// alike (the command line exits with status 2 for it, as for any bad argument).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSetting(pub String);
+
+macro_rules! refuse {
+    ($($arg:tt)*) => { return Err(InvalidSetting(format!($($arg)*)).into()) };
+}
+
 impl TrainConfig {
-    /// Rejects settings that cannot train.
+    /// Rejects settings that cannot train: the one check for every way a recipe arrives.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.epochs == 0 {
-            bail!("--epochs must be at least 1");
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            refuse!(
+                "--epochs must be between 1 and {MAX_EPOCHS}, got {}",
+                self.epochs
+            );
         }
-        if self.batch_size == 0 {
-            bail!("--batch-size must be at least 1");
+        if !(1..=MAX_BATCH).contains(&self.batch_size) {
+            refuse!(
+                "--batch-size must be between 1 and {MAX_BATCH}, got {}",
+                self.batch_size
+            );
         }
         if !self.lr.is_finite() || self.lr <= 0.0 {
-            bail!("--lr must be a positive number, got {}", self.lr);
+            refuse!("--lr must be a positive number, got {}", self.lr);
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            bail!(
+            refuse!(
                 "--label-smoothing must be in [0, 1), got {}",
                 self.label_smoothing
             );
         }
         if !self.optimizer.weight_decay.is_finite() || self.optimizer.weight_decay < 0.0 {
-            bail!(
+            refuse!(
                 "--weight-decay must be zero or positive, got {}",
                 self.optimizer.weight_decay
             );
@@ -100,13 +125,49 @@ impl TrainConfig {
         if let Some(d) = self.ema
             && !(0.0..1.0).contains(&d)
         {
-            bail!("--ema must be a decay in [0, 1), got {d}");
+            refuse!("--ema must be a decay in [0, 1), got {d}");
         }
         if self.patience == Some(0) {
-            bail!("--patience must be at least 1 epoch");
+            refuse!("--patience must be at least 1 epoch");
         }
-        self.augment.validate()
+        if self.limit == Some(0) {
+            refuse!("--limit must be at least 1 image");
+        }
+        if self.val_size >= MAX_BATCH {
+            refuse!(
+                "--val-size {} leaves no training images (of {MAX_BATCH})",
+                self.val_size
+            );
+        }
+        self.augment
+            .validate()
+            .map_err(|e| InvalidSetting(e.to_string()).into())
     }
+}
+
+/// Refuses a batch whose training step would take more than [`TRAIN_MEMORY_BUDGET`] for
+/// `net`, counted before anything is allocated, naming the largest batch that fits.
+pub fn check_memory(net: &nn::Network, batch_size: usize) -> anyhow::Result<()> {
+    // Weights, gradients, two optimizer moments, the average, the best epoch's copy and
+    // a checkpoint's snapshot; the dataset's 55 MB; then per image its activations.
+    let fixed = 4 * 7 * net.num_params() as u64 + (64 << 20);
+    let per_image = 4 * net.values_per_example() as u64;
+    let needed = fixed.saturating_add(per_image.saturating_mul(batch_size as u64));
+    if needed > TRAIN_MEMORY_BUDGET {
+        let fits = TRAIN_MEMORY_BUDGET.saturating_sub(fixed) / per_image.max(1);
+        let advice = if fits == 0 {
+            "the network does not fit even one image".to_string()
+        } else {
+            format!("use --batch-size {fits} or less")
+        };
+        refuse!(
+            "a batch of {batch_size} images needs about {:.1} GB for this network, more than \
+             the {} GiB training budget; {advice}",
+            needed as f64 / 1e9,
+            TRAIN_MEMORY_BUDGET >> 30
+        );
+    }
+    Ok(())
 }
 
 /// One epoch's figures.
@@ -189,8 +250,6 @@ pub struct RunControl<'a> {
     /// Write a checkpoint here after every epoch (atomically; the last one is kept if
     /// training fails or is interrupted).
     pub checkpoint: Option<PathBuf>,
-    /// The model file the run will write, recorded in checkpoints for `--resume`.
-    pub out: Option<PathBuf>,
     /// Continue from this state (its recipe and architecture must be the ones given).
     pub resume: Option<Checkpoint>,
     /// When set (by Ctrl-C), training stops before the next step with [`Interrupted`].
@@ -252,6 +311,7 @@ pub fn train_with(
         bail!("no training images left");
     }
     let mut model = Classifier::new(spec.clone(), cfg.seed)?;
+    check_memory(&model.net, cfg.batch_size)?;
     model.inference.flip_tta = cfg.flip_tta;
     let mut ema = cfg.ema.map(|decay| Ema::new(&model.net, decay));
     let root = Rng::new(cfg.seed);
@@ -418,7 +478,6 @@ pub fn train_with(
                 augment_rng: stepper.augment_rng.clone(),
                 threads: rayon::current_num_threads(),
                 seconds: seconds_before + started.elapsed().as_secs_f64(),
-                out: control.out.clone().unwrap_or_default(),
             };
             // A failed write (a full disk) leaves the previous checkpoint as it was.
             ck.save(path).with_context(|| {

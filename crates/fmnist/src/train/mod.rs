@@ -6,5 +6,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod fit;
 pub mod recipes;
+pub mod run;
 
 pub use fit::*;
+pub use run::{Finished, Outputs, Run};
