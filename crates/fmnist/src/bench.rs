@@ -94,6 +94,7 @@ pub fn run(
         ..TrainConfig::default()
     };
     let mut model = Classifier::new(spec, train_cfg.seed)?;
+    crate::train::check_memory(&model.net, cfg.batch_size)?;
     let mut stepper = Stepper::new(&train_cfg);
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     nn::Rng::new(1).shuffle(&mut order);

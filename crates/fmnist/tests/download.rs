@@ -142,9 +142,35 @@ fn a_good_mirror_fills_the_directory_and_later_runs_use_it() {
         "{stdout}"
     );
     assert_eq!(names(&dir).len(), 4);
+    // Downloads are ordinary files, readable by others like any the user makes (not
+    // the 0600 of a temporary file).
+    #[cfg(unix)]
+    for name in names(&dir) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(&name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o644, 0o644, "{name}: {mode:o}");
+    }
     // Now found there, without any mirror.
     let again = sb.ok(&["data", "--data-dir", d, "--offline"]);
     assert!(again.contains("(--data-dir)"), "{again}");
+}
+
+#[test]
+fn a_failed_download_removes_the_folders_it_made() {
+    let sb = Sandbox::new();
+    let kept = sb.path("kept");
+    std::fs::create_dir(&kept).unwrap();
+    let dir = kept.join("x/y");
+    // No mirror answers (`Sandbox::run` points at a closed port).
+    sb.fails(
+        &["data", "--data-dir", dir.to_str().unwrap()],
+        "cannot download",
+    );
+    assert!(!kept.join("x").exists(), "the folders made for it remain");
+    assert!(kept.is_dir(), "a folder that was there before is kept");
 }
 
 #[test]

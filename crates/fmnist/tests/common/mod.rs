@@ -212,3 +212,81 @@ pub fn hidden_files(dir: &Path) -> Vec<String> {
         .filter(|n| n.starts_with('.'))
         .collect()
 }
+
+impl Sandbox {
+    /// [`Sandbox::run`], killed and failed if it has not ended after `secs` seconds (for
+    /// inputs that used to hang, such as FIFOs).
+    pub fn run_within(&self, args: &[&str], secs: u64) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fmnist"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env_remove("FMNIST_DATA")
+            .env("FMNIST_MIRROR", "http://127.0.0.1:9/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fmnist");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("fmnist {args:?} still running after {secs} s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("output")
+    }
+
+    /// Like [`Sandbox::fails`], for a command that must end within `secs` seconds.
+    pub fn fails_within(&self, args: &[&str], needle: &str, secs: u64) -> String {
+        let out = self.run_within(args, secs);
+        let all = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "fmnist {args:?} should fail");
+        let lines: Vec<&str> = all.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "fmnist {args:?}: want one error line:\n{all}"
+        );
+        assert!(lines[0].contains(needle), "{:?} lacks {needle:?}", lines[0]);
+        lines[0].to_string()
+    }
+}
+
+/// Rewrites a safetensors file's header with `edit`, leaving its data as it is (for
+/// damaged and hostile model files and checkpoints).
+pub fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    edit(&mut header);
+    let mut json = serde_json::to_vec(&header).unwrap();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend(json);
+    out.extend_from_slice(&bytes[8 + len..]);
+    std::fs::write(path, out).unwrap();
+}
+
+/// Edits the JSON held as a string in metadata entry `key` of a safetensors file.
+pub fn edit_metadata_json(path: &Path, key: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    edit_header(path, |h| {
+        let entry = &mut h["__metadata__"][key];
+        let mut value: serde_json::Value =
+            serde_json::from_str(entry.as_str().expect("a string entry")).unwrap();
+        edit(&mut value);
+        *entry = value.to_string().into();
+    });
+}
+
+/// Makes a FIFO (named pipe) at `path`.
+pub fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+}
