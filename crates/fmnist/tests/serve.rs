@@ -234,3 +234,107 @@ fn silent_clients_are_cut_off_and_connections_are_capped() {
     let (status, _) = server.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// Sends `request` as it is over a raw socket; returns the status, the body and how long
+/// the answer took.
+fn raw_exchange(base: &str, request: &[u8]) -> (u16, String, std::time::Duration) {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let _ = s.write_all(request); // the server may answer and close before it all arrives
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply).to_string();
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body, started.elapsed())
+}
+
+fn json_error(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
+    v["error"].as_str().expect("an error message").to_string()
+}
+
+#[test]
+fn every_refusal_has_its_status_and_a_json_body() {
+    let sb = Sandbox::new();
+    sb.quick_model(300, 100);
+    let server = Server::start(&sb, &[]);
+    let base = server.base.clone();
+    // A 9 MiB multipart upload (the limit is 8 MiB): 413, not 400.
+    let boundary = "b0undary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend(vec![7u8; 9 << 20]);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut request = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        form.len()
+    )
+    .into_bytes();
+    request.extend(&form);
+    let (status, body, _) = raw_exchange(&base, &request);
+    assert_eq!(status, 413, "{body}");
+    assert!(json_error(&body).contains("8 MiB"), "{body}");
+    // Sent in chunks, without a declared length, it is cut off at the limit all the same.
+    let mut chunked = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; \
+         boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for part in form.chunks(1 << 20) {
+        chunked.extend(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend(part);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    let (status, body, _) = raw_exchange(&base, &chunked);
+    assert_eq!(status, 413, "{body}");
+    // A declared trillion bytes and no body: 413 at once, not 408 after 30 s.
+    let (status, body, took) = raw_exchange(
+        &base,
+        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\
+          Content-Length: 1000000000000\r\n\r\n",
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(json_error(&body).contains("8 MiB"));
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    // Errors of the HTTP layer are JSON too.
+    let (status, body, _) = raw_exchange(
+        &base,
+        b"DELETE /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 405, "{body}");
+    assert!(json_error(&body).contains("method"));
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(10 << 10)
+    );
+    let (status, body, _) = raw_exchange(&base, long.as_bytes());
+    assert_eq!(status, 414, "{body}");
+    assert!(json_error(&body).contains("address"));
+    let big_header = format!(
+        "GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "b".repeat(20 << 10)
+    );
+    let (status, body, _) = raw_exchange(&base, big_header.as_bytes());
+    assert_eq!(status, 431, "{body}");
+    assert!(json_error(&body).contains("headers"));
+    // The server still answers.
+    assert_eq!(get(&base, "/api/health").0, 200);
+}

@@ -727,6 +727,7 @@ pub fn run_serve(a: &ServeArgs) -> anyhow::Result<()> {
         addr: a.addr,
         max_body: a.max_upload_mib as usize * 1024 * 1024,
         concurrency: a.concurrency as usize,
+        threads: rayon::current_num_threads(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -43,6 +43,41 @@ pub enum DecodeError {
 
 /// Decodes in-memory image bytes with the same limits.
 pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
+    decode_within(bytes, MAX_ALLOC)
+}
+
+/// The memory that decoding and preprocessing an image take, from its header alone:
+/// the decoded pixels in their own format and the grey copies made from them (at most
+/// four bytes a pixel). Fails as decoding would on a foreign, damaged or oversized file.
+pub fn decode_cost(bytes: &[u8]) -> Result<u64, DecodeError> {
+    let decoder = header(bytes, MAX_ALLOC)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    let pixels = u64::from(w) * u64::from(h);
+    Ok(image::ImageDecoder::total_bytes(&decoder).saturating_add(4 * pixels))
+}
+
+/// Decodes image bytes, letting the decoder allocate at most `max_alloc` bytes.
+pub fn decode_within(bytes: &[u8], max_alloc: u64) -> Result<DynamicImage, DecodeError> {
+    let decoder = header(bytes, max_alloc)?;
+    let needed = image::ImageDecoder::total_bytes(&decoder);
+    if needed > max_alloc {
+        return Err(DecodeError::Invalid(format!(
+            "the image needs {:.0} MB to decode, more than the {} MiB allowed",
+            needed as f64 / 1e6,
+            max_alloc >> 20
+        )));
+    }
+    let img =
+        DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(DecodeError::Invalid("the image is empty".into()));
+    }
+    Ok(img)
+}
+
+/// A decoder that has read the header and checked the format, completeness (JPEG) and
+/// size limits.
+fn header(bytes: &[u8], max_alloc: u64) -> Result<Box<dyn image::ImageDecoder + '_>, DecodeError> {
     let format = image::guess_format(bytes).map_err(|_| DecodeError::NotAnImage)?;
     use image::ImageFormat::*;
     if !matches!(format, Png | Jpeg | Gif | Bmp | WebP) {
@@ -59,7 +94,7 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
+    limits.max_alloc = Some(max_alloc);
     reader.limits(limits);
     // The image crate's errors repeat their cause in `source()`: keep the text only.
     let decoder = reader
@@ -72,12 +107,7 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
             MAX_PIXELS / 1_000_000
         )));
     }
-    let img =
-        DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Invalid(e.to_string()))?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(DecodeError::Invalid("the image is empty".into()));
-    }
-    Ok(img)
+    Ok(Box::new(decoder))
 }
 
 /// Whether a JPEG's marker structure runs from its start to an end-of-image marker:

@@ -7,7 +7,9 @@ pub mod preprocess;
 use ::image::GrayImage;
 use serde::Serialize;
 
-pub use self::image::{DecodeError, MAX_PIXELS, MAX_SIDE, decode_bytes, load_image};
+pub use self::image::{
+    DecodeError, MAX_PIXELS, MAX_SIDE, decode_bytes, decode_cost, decode_within, load_image,
+};
 pub use self::preprocess::preprocess;
 use crate::data::{PIXELS, SIDE};
 use crate::model::Classifier;
