@@ -47,13 +47,19 @@ pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
 }
 
 /// The memory that decoding and preprocessing an image take, from its header alone:
-/// the decoded pixels in their own format and the grey copies made from them (at most
-/// four bytes a pixel). Fails as decoding would on a foreign, damaged or oversized file.
+/// the decoded pixels in their own format and the grey copies made from them (one byte
+/// a pixel, and the crop of it; with transparency, a grey-and-alpha copy before them).
+/// Fails as decoding would on a foreign, damaged or oversized file.
 pub fn decode_cost(bytes: &[u8]) -> Result<u64, DecodeError> {
     let decoder = header(bytes, MAX_ALLOC)?;
     let (w, h) = image::ImageDecoder::dimensions(&decoder);
     let pixels = u64::from(w) * u64::from(h);
-    Ok(image::ImageDecoder::total_bytes(&decoder).saturating_add(4 * pixels))
+    let copies = if image::ImageDecoder::color_type(&decoder).has_alpha() {
+        4
+    } else {
+        2
+    };
+    Ok(image::ImageDecoder::total_bytes(&decoder).saturating_add(copies * pixels))
 }
 
 /// Decodes image bytes, letting the decoder allocate at most `max_alloc` bytes.

@@ -31,13 +31,16 @@ use tokio::sync::Semaphore;
 use crate::data::Dataset;
 use crate::model::Classifier;
 use crate::predict::{self, DecodeError, Prediction};
-use budget::{BODY_BUDGET, Budget, DECODE_BUDGET, Lease};
+use budget::{BODY_BUDGET, Budget, DECODE_BUDGET, Lease, SMALL_BODY_BUDGET, SMALL_UPLOAD};
 
 /// Longest time a request may take to send its image.
 const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Longest pause in an upload before it is given up (its budget is returned).
 const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Pause after which an upload gives its budget up when others are waiting for it.
+const STALLED_UNDER_PRESSURE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Longest wait for a request's headers, on a new connection or a kept-alive one.
 pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -107,6 +110,8 @@ struct AppState {
     pool: rayon::ThreadPool,
     /// Upload bytes held across all connections.
     bodies: Budget,
+    /// The same for uploads that declare at most [`SMALL_UPLOAD`] bytes.
+    small_bodies: Budget,
     /// Bytes of images being decoded.
     decoding: Budget,
     /// The request-size limit.
@@ -168,6 +173,7 @@ pub fn app(
         pool,
         // Room for the largest upload and its copy out of a multipart form.
         bodies: Budget::new(BODY_BUDGET.max(2 * cfg.max_body)),
+        small_bodies: Budget::new(SMALL_BODY_BUDGET),
         decoding: Budget::new(DECODE_BUDGET),
         max_body: cfg.max_body,
     });
@@ -254,8 +260,9 @@ async fn read_body(
     if declared.is_some_and(|n| n > max_body) {
         return Err(too_large(max_body));
     }
-    // Bytes are leased as they arrive, so that a stalled upload holds only what it
-    // sent, and for no longer than [`UPLOAD_IDLE`] without a new byte.
+    // A declared length is leased whole before reading, so that uploads waiting for
+    // room hold none; without one, bytes are leased as they arrive. A holder gives its
+    // lease up after [`UPLOAD_IDLE`] without a new byte, or sooner when others wait.
     const STEP: usize = 256 << 10;
     let busy = || {
         ApiError(
@@ -263,23 +270,47 @@ async fn read_body(
             "the server is busy receiving other uploads; try again shortly".into(),
         )
     };
+    let lease = |bytes: usize| async move {
+        tokio::time::timeout(UPLOAD_TIMEOUT, budget.lease(bytes))
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(busy)
+    };
     let mut leases = Vec::new();
     let mut leased = 0;
-    let mut bytes: Vec<u8> = Vec::new();
+    if let Some(n) = declared.filter(|&n| n > 0) {
+        leases.push(lease(n).await?);
+        leased = n;
+    }
+    let mut bytes: Vec<u8> = Vec::with_capacity(leased);
     let mut body = body;
+    let stalled = |secs: u64| {
+        ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the upload stalled: nothing arrived for {secs} s"),
+        )
+    };
     loop {
-        let frame = match tokio::time::timeout(UPLOAD_IDLE, body.frame()).await {
-            Err(_) => {
-                return Err(ApiError(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the upload stalled: nothing arrived for {} s",
-                        UPLOAD_IDLE.as_secs()
-                    ),
-                ));
+        let last_progress = tokio::time::Instant::now();
+        let next = loop {
+            tokio::select! {
+                next = body.frame() => break next,
+                () = tokio::time::sleep_until(last_progress + UPLOAD_IDLE) => {
+                    return Err(stalled(UPLOAD_IDLE.as_secs()));
+                }
+                // Others wait for the budget: an upload that holds some and has sent
+                // nothing for a second gives it up.
+                () = budget.pressed(), if leased > 0 => {
+                    if last_progress.elapsed() >= STALLED_UNDER_PRESSURE {
+                        return Err(stalled(STALLED_UNDER_PRESSURE.as_secs()));
+                    }
+                }
             }
-            Ok(None) => break,
-            Ok(Some(frame)) => frame.map_err(|e| {
+        };
+        let frame = match next {
+            None => break,
+            Some(frame) => frame.map_err(|e| {
                 ApiError(
                     StatusCode::BAD_REQUEST,
                     format!("cannot read the request: {e}"),
@@ -294,18 +325,8 @@ async fn read_body(
         }
         let need = (bytes.len() + data.len()).saturating_sub(leased);
         if need > 0 {
-            // In steps, up to the declared length; never less than this frame needs.
-            let step = match declared {
-                Some(n) if n > leased => (n - leased).min(STEP),
-                _ => STEP,
-            }
-            .max(need);
-            let lease = tokio::time::timeout(UPLOAD_TIMEOUT, budget.lease(step))
-                .await
-                .ok()
-                .flatten()
-                .ok_or_else(busy)?;
-            leases.push(lease);
+            let step = STEP.max(need);
+            leases.push(lease(step).await?);
             leased += step;
             bytes.reserve_exact(leased - bytes.len());
         }
@@ -342,7 +363,12 @@ async fn image_bytes(req: Request, state: &AppState) -> Result<(Bytes, Vec<Lease
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let (parts, body) = req.into_parts();
-    let (bytes, leases) = read_body(body, declared, state.max_body, &state.bodies).await?;
+    // Small uploads have a budget of their own, so that big ones cannot keep them out.
+    let budget = match declared {
+        Some(n) if n <= SMALL_UPLOAD => &state.small_bodies,
+        _ => &state.bodies,
+    };
+    let (bytes, leases) = read_body(body, declared, state.max_body, budget).await?;
     if !multipart {
         return Ok((Bytes::from(bytes), leases));
     }
