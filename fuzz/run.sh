@@ -4,20 +4,21 @@
 # fuzz/artifacts/TARGET/ (`cargo fuzz fmt TARGET FILE` shows one); fix each and keep its
 # bytes as a unit test beside the code it broke.
 # cargo fuzz needs nightly features: RUSTC_BOOTSTRAP=1 enables them on the stable toolchain.
-# Usage: fuzz/run.sh [SECONDS] [TARGET...]   (targets: idx model_file architecture image)
+# Usage: fuzz/run.sh [SECONDS] [TARGET...]
+#   (targets: idx model_file architecture memory_budget resume image)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(idx model_file architecture image)
+[ ${#targets[@]} -gt 0 ] || targets=(idx model_file architecture memory_budget resume image)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 cargo build --release -q
 cargo fuzz build -O
 
 corpus=fuzz/corpus
-mkdir -p "$corpus"/{idx,model_file,architecture,image}
+mkdir -p "$corpus"/{idx,model_file,architecture,memory_budget,resume,image}
 data=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -38,6 +39,7 @@ cp "$work/m.safetensors" "$corpus/model_file/simple"
 pid=$!
 while [ ! -f "$work/s.checkpoint.safetensors" ]; do sleep 0.1; done
 cp "$work/s.checkpoint.safetensors" "$corpus/model_file/checkpoint"
+cp "$work/s.checkpoint.safetensors" "$corpus/resume/checkpoint"
 wait "$pid"
 for f in crates/fmnist/tests/fixtures/*.json; do [ -f "$f" ] && cp "$f" "$corpus/architecture/"; done
 python3 - "$corpus/architecture" <<'PY'
@@ -50,6 +52,7 @@ json.dump({"name": "t", "input": [28, 28, 1], "layers": [
     {"type": "global_avg_pool"}, {"type": "flatten"}, {"type": "dropout", "rate": 0.5},
     {"type": "linear", "units": 10}]}, open(f"{d}/small.json", "w"))
 PY
+cp "$corpus"/architecture/* "$corpus/memory_budget/"
 ./target/release/fmnist data --preview "$work/preview.png" --data-dir "$data" --offline > /dev/null
 ./target/release/fmnist predict "$work/m.safetensors" "$work/preview.png" --show-input "$work" > /dev/null
 cp "$work"/*.input.png "$corpus/image/input.png"
