@@ -22,7 +22,7 @@ pub mod tensor;
 
 pub use ema::Ema;
 pub use init::Init;
-pub use layers::{Mode, Param, ParamKind};
+pub use layers::{Mode, Param, ParamKind, Role, TensorKey};
 pub use network::Network;
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedule};
 pub use rng::Rng;

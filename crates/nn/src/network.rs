@@ -1,6 +1,6 @@
 //! A sequential network: layers in order, with every activation kept for backward.
 
-use crate::layers::{Context, Layer, Mode, Param};
+use crate::layers::{Context, Layer, Mode, Param, TensorKey};
 use crate::{Rng, Tensor};
 
 /// Layers applied in order. Activations and their gradients live here, allocated on the
@@ -126,42 +126,51 @@ impl Network {
 
     /// The number of trainable values.
     pub fn num_params(&self) -> usize {
-        // Buffers (running statistics) are also listed by `tensors`; count params only.
-        let mut n = 0;
-        for l in &self.layers {
-            for (name, t) in l.tensors() {
-                if !name.ends_with("running_mean") && !name.ends_with("running_var") {
-                    n += t.len();
-                }
-            }
-        }
-        n
+        // Statistics (running means and variances) are saved too; count what trains.
+        self.tensor_keys()
+            .iter()
+            .filter(|(k, _)| k.role.is_trained())
+            .map(|(_, t)| t.len())
+            .sum()
     }
 
-    /// Every tensor that defines the network, named `"{layer}.{name}"`.
-    pub fn tensors(&self) -> Vec<(String, &Tensor)> {
+    /// Every tensor that defines the network, with its key (spec path and role).
+    pub fn tensor_keys(&self) -> Vec<(TensorKey, &Tensor)> {
         let mut out = Vec::new();
         for (&i, l) in self.ids.iter().zip(&self.layers) {
-            out.extend(
-                l.tensors()
-                    .into_iter()
-                    .map(|(k, v)| (qualified_name(i, &k), v)),
-            );
+            out.extend(l.tensors().into_iter().map(|(k, v)| (absolute(i, k), v)));
         }
         out
     }
 
     /// Mutable access to the same tensors, for loading.
-    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    pub fn tensor_keys_mut(&mut self) -> Vec<(TensorKey, &mut Tensor)> {
         let mut out = Vec::new();
         for (&i, l) in self.ids.iter().zip(&mut self.layers) {
             out.extend(
                 l.tensors_mut()
                     .into_iter()
-                    .map(|(k, v)| (qualified_name(i, &k), v)),
+                    .map(|(k, v)| (absolute(i, k), v)),
             );
         }
         out
+    }
+
+    /// Every tensor that defines the network, named as in model files (`"3.weight"`,
+    /// `"4.body.0.running_mean"`: see [`TensorKey`]).
+    pub fn tensors(&self) -> Vec<(String, &Tensor)> {
+        self.tensor_keys()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// Mutable access to the same tensors, for loading.
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        self.tensor_keys_mut()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
 
     /// A copy of every tensor, in [`Network::tensors`] order.
@@ -184,16 +193,10 @@ impl Network {
     }
 }
 
-/// The network's name for tensor `name` of the layer built from spec `id`: `"{id}.{name}"`,
-/// except that a fused layer names the tensors of its later specs `"+{offset}.{name}"`,
-/// filed under spec `id + offset`, so that fusing never changes a model file.
-pub(crate) fn qualified_name(id: usize, name: &str) -> String {
-    if let Some((offset, rest)) = name
-        .strip_prefix('+')
-        .and_then(|n| n.split_once('.'))
-        .and_then(|(o, rest)| Some((o.parse::<usize>().ok()?, rest)))
-    {
-        return format!("{}.{rest}", id + offset);
-    }
-    format!("{id}.{name}")
+/// A layer's key made absolute: the layer built from spec `id` lists its tensors
+/// relative to it (a fused layer's later specs at 1, 2, ...), so fusing never changes a
+/// model file.
+fn absolute(id: usize, mut key: TensorKey) -> TensorKey {
+    key.path[0] += id;
+    key
 }

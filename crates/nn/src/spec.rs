@@ -124,7 +124,7 @@ pub const MAX_PARAMS: usize = 1 << 25;
 pub const MAX_ACTIVATIONS: usize = 1 << 24;
 /// Refuse networks whose training step keeps more than this many values per example
 /// ([`Network::values_per_example`]: outputs, gradients, im2col matrices with their
-/// padding; 64 MiB of f32). The built-in networks keep at most about 0.4 M.
+/// padding; 64 MiB of f32). The built-in networks keep at most about 0.96 M (`resnet9`).
 pub const MAX_VALUES_PER_EXAMPLE: usize = 1 << 24;
 
 /// Fails on a field beside `type` in a layer that has no settings (`relu`, `flatten`,

@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::{Context, Layer, Param, ParamKind, WeightBias};
+use super::{Context, Layer, Param, ParamKind, TensorKey, WeightBias};
 use crate::copy::copy_row;
 use crate::matmul::{Mat, column_sums, matmul, matmul_tn_reduce};
 use crate::{Init, Rng, Tensor};
@@ -300,11 +300,11 @@ impl Layer for Conv2d {
         self.params.params_mut()
     }
 
-    fn tensors(&self) -> Vec<(String, &Tensor)> {
+    fn tensors(&self) -> Vec<(TensorKey, &Tensor)> {
         self.params.tensors()
     }
 
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    fn tensors_mut(&mut self) -> Vec<(TensorKey, &mut Tensor)> {
         self.params.tensors_mut()
     }
 }

@@ -19,7 +19,7 @@ mod winograd;
 
 use rayon::prelude::*;
 
-use super::{BatchNorm, Context, Conv2d, Layer, MaxPool2d, Mode, Param, ReluMaxPool2d};
+use super::{BatchNorm, Context, Conv2d, Layer, MaxPool2d, Mode, Param, ReluMaxPool2d, TensorKey};
 use crate::Tensor;
 use isa::Isa;
 use tiles::{Pass, Tiles};
@@ -357,37 +357,39 @@ impl Layer for ConvBlock {
         params
     }
 
-    fn tensors(&self) -> Vec<(String, &Tensor)> {
+    // The batch norm's tensors belong to the next spec.
+    fn tensors(&self) -> Vec<(TensorKey, &Tensor)> {
         let mut all = self.conv.tensors();
         if let Some(norm) = self.tail.norm() {
-            all.extend(norm.tensors().into_iter().map(|(k, v)| (next_layer(&k), v)));
+            all.extend(norm.tensors().into_iter().map(|(k, v)| (next_layer(k), v)));
         }
         all
     }
 
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    fn tensors_mut(&mut self) -> Vec<(TensorKey, &mut Tensor)> {
         self.eval_current = false;
         let mut all = self.conv.tensors_mut();
         if let Some(norm) = self.tail.norm_mut() {
             all.extend(
                 norm.tensors_mut()
                     .into_iter()
-                    .map(|(k, v)| (next_layer(&k), v)),
+                    .map(|(k, v)| (next_layer(k), v)),
             );
         }
         all
     }
 }
 
-/// A tensor name that the network files under the next layer (see
-/// [`crate::network::qualified_name`]): the batch norm's, which is the next spec.
-fn next_layer(name: &str) -> String {
-    format!("+1.{name}")
+/// A tensor of the layer after the convolution.
+fn next_layer(mut key: TensorKey) -> TensorKey {
+    key.path[0] += 1;
+    key
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::Role;
     use crate::{Init, Rng};
 
     /// Which layers follow the convolution.
@@ -418,16 +420,18 @@ mod tests {
             Kind::Norm => ConvBlock::norm_relu(conv, 0.1, 1e-5, false),
         }
         .ok()?;
-        for (name, t) in l.tensors_mut() {
-            let v = normal(t.shape(), name.len() as u64);
+        for (key, t) in l.tensors_mut() {
+            let v = normal(t.shape(), key.to_string().len() as u64);
+            if key.path != [1] {
+                continue; // the convolution's own
+            }
             for (t, v) in t.data_mut().iter_mut().zip(v.data()) {
-                match name.as_str() {
-                    "+1.weight" => *t = 1.0 + 0.3 * v,
-                    "+1.bias" => *t = 0.2 * v,
-                    "+1.running_mean" => *t = 0.1 * v,
-                    "+1.running_var" => *t = 0.5 + v.abs(),
-                    _ => {}
-                }
+                *t = match key.role {
+                    Role::Weight => 1.0 + 0.3 * v,
+                    Role::Bias => 0.2 * v,
+                    Role::RunningMean => 0.1 * v,
+                    Role::RunningVar => 0.5 + v.abs(),
+                };
             }
         }
         Some(l)

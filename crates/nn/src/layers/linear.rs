@@ -1,6 +1,6 @@
 //! Fully connected (dense) layer.
 
-use super::{Context, Layer, Param, ParamKind, WeightBias, batch_and_rest};
+use super::{Context, Layer, Param, ParamKind, TensorKey, WeightBias, batch_and_rest};
 use crate::copy::broadcast_rows;
 use crate::matmul::{Mat, column_sums, matmul};
 use crate::{Init, Rng, Tensor};
@@ -98,11 +98,11 @@ impl Layer for Linear {
         self.params.params_mut()
     }
 
-    fn tensors(&self) -> Vec<(String, &Tensor)> {
+    fn tensors(&self) -> Vec<(TensorKey, &Tensor)> {
         self.params.tensors()
     }
 
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    fn tensors_mut(&mut self) -> Vec<(TensorKey, &mut Tensor)> {
         self.params.tensors_mut()
     }
 }

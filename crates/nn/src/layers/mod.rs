@@ -55,6 +55,70 @@ pub enum ParamKind {
     Norm,
 }
 
+/// What a saved tensor is to its layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Weights (a batch norm's scale γ too).
+    Weight,
+    /// Biases (a batch norm's shift β too).
+    Bias,
+    /// A batch norm's running mean: a statistic, not trained.
+    RunningMean,
+    /// A batch norm's running variance: a statistic, not trained.
+    RunningVar,
+}
+
+impl Role {
+    /// The name in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Weight => "weight",
+            Role::Bias => "bias",
+            Role::RunningMean => "running_mean",
+            Role::RunningVar => "running_var",
+        }
+    }
+
+    /// Whether the tensor is trained (statistics are not).
+    pub fn is_trained(self) -> bool {
+        matches!(self, Role::Weight | Role::Bias)
+    }
+}
+
+/// Where a saved tensor sits: the path of spec indices down to its layer (one index,
+/// or more through residual bodies) and its role. A layer lists its tensors with paths
+/// relative to its own spec (a fused layer's later specs have 1, 2, ...); the network
+/// makes them absolute. Written `3.weight`, `4.body.0.running_mean`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorKey {
+    /// Spec indices, outermost first.
+    pub path: Vec<usize>,
+    /// What the tensor holds.
+    pub role: Role,
+}
+
+impl TensorKey {
+    /// A tensor of the spec `offset` after the listing layer's own.
+    pub fn at(offset: usize, role: Role) -> Self {
+        Self {
+            path: vec![offset],
+            role,
+        }
+    }
+}
+
+impl std::fmt::Display for TensorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (depth, i) in self.path.iter().enumerate() {
+            if depth > 0 {
+                f.write_str(".body.")?;
+            }
+            write!(f, "{i}")?;
+        }
+        write!(f, ".{}", self.role.name())
+    }
+}
+
 /// A trainable tensor and its gradient.
 #[derive(Clone, Debug)]
 pub struct Param {
@@ -112,12 +176,12 @@ pub trait Layer: Send {
 
     /// Every tensor that defines the layer (parameters and buffers such as running
     /// statistics), by name, for saving.
-    fn tensors(&self) -> Vec<(String, &Tensor)> {
+    fn tensors(&self) -> Vec<(TensorKey, &Tensor)> {
         Vec::new()
     }
 
     /// Mutable access to the same tensors, for loading.
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    fn tensors_mut(&mut self) -> Vec<(TensorKey, &mut Tensor)> {
         Vec::new()
     }
 }
@@ -137,18 +201,22 @@ impl WeightBias {
         v
     }
 
-    pub(crate) fn tensors(&self) -> Vec<(String, &Tensor)> {
-        let mut v = vec![("weight".to_string(), &self.weight.value)];
-        v.extend(self.bias.as_ref().map(|b| ("bias".to_string(), &b.value)));
+    pub(crate) fn tensors(&self) -> Vec<(TensorKey, &Tensor)> {
+        let mut v = vec![(TensorKey::at(0, Role::Weight), &self.weight.value)];
+        v.extend(
+            self.bias
+                .as_ref()
+                .map(|b| (TensorKey::at(0, Role::Bias), &b.value)),
+        );
         v
     }
 
-    pub(crate) fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut v = vec![("weight".to_string(), &mut self.weight.value)];
+    pub(crate) fn tensors_mut(&mut self) -> Vec<(TensorKey, &mut Tensor)> {
+        let mut v = vec![(TensorKey::at(0, Role::Weight), &mut self.weight.value)];
         v.extend(
             self.bias
                 .as_mut()
-                .map(|b| ("bias".to_string(), &mut b.value)),
+                .map(|b| (TensorKey::at(0, Role::Bias), &mut b.value)),
         );
         v
     }

@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::{Context, Layer, Mode, Param, ParamKind};
+use super::{Context, Layer, Mode, Param, ParamKind, Role, TensorKey};
 use crate::Tensor;
 
 /// Rows (pixels) per parallel task; fixed, so results do not depend on the thread count.
@@ -259,21 +259,21 @@ impl Layer for BatchNorm {
         vec![&mut self.gamma, &mut self.beta]
     }
 
-    fn tensors(&self) -> Vec<(String, &Tensor)> {
+    fn tensors(&self) -> Vec<(TensorKey, &Tensor)> {
         vec![
-            ("weight".into(), &self.gamma.value),
-            ("bias".into(), &self.beta.value),
-            ("running_mean".into(), &self.running_mean),
-            ("running_var".into(), &self.running_var),
+            (TensorKey::at(0, Role::Weight), &self.gamma.value),
+            (TensorKey::at(0, Role::Bias), &self.beta.value),
+            (TensorKey::at(0, Role::RunningMean), &self.running_mean),
+            (TensorKey::at(0, Role::RunningVar), &self.running_var),
         ]
     }
 
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    fn tensors_mut(&mut self) -> Vec<(TensorKey, &mut Tensor)> {
         vec![
-            ("weight".into(), &mut self.gamma.value),
-            ("bias".into(), &mut self.beta.value),
-            ("running_mean".into(), &mut self.running_mean),
-            ("running_var".into(), &mut self.running_var),
+            (TensorKey::at(0, Role::Weight), &mut self.gamma.value),
+            (TensorKey::at(0, Role::Bias), &mut self.beta.value),
+            (TensorKey::at(0, Role::RunningMean), &mut self.running_mean),
+            (TensorKey::at(0, Role::RunningVar), &mut self.running_var),
         ]
     }
 }

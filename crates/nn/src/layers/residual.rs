@@ -1,6 +1,6 @@
 //! Residual connection around a sub-network.
 
-use super::{Context, Layer, Param};
+use super::{Context, Layer, Param, TensorKey};
 use crate::{Network, Tensor};
 
 /// Residual block `y = x + f(x)`, where `f` is a sub-network whose output shape equals
@@ -79,19 +79,25 @@ impl Layer for Residual {
         self.body.params_mut()
     }
 
-    fn tensors(&self) -> Vec<(String, &Tensor)> {
+    fn tensors(&self) -> Vec<(TensorKey, &Tensor)> {
         self.body
-            .tensors()
+            .tensor_keys()
             .into_iter()
-            .map(|(k, v)| (format!("body.{k}"), v))
+            .map(|(k, v)| (inside(k), v))
             .collect()
     }
 
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    fn tensors_mut(&mut self) -> Vec<(TensorKey, &mut Tensor)> {
         self.body
-            .tensors_mut()
+            .tensor_keys_mut()
             .into_iter()
-            .map(|(k, v)| (format!("body.{k}"), v))
+            .map(|(k, v)| (inside(k), v))
             .collect()
     }
+}
+
+/// A body tensor's key as this layer lists it: under its own spec, then the body's path.
+fn inside(mut key: TensorKey) -> TensorKey {
+    key.path.insert(0, 0);
+    key
 }
