@@ -3,7 +3,8 @@
 # one-epoch `simple` model when none is given), then `wrk` (Debian package `wrk`) POSTs one
 # test image (a PNG) to /api/predict from CONNECTIONS connections for SECONDS seconds and
 # prints requests/s and the latency percentiles. Server and load generator share the cores.
-# Usage: bench/serve_load.sh [MODEL] [SECONDS] [CONNECTIONS]   (default 10 s, 16 connections)
+# Usage: bench/serve_load.sh [MODEL] [SECONDS] [CONNECTIONS] [THREADS]
+#   (default 10 s, 16 connections, the server on all cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
@@ -21,8 +22,9 @@ if [ -z "$model" ]; then
 fi
 seconds=${2:-10}
 connections=${3:-16}
+threads=(); [ -z "${4:-}" ] || threads=(--threads "$4")
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$fmnist" serve "$model" --addr "127.0.0.1:$port" "${data[@]}" > "$work/serve.log" 2>&1 &
+"$fmnist" serve "$model" --addr "127.0.0.1:$port" "${threads[@]}" "${data[@]}" > "$work/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do
   curl -sf "http://127.0.0.1:$port/api/health" >/dev/null && break

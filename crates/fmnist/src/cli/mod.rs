@@ -301,7 +301,7 @@ pub struct ServeArgs {
     /// Largest accepted upload, in MiB
     #[arg(long, default_value_t = 8, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=256))]
     max_upload_mib: u32,
-    /// Predictions computed at once (more wait their turn)
+    /// Requests decoded and classified at once (more wait their turn), on --threads workers
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     concurrency: u32,
     #[command(flatten)]

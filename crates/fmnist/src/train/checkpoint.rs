@@ -11,9 +11,10 @@ use nn::{Ema, ModelSpec, Optimizer, Rng, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
+use super::config::TrainConfig;
+use super::history::EpochRecord;
 use crate::io::atomic::PendingFile;
 use crate::io::bounded;
-use crate::train::{EpochRecord, TrainConfig};
 
 /// The `format` metadata of a checkpoint file.
 pub const FORMAT: &str = "fmnist-checkpoint-1";

@@ -21,7 +21,9 @@ use anyhow::Context;
 use nn::ModelSpec;
 
 use super::checkpoint::{self, Checkpoint};
-use super::fit::{EpochRecord, Progress, RunControl, TrainConfig, check_memory, train_with};
+use super::config::{TrainConfig, check_memory};
+use super::fit::{Progress, RunControl, train_with};
+use super::history::{EpochRecord, history_csv};
 use crate::data::FashionMnist;
 use crate::eval::{self, Metrics};
 use crate::io::atomic::PendingFile;
@@ -207,7 +209,7 @@ impl<'a> Run<'a> {
         let test = eval::metrics(&outcome.test, &data.test.labels, &outcome.model.classes);
         let [model_file, history_file, curves_file, confusion_file] = self.files;
         model_file.commit(&outcome.model.to_bytes()?)?;
-        history_file.commit(super::history_csv(&outcome.history).as_bytes())?;
+        history_file.commit(history_csv(&outcome.history).as_bytes())?;
         curves_file.commit(&plots::training_curves(&outcome.history)?)?;
         confusion_file.commit(&plots::confusion_matrix(
             &test.confusion,

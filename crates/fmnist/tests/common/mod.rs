@@ -58,13 +58,7 @@ impl Sandbox {
 
     /// Starts `fmnist args...` like [`Sandbox::run`] with `env` added, standard error piped.
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_fmnist"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .env_remove("FMNIST_DATA")
-            .env("FMNIST_MIRROR", "http://127.0.0.1:9/")
+        self.command(args)
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -214,16 +208,24 @@ pub fn hidden_files(dir: &Path) -> Vec<String> {
 }
 
 impl Sandbox {
-    /// [`Sandbox::run`], killed and failed if it has not ended after `secs` seconds (for
-    /// inputs that used to hang, such as FIFOs).
-    pub fn run_within(&self, args: &[&str], secs: u64) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fmnist"))
+    /// `fmnist args...` in the sandbox, with a private cache and no reachable mirror.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fmnist"));
+        command
             .args(args)
             .current_dir(self.dir.path())
             .env("HOME", self.dir.path())
             .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .env_remove("FMNIST_DATA")
-            .env("FMNIST_MIRROR", "http://127.0.0.1:9/")
+            .env("FMNIST_MIRROR", "http://127.0.0.1:9/");
+        command
+    }
+
+    /// [`Sandbox::run`], killed and failed if it has not ended after `secs` seconds (for
+    /// inputs that used to hang, such as FIFOs).
+    pub fn run_within(&self, args: &[&str], secs: u64) -> Output {
+        let mut child = self
+            .command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
