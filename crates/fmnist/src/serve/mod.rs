@@ -105,7 +105,7 @@ struct AppState {
     /// Requests admitted to decoding and classification.
     permits: Semaphore,
     /// One permit per model copy.
-    model_slots: Semaphore,
+    model_slots: Arc<Semaphore>,
     /// Where decoding and classification run.
     pool: rayon::ThreadPool,
     /// Upload bytes held across all connections.
@@ -169,7 +169,7 @@ pub fn app(
         info,
         samples,
         permits: Semaphore::new(cfg.concurrency.max(1)),
-        model_slots: Semaphore::new(copies),
+        model_slots: Arc::new(Semaphore::new(copies)),
         pool,
         // Room for the largest upload and its copy out of a multipart form.
         bodies: Budget::new(BODY_BUDGET.max(2 * cfg.max_body)),
@@ -427,7 +427,12 @@ async fn predict_handler(
                 ),
             )
         })?;
-    let _slot = state.model_slots.acquire().await.map_err(unavailable)?;
+    let slot = state
+        .model_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(unavailable)?;
     let mut model = state
         .models
         .lock()
@@ -436,10 +441,14 @@ async fn predict_handler(
         .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "no model free".into()))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let max_alloc = state.decoding.bytes() as u64;
+    let shared = state.clone();
+    // The task owns the model, its slot, the upload and the decoding budget until it is
+    // done with each, so that a client that goes away meanwhile loses none of them.
     state.pool.spawn(move || {
         let outcome = (|| {
-            let img = predict::decode_within(&bytes, max_alloc)?;
-            drop(bytes);
+            let img = predict::decode_within(&bytes, max_alloc);
+            drop((bytes, body_lease));
+            let img = img?;
             let input = predict::preprocess(&img);
             drop(img);
             let k = model.classes.len();
@@ -448,20 +457,20 @@ async fn predict_handler(
                 .ok_or(DecodeError::Invalid("no prediction".into()))?;
             Ok::<_, DecodeError>(PredictResponse { prediction, input })
         })();
-        let _ = tx.send((outcome, model));
+        shared
+            .models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(model);
+        drop((slot, decode_lease));
+        let _ = tx.send(outcome);
     });
-    let (outcome, model) = rx.await.map_err(|_| {
+    let outcome = rx.await.map_err(|_| {
         ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the prediction failed".into(),
         )
     })?;
-    state
-        .models
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(model);
-    drop((decode_lease, body_lease));
     outcome.map(Json).map_err(decode_error)
 }
 
