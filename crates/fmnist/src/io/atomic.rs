@@ -27,9 +27,7 @@ impl PendingFile {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        if path.is_dir() {
-            anyhow::bail!("cannot write {}: it is a directory", path.display());
-        }
+        // A directory, device or FIFO is refused here, naming what it is.
         crate::io::bounded::ensure_replaceable(path)?;
         drop(temporary(dir).with_context(|| format!("cannot write {}", path.display()))?);
         Ok(Self {

@@ -188,20 +188,26 @@ pub fn simple() -> ModelSpec {
 
 /// Checks that `spec` builds and fits Fashion-MNIST: 28×28×1 in, 10 scores out.
 pub fn check_fits(spec: &ModelSpec) -> anyhow::Result<()> {
+    build_checked(spec, &mut nn::Rng::new(0)).map(drop)
+}
+
+/// Builds `spec` with weights drawn from `rng`, checking that it fits Fashion-MNIST
+/// (see [`check_fits`]), so that callers who need the network build it once.
+pub fn build_checked(spec: &ModelSpec, rng: &mut nn::Rng) -> anyhow::Result<nn::Network> {
     if spec.input != [SIDE, SIDE, 1] {
         bail!(
             "the architecture's input is {:?}; Fashion-MNIST needs [28, 28, 1]",
             spec.input
         );
     }
-    let net = spec.build(&mut nn::Rng::new(0))?;
+    let net = spec.build(rng)?;
     if net.output_shape() != [CLASS_NAMES.len()] {
         bail!(
             "the architecture outputs {:?}; Fashion-MNIST needs [10] (one score per class)",
             net.output_shape()
         );
     }
-    Ok(())
+    Ok(net)
 }
 
 /// Reads and checks a user-defined architecture from a JSON file.

@@ -101,8 +101,7 @@ pub struct Classifier {
 impl Classifier {
     /// A freshly initialised classifier for `spec` (weights drawn from `seed`).
     pub fn new(spec: ModelSpec, seed: u64) -> anyhow::Result<Self> {
-        models::check_fits(&spec)?;
-        let net = spec.build(&mut Rng::new(seed).fork(0))?;
+        let net = models::build_checked(&spec, &mut Rng::new(seed).fork(0))?;
         Ok(Self {
             spec,
             net,

@@ -4,5 +4,5 @@
 pub mod architectures;
 pub mod classifier;
 
-pub use architectures::{PRESETS, check_fits, load_arch, preset, simple};
+pub use architectures::{PRESETS, build_checked, check_fits, load_arch, preset, simple};
 pub use classifier::{Classifier, FORMAT, Inference, TrainingSummary};

@@ -28,7 +28,7 @@ use crate::data::FashionMnist;
 use crate::eval::{self, Metrics};
 use crate::io::atomic::PendingFile;
 use crate::io::space;
-use crate::model::{Classifier, check_fits};
+use crate::model::{Classifier, build_checked};
 use crate::report::plots;
 
 /// The files a run writes: the model and, beside it, its history, training curves,
@@ -126,8 +126,7 @@ impl<'a> Run<'a> {
         resume: Option<Checkpoint>,
     ) -> anyhow::Result<Self> {
         config.validate()?;
-        check_fits(&spec)?;
-        let net = spec.build(&mut nn::Rng::new(0))?;
+        let net = build_checked(&spec, &mut nn::Rng::new(0))?;
         check_memory(&net, config.batch_size)?;
         let params = net.num_params();
         drop(net);
