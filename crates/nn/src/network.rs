@@ -134,6 +134,25 @@ impl Network {
             .sum()
     }
 
+    /// One row per built layer, in order: the index of its (first) spec layer, one
+    /// example's output shape, and its trained values. Built unfused
+    /// ([`crate::ModelSpec::build_with`]), every spec layer has its own row.
+    pub fn layer_table(&self) -> Vec<(usize, Vec<usize>, usize)> {
+        self.ids
+            .iter()
+            .zip(&self.layers)
+            .map(|(&id, l)| {
+                let trained = l
+                    .tensors()
+                    .iter()
+                    .filter(|(k, _)| k.role.is_trained())
+                    .map(|(_, t)| t.len())
+                    .sum();
+                (id, l.output_shape().to_vec(), trained)
+            })
+            .collect()
+    }
+
     /// Every tensor that defines the network, with its key (spec path and role).
     pub fn tensor_keys(&self) -> Vec<(TensorKey, &Tensor)> {
         let mut out = Vec::new();

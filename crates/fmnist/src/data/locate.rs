@@ -46,6 +46,8 @@ pub enum Origin {
     System,
     /// Downloaded just now.
     Downloaded,
+    /// Arrays a library caller gave (Python's `fit`): no directory.
+    Memory,
 }
 
 impl std::fmt::Display for Origin {
@@ -56,6 +58,7 @@ impl std::fmt::Display for Origin {
             Origin::Cache => "cache",
             Origin::System => "Debian package dataset-fashion-mnist",
             Origin::Downloaded => "downloaded",
+            Origin::Memory => "arrays in memory",
         })
     }
 }

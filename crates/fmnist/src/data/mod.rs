@@ -76,6 +76,28 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A dataset from raw pixels (784 per image) and labels (0–9), checking that they
+    /// agree.
+    pub fn from_raw(images: Vec<u8>, labels: Vec<u8>) -> anyhow::Result<Self> {
+        if !images.len().is_multiple_of(PIXELS) {
+            bail!(
+                "{} pixels is not a whole number of 28×28 images",
+                images.len()
+            );
+        }
+        let n = labels.len();
+        Self::from_idx(
+            idx::Idx {
+                dims: vec![images.len() / PIXELS, SIDE, SIDE],
+                data: images,
+            },
+            idx::Idx {
+                dims: vec![n],
+                data: labels,
+            },
+        )
+    }
+
     /// Builds a dataset from parsed IDX images and labels, checking that they agree.
     pub fn from_idx(images: idx::Idx, labels: idx::Idx) -> anyhow::Result<Self> {
         if images.dims.len() != 3 || images.dims[1] != SIDE || images.dims[2] != SIDE {
@@ -172,6 +194,19 @@ pub struct FashionMnist {
     pub dir: PathBuf,
     /// How that directory was chosen.
     pub origin: Origin,
+}
+
+impl FashionMnist {
+    /// Sets a library caller gave (arrays from Python, say), with no directory behind
+    /// them; `test` may be empty, and training then measures no test accuracy.
+    pub fn in_memory(train: Dataset, test: Dataset) -> Self {
+        Self {
+            train,
+            test,
+            dir: PathBuf::new(),
+            origin: Origin::Memory,
+        }
+    }
 }
 
 /// How pixels become network inputs: `x = (pixel/255 − mean) / std`.

@@ -38,7 +38,9 @@ pub struct TrainingSummary {
     pub best_epoch: usize,
     /// Validation accuracy of the kept weights.
     pub val_accuracy: f64,
-    /// Test accuracy of the kept weights, measured once after training.
+    /// Test accuracy of the kept weights, measured once after training (NaN, stored
+    /// as null, when training had no test set).
+    #[serde(with = "crate::train::history::nan_as_null")]
     pub test_accuracy: f64,
     /// Training images per epoch.
     pub train_images: usize,
@@ -285,6 +287,35 @@ mod tests {
         }
         let back = Classifier::from_bytes(&bytes).unwrap();
         assert_eq!(back.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn training_without_a_test_set_stores_no_test_accuracy() {
+        use crate::data::{Dataset, FashionMnist, PIXELS};
+        let mut rng = nn::Rng::new(5);
+        let n = 64;
+        let images: Vec<u8> = (0..n * PIXELS)
+            .map(|_| (rng.next_u32() % 256) as u8)
+            .collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        assert!(Dataset::from_raw(images[..PIXELS + 1].to_vec(), vec![0]).is_err());
+        assert!(Dataset::from_raw(images.clone(), labels[..n - 1].to_vec()).is_err());
+        assert!(Dataset::from_raw(images.clone(), vec![10; n]).is_err());
+        let train = Dataset::from_raw(images, labels).unwrap();
+        let data = FashionMnist::in_memory(train, Dataset::default());
+        let cfg = crate::train::TrainConfig {
+            epochs: 1,
+            batch_size: 16,
+            val_size: 16,
+            ..Default::default()
+        };
+        let mut silent = crate::train::Silent;
+        let out = crate::train::train(&data, crate::model::simple(), &cfg, &mut silent).unwrap();
+        assert!(out.test.accuracy.is_nan() && out.model.summary.test_accuracy.is_nan());
+        assert_eq!(out.model.summary.train_images, 48);
+        // Stored as null, read back as NaN.
+        let back = Classifier::from_bytes(&out.model.to_bytes().unwrap()).unwrap();
+        assert!(back.summary.test_accuracy.is_nan());
     }
 
     /// `bytes` with its safetensors header changed by `edit` (the data left as it is).

@@ -3,6 +3,7 @@
 
 pub mod architectures;
 pub mod classifier;
+pub mod summary;
 
 pub use architectures::{PRESETS, build_checked, check_fits, load_arch, preset, simple};
 pub use classifier::{Classifier, FORMAT, Inference, TrainingSummary};

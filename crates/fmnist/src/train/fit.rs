@@ -36,7 +36,8 @@ pub struct TrainOutcome {
     pub model: Classifier,
     /// One record per epoch.
     pub history: Vec<EpochRecord>,
-    /// The kept weights' outputs on the test set (measured once, after training).
+    /// The kept weights' outputs on the test set (measured once, after training; empty,
+    /// with NaN loss and accuracy, when `data.test` is).
     pub test: crate::eval::Evaluation,
 }
 
@@ -298,7 +299,17 @@ pub fn train_with(
     let best = best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
     let best_epoch = best.epoch;
     model.net.load_snapshot(&best.weights);
-    let test = evaluate(&mut model, &data.test);
+    // A library caller may train without a test set (Python's `fit`): nothing to measure.
+    let test = if data.test.is_empty() {
+        crate::eval::Evaluation {
+            probabilities: Vec::new(),
+            predictions: Vec::new(),
+            loss: f64::NAN,
+            accuracy: f64::NAN,
+        }
+    } else {
+        evaluate(&mut model, &data.test)
+    };
     model.summary = TrainingSummary {
         epochs: history.len(),
         planned_epochs: cfg.epochs,

@@ -26,7 +26,7 @@ pub struct EpochRecord {
 }
 
 /// JSON has no NaN: a missing validation figure is stored as `null`.
-mod nan_as_null {
+pub(crate) mod nan_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
