@@ -121,8 +121,8 @@ struct Engine {
     model: Mutex<Classifier>,
 }
 
-/// Calls Python's progress callback after each step and checks for Ctrl-C; an
-/// exception (KeyboardInterrupt included) stops training before the next step.
+/// Calls Python's progress callback after each step (from the training worker); an
+/// exception it raises stops training before the next step.
 struct Reporter<'a> {
     callback: Option<Py<PyAny>>,
     stop: &'a AtomicBool,
@@ -138,7 +138,6 @@ impl Reporter<'_> {
             return;
         }
         let outcome = Python::attach(|py| {
-            py.check_signals()?;
             if let Some(cb) = &self.callback {
                 cb.call1(py, (build(py)?,))?;
             }
@@ -446,16 +445,35 @@ impl Engine {
             batches: 0,
         };
         let spec = self.spec.clone();
-        let outcome = compute(py, || {
-            let control = RunControl {
-                stop: Some(&stop),
-                ..Default::default()
-            };
-            train::train_with(&data, spec, &cfg, &mut reporter, control)
-        })?;
-        if let Some(e) = reporter.raised {
+        let pool = pool()?;
+        let done = AtomicBool::new(false);
+        let mut outcome = None;
+        let mut signal = None;
+        // Training runs on a worker; this (Python's main) thread waits without the GIL and
+        // looks for Ctrl-C in between, since only the main thread runs signal handlers.
+        pool.in_place_scope(|scope| {
+            scope.spawn(|_| {
+                let control = RunControl {
+                    stop: Some(&stop),
+                    ..Default::default()
+                };
+                outcome = Some(train::train_with(&data, spec, &cfg, &mut reporter, control));
+                done.store(true, Ordering::Release);
+            });
+            while !done.load(Ordering::Acquire) {
+                py.detach(|| std::thread::sleep(std::time::Duration::from_millis(20)));
+                if signal.is_none()
+                    && let Err(e) = py.check_signals()
+                {
+                    signal = Some(e);
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        if let Some(e) = signal.or(reporter.raised) {
             return Err(e);
         }
+        let outcome = outcome.ok_or_else(|| Error::new_err("training did not run"))?;
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) if e.is::<train::Interrupted>() => {

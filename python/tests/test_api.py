@@ -4,6 +4,8 @@ command line, files shared with it, and every bad input raising an fmnist.Error.
 import json
 import os
 import pathlib
+import signal
+import time
 import subprocess
 import struct
 import threading
@@ -172,6 +174,21 @@ def test_ctrl_c_or_a_raising_callback_stops_training_cleanly(data, trained):
         model.fit(x[:6000], y[:6000], epochs=3, verbose=0, callback=stop_after_three)
     assert steps == [1, 2, 3]
     np.testing.assert_array_equal(model.predict(xt[:20]), before)
+
+
+def test_a_real_ctrl_c_stops_training_within_a_step(data):
+    (x, y), _ = data
+    model = fmnist.Model("simple")
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(x, y, epochs=50, verbose=0)
+    finally:
+        timer.cancel()
+    # Fifty epochs take minutes; the interrupt ends it at the next step.
+    assert time.monotonic() - start < 20
 
 
 def test_training_releases_the_gil(data):
