@@ -105,12 +105,6 @@ fn load_data<'py>(
     Ok((arrays(data.train)?, arrays(data.test)?))
 }
 
-/// Built-in architectures and presets, for error messages and `Model`'s docstring.
-#[pyfunction]
-fn names() -> (Vec<&'static str>, Vec<&'static str>) {
-    (architectures::PRESETS.to_vec(), recipes::NAMES.to_vec())
-}
-
 /// A network, its recipe and (once trained or loaded) its weights.
 #[pyclass(module = "fmnist._fmnist")]
 struct Engine {
@@ -560,7 +554,6 @@ fn _fmnist(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Engine>()?;
     m.add_function(wrap_pyfunction!(load_data, m)?)?;
-    m.add_function(wrap_pyfunction!(names, m)?)?;
     m.add_function(wrap_pyfunction!(set_threads, m)?)?;
     m.add_function(wrap_pyfunction!(threads, m)?)?;
     Ok(())
