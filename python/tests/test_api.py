@@ -290,6 +290,16 @@ def test_bad_files_raise_one_clear_error(tmp_path):
         fmnist.load_model(junk)
     with pytest.raises(fmnist.Error):
         fmnist.Model("simple").save(tmp_path / "missing-dir" / "m.safetensors")
+    fifo = tmp_path / "fifo.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(fmnist.Error, match="fifo"):
+        fmnist.load_model(fifo)
+    with pytest.raises(fmnist.Error, match="fifo"):
+        fmnist.Model("simple").predict_image(fifo)
+    arch_fifo = tmp_path / "arch.json"
+    os.mkfifo(arch_fifo)
+    with pytest.raises(fmnist.Error, match="arch.json"):
+        fmnist.Model(str(arch_fifo))
     bad_photo = tmp_path / "photo.jpg"
     bad_photo.write_bytes(b"not an image")
     with pytest.raises(fmnist.Error, match="photo.jpg"):
