@@ -5,13 +5,15 @@
 //! [`model`] (define: architectures, the trained classifier and its file), [`train`]
 //! (compile and fit: the loop, recipes, augmentation, checkpoints, and [`train::Run`],
 //! which owns a whole run's outputs), [`eval`] (evaluate), [`predict`] (predict on
-//! your own images), [`report`] (text and pictures), [`serve`] (the web page and API)
-//! and [`bench`]. [`io`] holds the file handling they share. The engine is the `nn`
+//! your own images), [`report`] (text and pictures), [`serve`] (the web page and API),
+//! [`bench`], and [`interop`] (ONNX export and import, PyTorch weights in). [`io`]
+//! holds the file handling they share. The engine is the `nn`
 //! crate; the command line lives in the binary, not here.
 
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod interop;
 pub mod io;
 pub mod model;
 pub mod predict;

@@ -38,6 +38,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve a web page and a JSON API that classify uploaded images
     Serve(ServeArgs),
+    /// Export a model to ONNX (probabilities out, normalisation and flip TTA inside)
+    Export(ExportArgs),
+    /// Make an fmnist model from an ONNX model, or from PyTorch weights and an architecture
+    Import(ImportArgs),
 }
 
 /// Where the data is.
@@ -372,5 +376,55 @@ pub fn architecture(model: &str, arch: Option<&std::path::Path>) -> anyhow::Resu
     match arch {
         Some(path) => models::load_arch(path),
         None => models::preset(model).with_context(|| format!("unknown model {model}")),
+    }
+}
+
+/// `fmnist export`
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Model file (.safetensors)
+    pub model: PathBuf,
+    /// Where to write the ONNX model (input: [N, 1, 28, 28] pixels / 255; output:
+    /// [N, 10] probabilities)
+    #[arg(long, value_name = "OUT.onnx")]
+    pub onnx: PathBuf,
+}
+
+/// `fmnist import`
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// An ONNX model (.onnx), or PyTorch weights: a state_dict saved with safetensors, or a
+    /// torch.save file (.pt, .pth; read without running any of its code)
+    pub file: PathBuf,
+    /// Where to save the fmnist model
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The architecture of PyTorch weights: a built-in one
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(models::PRESETS))]
+    pub model: Option<String>,
+    /// The architecture of PyTorch weights, from a JSON file
+    #[arg(long, value_name = "FILE.json", conflicts_with = "model")]
+    pub arch: Option<PathBuf>,
+    /// The source model takes pixel/255 times this (255: raw 0-255 pixels)
+    #[arg(long, default_value_t = 1.0, value_name = "SCALE")]
+    pub input_scale: f64,
+    /// ... minus this (a transforms.Normalize mean)
+    #[arg(long, default_value_t = 0.0, value_name = "MEAN")]
+    pub input_mean: f64,
+    /// ... divided by this (a transforms.Normalize std)
+    #[arg(long, default_value_t = 1.0, value_name = "STD")]
+    pub input_std: f64,
+}
+
+impl ImportArgs {
+    /// The architecture named by --model or --arch, if any.
+    pub fn architecture(&self) -> anyhow::Result<Option<nn::ModelSpec>> {
+        Ok(match (&self.model, &self.arch) {
+            (Some(name), _) => {
+                Some(models::preset(name).ok_or_else(|| anyhow::anyhow!("unknown model {name}"))?)
+            }
+            (None, Some(path)) => Some(models::load_arch(path)?),
+            (None, None) => None,
+        })
     }
 }

@@ -14,6 +14,7 @@ use anyhow::Context;
 pub use args::*;
 use fmnist::data;
 use fmnist::eval::{self, photos};
+use fmnist::interop::{self, InputScaling};
 use fmnist::io::atomic::PendingFile;
 use fmnist::model::Classifier;
 use fmnist::report::{self, plots};
@@ -30,6 +31,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(a) => run_predict(&a),
         Command::Bench(a) => run_bench(&a),
         Command::Serve(a) => run_serve(&a),
+        Command::Export(a) => run_export(&a),
+        Command::Import(a) => run_import(&a),
     }
 }
 
@@ -341,4 +344,54 @@ pub fn run_in_pool(cli: Cli) -> anyhow::Result<()> {
     }
     let pool = builder.build().context("cannot start worker threads")?;
     pool.install(|| run(cli))
+}
+
+/// `fmnist export`
+pub fn run_export(a: &ExportArgs) -> anyhow::Result<()> {
+    let file = PendingFile::reserve(&a.onnx)?;
+    let model = Classifier::load(&a.model)?;
+    let bytes = interop::onnx_export::to_onnx(&model)?;
+    let shown = file.path().display().to_string();
+    file.commit(&bytes)?;
+    out(&format!(
+        "wrote {shown}: ONNX opset {}, input \"{}\" [N, 1, 28, 28] (pixels / 255), output \"{}\" \
+         [N, {}] probabilities{}\n",
+        interop::onnx_export::OPSET,
+        interop::onnx_export::INPUT,
+        interop::onnx_export::OUTPUT,
+        model.classes.len(),
+        if model.inference.flip_tta {
+            " (averaged with the mirror image, as fmnist does)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// `fmnist import`
+pub fn run_import(a: &ImportArgs) -> anyhow::Result<()> {
+    let file = PendingFile::reserve(&a.out)?;
+    let arch = a.architecture()?;
+    let scaling = InputScaling {
+        scale: a.input_scale,
+        mean: a.input_mean,
+        std: a.input_std,
+    };
+    let (model, _) = interop::import(&a.file, arch.as_ref(), scaling)?;
+    let bytes = model.to_bytes()?;
+    let shown = file.path().display().to_string();
+    file.commit(&bytes)?;
+    let n = model.normalization;
+    out(&format!(
+        "imported {} ({} parameters, input normalisation mean {} std {}{})\nwrote {shown}\n",
+        model.summary.imported_from.as_deref().unwrap_or("model"),
+        model.net.num_params(),
+        n.mean,
+        n.std,
+        if model.inference.flip_tta {
+            ", flip test-time augmentation"
+        } else {
+            ""
+        }
+    ))
 }

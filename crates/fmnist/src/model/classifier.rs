@@ -36,7 +36,9 @@ pub struct TrainingSummary {
     pub planned_epochs: usize,
     /// The epoch whose weights were kept (best validation accuracy), 1-based.
     pub best_epoch: usize,
-    /// Validation accuracy of the kept weights.
+    /// Validation accuracy of the kept weights (NaN, stored as null, when unknown: an
+    /// imported model).
+    #[serde(with = "crate::train::history::nan_as_null")]
     pub val_accuracy: f64,
     /// Test accuracy of the kept weights, measured once after training (NaN, stored
     /// as null, when training had no test set).
@@ -68,8 +70,12 @@ pub struct TrainingSummary {
     pub threads: usize,
     /// Wall-clock seconds of training (including per-epoch validation).
     pub seconds: f64,
-    /// fmnist version that trained it.
+    /// fmnist version that trained it (or imported it).
     pub version: String,
+    /// Where the weights came from when they were imported rather than trained here
+    /// (`"PyTorch state_dict model.pt"`); absent for models trained by fmnist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 /// How a classifier turns images into probabilities (stored in its file).

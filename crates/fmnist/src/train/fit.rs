@@ -330,6 +330,7 @@ pub fn train_with(
         threads: rayon::current_num_threads(),
         seconds: seconds_before + started.elapsed().as_secs_f64(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        imported_from: None,
     };
     Ok(TrainOutcome {
         model,

@@ -1,0 +1,470 @@
+//! ONNX export checked by running it in tract (pure Rust) on real test images, export and
+//! import round trips, PyTorch-style state dicts, and the commands' errors.
+
+mod common;
+
+use common::{SYSTEM_DATA, Sandbox};
+use fmnist::data::{DataOptions, PIXELS};
+use fmnist::interop::{self, InputScaling, layout, onnx_export, onnx_import};
+use fmnist::model::{self as models, Classifier};
+use nn::{Init, LayerSpec as L, ModelSpec, Rng};
+
+/// The first `n` real test images.
+fn test_images(n: usize) -> Vec<u8> {
+    let opts = DataOptions {
+        data_dir: Some(SYSTEM_DATA.into()),
+        offline: true,
+        verbose: false,
+    };
+    let data = fmnist::data::load(&opts).expect("real data");
+    data.test.images[..n * PIXELS].to_vec()
+}
+
+/// A freshly initialised model whose batch-norm statistics are not the identity, so
+/// that exporting them is tested too.
+fn model(spec: ModelSpec, seed: u64) -> Classifier {
+    let mut m = Classifier::new(spec, seed).expect("model");
+    let mut rng = Rng::new(seed + 1);
+    for (name, t) in m.net.tensors_mut() {
+        if name.ends_with("running_mean") {
+            t.data_mut()
+                .iter_mut()
+                .for_each(|v| *v = 0.2 * (rng.uniform() - 0.5));
+        } else if name.ends_with("running_var") {
+            t.data_mut()
+                .iter_mut()
+                .for_each(|v| *v = 0.5 + rng.uniform());
+        } else if name.ends_with("bias") {
+            t.data_mut()
+                .iter_mut()
+                .for_each(|v| *v = 0.1 * (rng.uniform() - 0.5));
+        }
+    }
+    m
+}
+
+fn tract_probabilities(bytes: &[u8], images: &[u8]) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let n = images.len() / PIXELS;
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .expect("tract reads the export")
+        .with_input_fact(0, f32::fact([n, 1, 28, 28]).into())
+        .expect("input fact")
+        .into_optimized()
+        .expect("tract optimises the export")
+        .into_runnable()
+        .expect("runnable");
+    let x: Vec<f32> = images.iter().map(|&p| p as f32 / 255.0).collect();
+    let input = tract_ndarray::Array4::from_shape_vec((n, 1, 28, 28), x).expect("input");
+    let out = plan
+        .run(tvec!(Tensor::from(input).into()))
+        .expect("tract runs the export");
+    out[0]
+        .to_plain_array_view::<f32>()
+        .expect("f32 output")
+        .iter()
+        .copied()
+        .collect()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best })
+}
+
+/// Checks that tract's probabilities are within 1e-5 of fmnist's and pick the same class
+/// wherever fmnist's top two are not tied within that tolerance.
+fn assert_agrees(name: &str, fmnist: &[f32], tract: &[f32]) {
+    assert_eq!(fmnist.len(), tract.len(), "{name}: output size");
+    let worst = fmnist
+        .iter()
+        .zip(tract)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("{name}: largest probability difference {worst:e}");
+    assert!(
+        worst <= 1e-5,
+        "{name}: largest probability difference {worst}"
+    );
+    for (i, (a, b)) in fmnist.chunks(10).zip(tract.chunks(10)).enumerate() {
+        let mut sorted = a.to_vec();
+        sorted.sort_by(|x, y| y.total_cmp(x));
+        if sorted[0] - sorted[1] > 1e-5 {
+            assert_eq!(argmax(a), argmax(b), "{name}: image {i}");
+        }
+    }
+}
+
+/// An architecture with every layer the export writes beyond the built-in ones: strided
+/// padded convolution, GELU, average pooling, batch norm after a dense layer, a residual
+/// block, global pooling and dense layers without bias.
+fn every_layer(global_max: bool) -> ModelSpec {
+    ModelSpec {
+        name: "every-layer".into(),
+        input: vec![28, 28, 1],
+        init: Init::HeUniform,
+        layers: vec![
+            L::Conv2d {
+                filters: 8,
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+                bias: true,
+            },
+            L::Gelu,
+            L::AvgPool2d {
+                size: 2,
+                stride: None,
+            },
+            L::Residual {
+                body: vec![
+                    L::Conv2d {
+                        filters: 8,
+                        kernel: 3,
+                        stride: 1,
+                        padding: 1,
+                        bias: false,
+                    },
+                    L::BatchNorm {
+                        momentum: 0.1,
+                        eps: 1e-5,
+                    },
+                    L::Relu,
+                ],
+            },
+            L::Conv2d {
+                filters: 16,
+                kernel: 1,
+                stride: 1,
+                padding: 0,
+                bias: true,
+            },
+            if global_max {
+                L::GlobalMaxPool
+            } else {
+                L::GlobalAvgPool
+            },
+            L::Linear {
+                units: 12,
+                bias: false,
+            },
+            L::BatchNorm {
+                momentum: 0.1,
+                eps: 1e-3,
+            },
+            L::Gelu,
+            L::Dropout { rate: 0.3 },
+            L::Linear {
+                units: 10,
+                bias: true,
+            },
+        ],
+    }
+}
+
+/// Every built-in architecture and the two above, with and without flip TTA.
+fn cases() -> Vec<(String, Classifier)> {
+    let mut out = Vec::new();
+    for (i, name) in models::PRESETS.iter().enumerate() {
+        let mut m = model(models::preset(name).expect("preset"), 10 + i as u64);
+        // Every other one averages with the mirror image, as models trained with flips do.
+        m.inference.flip_tta = i % 2 == 1;
+        out.push((name.to_string(), m));
+    }
+    for global_max in [false, true] {
+        let mut m = model(every_layer(global_max), 3);
+        m.inference.flip_tta = global_max;
+        m.normalization = fmnist::data::Normalization {
+            mean: 0.1,
+            std: 0.7,
+        };
+        out.push((format!("every-layer (global max {global_max})"), m));
+    }
+    out
+}
+
+#[test]
+fn exported_models_run_in_tract_with_fmnist_probabilities() {
+    let images = test_images(64);
+    for (name, mut m) in cases() {
+        let onnx = onnx_export::to_onnx(&m).expect("export");
+        let ours = m.probabilities(&images);
+        let theirs = tract_probabilities(&onnx, &images);
+        assert_agrees(&name, &ours, &theirs);
+    }
+}
+
+#[test]
+fn export_then_import_evaluates_identically() {
+    let images = test_images(200);
+    for (name, mut m) in cases() {
+        let onnx = onnx_export::to_onnx(&m).expect("export");
+        let imported = onnx_import::from_bytes(&onnx, InputScaling::default())
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let mut back = imported.into_classifier("test").expect("classifier");
+        assert_eq!(back.normalization, m.normalization, "{name}");
+        assert_eq!(back.inference, m.inference, "{name}");
+        assert_eq!(back.classes, m.classes, "{name}");
+        // Dropout is not part of an inference graph; everything else comes back.
+        let mut want = m.spec.clone();
+        fn drop_dropout(layers: &mut Vec<L>) {
+            layers.retain(|l| !matches!(l, L::Dropout { .. }));
+            for l in layers {
+                if let L::Residual { body } = l {
+                    drop_dropout(body);
+                }
+            }
+        }
+        drop_dropout(&mut want.layers);
+        assert_eq!(back.spec.layers, want.layers, "{name}");
+        assert_eq!(
+            m.probabilities(&images),
+            back.probabilities(&images),
+            "{name}"
+        );
+    }
+}
+
+/// `m`'s tensors as PyTorch would save them: OIHW convolutions, NCHW-flatten dense
+/// columns, modules named `net.<path>`.
+fn as_state_dict(m: &Classifier) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    // Built unfused, the network has one row per spec layer: its output shape.
+    let table = m
+        .spec
+        .build_with(&mut Rng::new(0), false)
+        .expect("build")
+        .layer_table();
+    // The NCHW reordering a flatten leaves for the first dense layer after it.
+    let mut gathers = std::collections::HashMap::new();
+    let mut pending = None;
+    for (i, l) in m.spec.layers.iter().enumerate() {
+        let input = if i == 0 {
+            m.spec.input.clone()
+        } else {
+            table[i - 1].1.clone()
+        };
+        match (l, input.as_slice()) {
+            (L::Flatten, &[h, w, c]) if h * w > 1 && c > 1 => {
+                pending = Some(layout::nchw_positions(h, w, c));
+            }
+            (L::Linear { .. }, _) => {
+                if let Some(p) = pending.take() {
+                    gathers.insert(i, p);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (name, t) in m.net.tensors() {
+        let (module, role) = name.rsplit_once('.').expect("role");
+        let top: usize = module.split('.').next().unwrap().parse().unwrap();
+        let torch_name = format!("net.{module}.{role}");
+        let dims = t.shape().to_vec();
+        let values = t.data().to_vec();
+        let (dims, values) = match (role, dims.as_slice()) {
+            ("weight", &[oc, k, _, c]) => {
+                (vec![oc, c, k, k], layout::oihw_from_ohwi(&values, oc, k, c))
+            }
+            ("weight", &[units, inputs]) => match gathers.get(&top) {
+                Some(p) => {
+                    let mut torch = vec![0.0; values.len()];
+                    for o in 0..units {
+                        for (j, &q) in p.iter().enumerate() {
+                            torch[o * inputs + q] = values[o * inputs + j];
+                        }
+                    }
+                    (dims, torch)
+                }
+                None => (dims, values),
+            },
+            _ => (dims, values),
+        };
+        out.push((torch_name, dims, values));
+    }
+    out
+}
+
+fn write_safetensors(path: &std::path::Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, dims, _), b)| {
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.clone(), b)
+                    .expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).expect("write");
+}
+
+#[test]
+fn pytorch_style_state_dicts_import_into_each_builtin_architecture() {
+    let dir = tempfile::tempdir().expect("dir");
+    let images = test_images(100);
+    for (i, name) in models::PRESETS.iter().enumerate() {
+        let spec = models::preset(name).expect("preset");
+        let mut m = model(spec.clone(), 40 + i as u64);
+        let path = dir.path().join(format!("{name}.safetensors"));
+        write_safetensors(&path, &as_state_dict(&m));
+        let scaling = InputScaling {
+            scale: 1.0,
+            mean: 0.2860,
+            std: 0.3530,
+        };
+        let (mut back, format) = interop::import(&path, Some(&spec), scaling)
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(format, interop::SourceFormat::Safetensors);
+        assert_eq!(back.normalization, m.normalization, "{name}");
+        assert_eq!(
+            m.probabilities(&images),
+            back.probabilities(&images),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn export_import_and_their_errors_on_the_command_line() {
+    let sb = Sandbox::new();
+    sb.quick_model(2000, 500);
+    let out = sb.ok(&["export", "m.safetensors", "--onnx", "m.onnx"]);
+    assert!(
+        out.contains("opset 13") && out.contains("probabilities"),
+        "{out}"
+    );
+    let out = sb.ok(&["import", "m.onnx", "--out", "back.safetensors"]);
+    assert!(out.contains("imported ONNX m.onnx"), "{out}");
+    let a = sb.ok(&["eval", "m.safetensors", "--json", "--offline"]);
+    let b = sb.ok(&["eval", "back.safetensors", "--json", "--offline"]);
+    let acc = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["accuracy"].clone();
+    assert_eq!(acc(&a), acc(&b));
+
+    // PyTorch weights need their architecture; ONNX brings its own.
+    std::fs::write(sb.path("w.safetensors"), b"").unwrap();
+    let m = Classifier::load(&sb.path("m.safetensors")).unwrap();
+    write_safetensors(&sb.path("w.safetensors"), &as_state_dict(&m));
+    sb.fails(
+        &["import", "w.safetensors", "--out", "x.safetensors"],
+        "--model or --arch",
+    );
+    sb.fails(
+        &[
+            "import",
+            "m.onnx",
+            "--model",
+            "simple",
+            "--out",
+            "x.safetensors",
+        ],
+        "brings its own architecture",
+    );
+    // The default model's weights do not fit cnn-bn: the counts are named.
+    sb.fails(
+        &[
+            "import",
+            "w.safetensors",
+            "--model",
+            "cnn-bn",
+            "--out",
+            "x.safetensors",
+        ],
+        "the architecture has 3 convolutions, the file 2",
+    );
+    sb.ok(&[
+        "import",
+        "w.safetensors",
+        "--model",
+        "simple",
+        "--out",
+        "w-in.safetensors",
+    ]);
+    // An fmnist model is not imported again.
+    sb.fails(
+        &[
+            "import",
+            "m.safetensors",
+            "--model",
+            "simple",
+            "--out",
+            "x.safetensors",
+        ],
+        "already an fmnist model",
+    );
+    // Garbage, an empty file, a truncated export.
+    std::fs::write(sb.path("junk.onnx"), b"\xff\xfe not protobuf at all").unwrap();
+    sb.fails(
+        &["import", "junk.onnx", "--out", "x.safetensors"],
+        "not an ONNX model",
+    );
+    std::fs::write(sb.path("empty.onnx"), b"").unwrap();
+    sb.fails(
+        &["import", "empty.onnx", "--out", "x.safetensors"],
+        "cannot be imported",
+    );
+    let bytes = std::fs::read(sb.path("m.onnx")).unwrap();
+    std::fs::write(sb.path("cut.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    sb.fails(
+        &["import", "cut.onnx", "--out", "x.safetensors"],
+        "not an ONNX model",
+    );
+    sb.fails(
+        &[
+            "import",
+            "missing.pt",
+            "--model",
+            "simple",
+            "--out",
+            "x.safetensors",
+        ],
+        "missing.pt",
+    );
+    sb.fails(
+        &["export", "missing.safetensors", "--onnx", "x.onnx"],
+        "missing.safetensors",
+    );
+    // A bad scale is refused before anything is read.
+    sb.fails(
+        &[
+            "import",
+            "m.onnx",
+            "--out",
+            "x.safetensors",
+            "--input-std",
+            "0",
+        ],
+        "must be positive",
+    );
+    // Nothing was written by the failures, and a good file is never replaced by a bad one.
+    assert!(!sb.path("x.safetensors").exists() && !sb.path("x.onnx").exists());
+    let before = std::fs::read(sb.path("back.safetensors")).unwrap();
+    sb.fails(
+        &["import", "junk.onnx", "--out", "back.safetensors"],
+        "not an ONNX model",
+    );
+    assert_eq!(std::fs::read(sb.path("back.safetensors")).unwrap(), before);
+}
+
+#[test]
+fn unsupported_operators_are_named_in_one_line() {
+    use prost::Message;
+    let m = model(models::preset("simple").unwrap(), 1);
+    let mut proto = onnx_export::model_proto(&m).expect("export");
+    let graph = proto.graph.as_mut().unwrap();
+    graph.node[3].op_type = "LSTM".into();
+    graph.node[5].op_type = "Elu".into();
+    let e = onnx_import::from_bytes(&proto.encode_to_vec(), InputScaling::default())
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.starts_with("unsupported ONNX operators: Elu, LSTM ("),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+}
