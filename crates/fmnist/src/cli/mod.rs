@@ -385,7 +385,7 @@ pub fn run_import(a: &ImportArgs) -> anyhow::Result<()> {
     out(&format!(
         "imported {} ({} parameters, input normalisation mean {} std {}{})\nwrote {shown}\n",
         model.summary.imported_from.as_deref().unwrap_or("model"),
-        model.net.num_params(),
+        report::text::thousands(model.net.num_params()),
         n.mean,
         n.std,
         if model.inference.flip_tta {

@@ -54,14 +54,20 @@ const SUPPORTED: [&str; 26] = [
     "ReduceMean",
 ];
 
-/// Reads the ONNX model at `path`.
+/// Reads the ONNX model at `path`, and the external data files beside it that its
+/// tensors name (as `torch.onnx.export` writes them).
 pub fn read(path: &Path, scaling: InputScaling) -> anyhow::Result<Imported> {
     let bytes = bounded::read(path, MAX_ONNX_BYTES, "larger than any model fmnist imports")?;
-    from_bytes(&bytes, scaling)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    parse(&bytes, Some(dir), scaling)
 }
 
-/// Parses an ONNX model's bytes.
+/// Parses an ONNX model's bytes (whose tensors must all be inside them).
 pub fn from_bytes(bytes: &[u8], scaling: InputScaling) -> anyhow::Result<Imported> {
+    parse(bytes, None, scaling)
+}
+
+fn parse(bytes: &[u8], dir: Option<&Path>, scaling: InputScaling) -> anyhow::Result<Imported> {
     let model = pb::ModelProto::decode(bytes).map_err(|e| anyhow!("not an ONNX model ({e})"))?;
     let graph = model
         .graph
@@ -91,7 +97,11 @@ pub fn from_bytes(bytes: &[u8], scaling: InputScaling) -> anyhow::Result<Importe
         .iter()
         .map(|e| (e.key.as_str(), e.value.as_str()))
         .collect();
-    let mut w = Walk::new(graph, scaling)?;
+    let mut external = External {
+        dir: dir.map(Path::to_path_buf),
+        budget: MAX_ONNX_BYTES,
+    };
+    let mut w = Walk::new(graph, scaling, &mut external)?;
     let mut i = 0;
     while i < graph.node.len() {
         let node = &graph.node[i];
@@ -99,7 +109,7 @@ pub fn from_bytes(bytes: &[u8], scaling: InputScaling) -> anyhow::Result<Importe
             i += consumed;
             continue;
         }
-        w.node(node)
+        w.node(node, &mut external)
             .with_context(|| format!("ONNX node {} ({})", node_name(node, i), node.op_type))?;
         i += 1;
     }
@@ -179,12 +189,90 @@ impl Const {
     }
 }
 
-/// Decodes a tensor's numbers (float, double, int32 or int64), checking its size.
-fn decode(t: &TensorProto) -> anyhow::Result<Const> {
-    let name = &t.name;
-    if t.data_location == Some(tensor_proto::DataLocation::External as i32) {
-        bail!("tensor {name} keeps its data in an external file, which fmnist does not read");
+/// Where external tensor data may be read from, and how many bytes more.
+struct External {
+    /// The model file's directory (`None`: external data is refused).
+    dir: Option<std::path::PathBuf>,
+    budget: u64,
+}
+
+impl External {
+    /// The bytes an external tensor names: a file beside the model (a plain name, never
+    /// a path that leaves its directory), from `offset`, `length` bytes (default: all).
+    fn read(&mut self, t: &TensorProto) -> anyhow::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let name = &t.name;
+        let Some(dir) = &self.dir else {
+            bail!("tensor {name} keeps its data in an external file");
+        };
+        let get = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.as_str())
+        };
+        let location = get("location")
+            .ok_or_else(|| anyhow!("tensor {name} has external data without a location"))?;
+        let file_name = Path::new(location);
+        let plain = file_name.components().count() == 1
+            && matches!(
+                file_name.components().next(),
+                Some(std::path::Component::Normal(_))
+            );
+        if !plain {
+            bail!(
+                "tensor {name} names the data file {location:?}; fmnist reads only files beside the model"
+            );
+        }
+        let number = |key: &str| -> anyhow::Result<Option<u64>> {
+            get(key)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| anyhow!("tensor {name} has a bad external {key} {v:?}"))
+                })
+                .transpose()
+        };
+        let path = dir.join(file_name);
+        let mut f = bounded::open_regular(&path)?;
+        let size = f
+            .metadata()
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        let offset = number("offset")?.unwrap_or(0);
+        let length = number("length")?.unwrap_or(size.saturating_sub(offset));
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            bail!(
+                "tensor {name}: {} is shorter than its external data says",
+                path.display()
+            );
+        }
+        if length > self.budget {
+            bail!("the external data is larger than any model fmnist imports");
+        }
+        self.budget -= length;
+        f.seek(SeekFrom::Start(offset))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut bytes = Vec::new();
+        f.take(length)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(bytes)
     }
+}
+
+/// Decodes a tensor's numbers (float, double, int32 or int64), checking its size.
+fn decode(t: &TensorProto, external: &mut External) -> anyhow::Result<Const> {
+    let name = &t.name;
+    let outside;
+    let raw = if t.data_location == Some(tensor_proto::DataLocation::External as i32) {
+        outside = external.read(t)?;
+        if outside.is_empty() {
+            bail!("tensor {name} has no external data");
+        }
+        &outside
+    } else {
+        &t.raw_data
+    };
     let mut count = 1usize;
     let mut dims = Vec::with_capacity(t.dims.len());
     for &d in &t.dims {
@@ -197,7 +285,6 @@ fn decode(t: &TensorProto) -> anyhow::Result<Const> {
         dims.push(d);
     }
     use tensor_proto::DataType as D;
-    let raw = &t.raw_data;
     let values: Vec<f64> = match D::try_from(t.data_type) {
         Ok(D::Float) if !raw.is_empty() => raw_values(raw, 4, count, name, |b| {
             f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64
@@ -280,10 +367,14 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(graph: &pb::GraphProto, scaling: InputScaling) -> anyhow::Result<Self> {
+    fn new(
+        graph: &pb::GraphProto,
+        scaling: InputScaling,
+        external: &mut External,
+    ) -> anyhow::Result<Self> {
         let mut consts = HashMap::new();
         for t in &graph.initializer {
-            consts.insert(t.name.clone(), decode(t)?);
+            consts.insert(t.name.clone(), decode(t, external)?);
         }
         // Old exporters list the initializers among the inputs too.
         let input = graph
@@ -442,7 +533,7 @@ impl Walk {
         Some(OPS.len())
     }
 
-    fn node(&mut self, node: &NodeProto) -> anyhow::Result<()> {
+    fn node(&mut self, node: &NodeProto, external: &mut External) -> anyhow::Result<()> {
         let op = node.op_type.as_str();
         if op == "Constant" {
             let t = attr(node, "value")
@@ -452,7 +543,7 @@ impl Walk {
                 .output
                 .first()
                 .ok_or_else(|| anyhow!("has no output"))?;
-            self.consts.insert(out.clone(), decode(t)?);
+            self.consts.insert(out.clone(), decode(t, external)?);
             return Ok(());
         }
         // Arithmetic with a constant, and the residual addition.
