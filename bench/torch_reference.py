@@ -157,3 +157,40 @@ path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", 
 os.makedirs(os.path.dirname(path), exist_ok=True)
 save_file(out, path, metadata={"torch": torch.__version__, "script": "bench/torch_reference.py"})
 print(f"wrote {os.path.normpath(path)}: {len(out)} tensors, torch {torch.__version__}")
+
+# Import fixtures for crates/fmnist/tests/interop.rs: a small CNN as PyTorch users save
+# it (state_dict as safetensors and torch.save, torch.onnx.export with and without the
+# dynamo exporter), named so that sorting by name alone would misplace its layers
+# (bn1 < conv1 < conv2 < fc1), with its probabilities on the first 32 test images.
+import sys  # noqa: E402
+from collections import OrderedDict  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fmnist_data import load  # noqa: E402
+
+tiny = with_random_norms(nn.Sequential(OrderedDict([
+    ("conv1", nn.Conv2d(1, 4, 3, padding=1, bias=False)), ("bn1", nn.BatchNorm2d(4)),
+    ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+    ("conv2", nn.Conv2d(4, 8, 3)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+    ("flatten", nn.Flatten()), ("fc1", nn.Linear(288, 16)), ("relu3", nn.ReLU()),
+    ("drop", nn.Dropout(0.5)), ("fc2", nn.Linear(16, 10))]))).eval()
+_, _, xte, _ = load()
+x = torch.tensor(xte[:32], dtype=torch.float32).unsqueeze(1) / 255
+# a model trained on Normalize((0.2860,), (0.3530,)) inputs
+xn = (x - 0.2860) / 0.3530
+fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "fmnist",
+                        "tests", "data")
+os.makedirs(fixtures, exist_ok=True)
+state = tiny.state_dict()
+save_file({k: v.contiguous() for k, v in state.items()}, f"{fixtures}/torch_tiny.safetensors")
+torch.save(state, f"{fixtures}/torch_tiny.pt")
+torch.onnx.export(tiny, (xn[:2],), f"{fixtures}/torch_tiny.onnx", input_names=["x"],
+                  output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("N")},))
+torch.onnx.export(tiny, (xn[:2],), f"{fixtures}/torch_tiny_legacy.onnx", input_names=["x"],
+                  output_names=["logits"], dynamic_axes={"x": {0: "N"}}, dynamo=False)
+with torch.no_grad():
+    probs = torch.softmax(tiny(xn), 1)
+save_file({"probabilities": probs.contiguous()}, f"{fixtures}/torch_tiny_probabilities.safetensors")
+print(f"wrote the import fixtures in {os.path.normpath(fixtures)}")

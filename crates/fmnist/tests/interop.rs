@@ -468,3 +468,152 @@ fn unsupported_operators_are_named_in_one_line() {
     );
     assert!(!e.contains('\n'), "{e}");
 }
+
+/// The small CNN of `bench/torch_reference.py`'s import fixtures, as an fmnist architecture.
+fn torch_tiny() -> ModelSpec {
+    ModelSpec {
+        name: "torch-tiny".into(),
+        input: vec![28, 28, 1],
+        init: Init::HeUniform,
+        layers: vec![
+            L::Conv2d {
+                filters: 4,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                bias: false,
+            },
+            L::BatchNorm {
+                momentum: 0.1,
+                eps: 1e-5,
+            },
+            L::Relu,
+            L::MaxPool2d {
+                size: 2,
+                stride: None,
+            },
+            L::Conv2d {
+                filters: 8,
+                kernel: 3,
+                stride: 1,
+                padding: 0,
+                bias: true,
+            },
+            L::Relu,
+            L::MaxPool2d {
+                size: 2,
+                stride: None,
+            },
+            L::Flatten,
+            L::Linear {
+                units: 16,
+                bias: true,
+            },
+            L::Relu,
+            L::Dropout { rate: 0.5 },
+            L::Linear {
+                units: 10,
+                bias: true,
+            },
+        ],
+    }
+}
+
+#[test]
+fn files_saved_by_pytorch_import_with_pytorchs_probabilities() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let want = {
+        let bytes = std::fs::read(data.join("torch_tiny_probabilities.safetensors")).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = file.tensor("probabilities").unwrap();
+        view.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect::<Vec<f32>>()
+    };
+    let images = test_images(32);
+    // The fixture model was trained on transforms.Normalize((0.2860,), (0.3530,)) inputs.
+    let scaling = InputScaling {
+        scale: 1.0,
+        mean: 0.2860,
+        std: 0.3530,
+    };
+    let spec = torch_tiny();
+    for (file, arch, format) in [
+        (
+            "torch_tiny.safetensors",
+            Some(&spec),
+            interop::SourceFormat::Safetensors,
+        ),
+        ("torch_tiny.pt", Some(&spec), interop::SourceFormat::Torch),
+        ("torch_tiny.onnx", None, interop::SourceFormat::Onnx),
+        ("torch_tiny_legacy.onnx", None, interop::SourceFormat::Onnx),
+    ] {
+        let (mut m, found) = interop::import(&data.join(file), arch, scaling)
+            .unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        assert_eq!(found, format, "{file}");
+        let ours = m.probabilities(&images);
+        let worst = ours
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{file}: largest difference from PyTorch {worst:e}");
+        assert!(
+            worst <= 1e-5,
+            "{file}: largest difference from PyTorch {worst}"
+        );
+        for (i, (a, b)) in ours.chunks(10).zip(want.chunks(10)).enumerate() {
+            assert_eq!(argmax(a), argmax(b), "{file}: image {i}");
+        }
+    }
+}
+
+#[test]
+fn hostile_onnx_files_are_refused_without_reading_outside_or_allocating() {
+    use prost::Message;
+    use tract_onnx::pb;
+    let m = model(models::preset("simple").unwrap(), 2);
+    let base = onnx_export::model_proto(&m).expect("export");
+    let refused = |proto: &pb::ModelProto, needle: &str| {
+        let e = format!(
+            "{:#}",
+            onnx_import::from_bytes(&proto.encode_to_vec(), InputScaling::default())
+                .expect_err("refused")
+        );
+        assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+    };
+    // A tensor that declares far more values than any layer.
+    let mut p = base.clone();
+    p.graph.as_mut().unwrap().initializer[0].dims = vec![1 << 20, 1 << 20];
+    refused(&p, "larger than any fmnist layer");
+    // Dimensions that disagree with the data.
+    let mut p = base.clone();
+    p.graph.as_mut().unwrap().initializer[2].dims.push(2);
+    refused(&p, "bytes, its shape needs");
+    // External data is never read from a path that leaves the model's directory, and
+    // not at all from bytes alone.
+    let mut p = base.clone();
+    let t = &mut p.graph.as_mut().unwrap().initializer[2];
+    t.raw_data.clear();
+    t.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
+    t.external_data = vec![pb::StringStringEntryProto {
+        key: "location".into(),
+        value: "../../../etc/passwd".into(),
+    }];
+    refused(&p, "external file");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("escape.onnx");
+    std::fs::write(&path, p.encode_to_vec()).unwrap();
+    let e = format!(
+        "{:#}",
+        onnx_import::read(&path, InputScaling::default()).expect_err("refused")
+    );
+    assert!(e.contains("only files beside the model"), "{e}");
+    // A graph whose output is not the end of the chain.
+    let mut p = base.clone();
+    p.graph.as_mut().unwrap().output[0].name = "sub_1".into();
+    refused(&p, "not the end of the chain");
+    // No graph at all.
+    refused(&pb::ModelProto::default(), "without a graph");
+}
