@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use fmnist::data::{Dataset, FashionMnist, PIXELS};
 use fmnist::model::{Classifier, architectures, summary};
 use fmnist::train::{self, EpochRecord, Progress, RunControl, TrainConfig, recipes};
-use nn::{ModelSpec, OptimizerKind, Schedule};
+use nn::ModelSpec;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3,
 };
@@ -342,58 +342,23 @@ impl Engine {
         patience: Option<usize>,
         tta: Option<bool>,
     ) -> PyResult<()> {
-        let mut c = self.config.clone();
-        if let Some(o) = optimizer {
-            c.optimizer.kind = match o.to_ascii_lowercase().as_str() {
-                "adam" => OptimizerKind::adam(),
-                "adamw" => OptimizerKind::adamw(),
-                "sgd" => OptimizerKind::nesterov(),
-                other => {
-                    return Err(Error::new_err(format!(
-                        "unknown optimizer {other:?}: use \"adam\", \"adamw\" or \"sgd\""
-                    )));
-                }
-            };
-        }
-        if let Some(s) = schedule {
-            c.schedule = match s.to_ascii_lowercase().replace('_', "-").as_str() {
-                "constant" => Schedule::Constant,
-                "cosine" => train::COSINE,
-                "one-cycle" => Schedule::one_cycle(),
-                other => {
-                    return Err(Error::new_err(format!(
-                        "unknown schedule {other:?}: use \"constant\", \"cosine\" or \"one-cycle\""
-                    )));
-                }
-            };
-        }
-        if let Some(v) = lr {
-            c.lr = v;
-        }
-        if let Some(v) = weight_decay {
-            c.optimizer.weight_decay = v;
-        }
-        if let Some(v) = label_smoothing {
-            c.label_smoothing = v;
-        }
-        if let Some(v) = shift {
-            c.augment.shift = v;
-        }
-        if let Some(v) = flip {
-            c.augment.flip = v;
-        }
-        if let Some(v) = erase {
-            c.augment.erase = v;
-        }
-        if let Some(v) = ema {
-            c.ema = (v > 0.0).then_some(v);
-        }
-        if let Some(v) = patience {
-            c.patience = (v > 0).then_some(v);
-        }
-        if let Some(v) = tta {
-            c.flip_tta = v;
-        }
+        let overrides = recipes::Overrides {
+            lr,
+            optimizer: optimizer.map(str::to_string),
+            weight_decay,
+            schedule: schedule.map(str::to_string),
+            label_smoothing,
+            shift,
+            flip,
+            erase,
+            ema,
+            patience,
+            flip_tta: tta,
+            ..recipes::Overrides::default()
+        };
+        let c = overrides
+            .apply(&self.config)
+            .map_err(|e| Error::new_err(e.to_string()))?;
         c.validate().map_err(error)?;
         self.config = c;
         Ok(())

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use nn::{OptimizerKind, Schedule};
 
 use fmnist::data::DataOptions;
 use fmnist::model as models;
-use fmnist::train::{self, TrainConfig, recipes};
+use fmnist::train::{TrainConfig, recipes};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
 #[derive(Parser, Debug)]
@@ -85,6 +84,19 @@ pub enum OptimizerArg {
     Adamw,
     /// SGD with Nesterov momentum 0.9
     Sgd,
+}
+
+/// The name clap shows for a value, which is the name the library knows it by.
+trait ValueEnumName {
+    fn name(&self) -> String;
+}
+
+impl<T: ValueEnum> ValueEnumName for T {
+    fn name(&self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
 }
 
 /// Schedules for `--schedule`.
@@ -190,57 +202,26 @@ impl TrainArgs {
             self.model.as_deref().unwrap_or(base.model),
             self.arch.as_deref(),
         )?;
-        let mut c = base.config;
+        let name = |v: &dyn ValueEnumName| v.name();
+        let overrides = recipes::Overrides {
+            epochs: self.epochs.map(|v| v as usize),
+            batch_size: self.batch_size.map(|v| v as usize),
+            lr: self.lr,
+            optimizer: self.optimizer.as_ref().map(|v| name(v)),
+            weight_decay: self.weight_decay,
+            schedule: self.schedule.as_ref().map(|v| name(v)),
+            label_smoothing: self.label_smoothing,
+            shift: self.shift.map(usize::from),
+            flip: self.flip,
+            erase: self.erase,
+            ema: self.ema,
+            patience: self.patience.map(|v| v as usize),
+            flip_tta: self.tta,
+        };
+        let mut c = overrides.apply(&base.config)?;
         c.seed = self.seed;
         c.val_size = self.val_size;
         c.limit = self.limit.map(|l| l as usize);
-        if let Some(v) = self.epochs {
-            c.epochs = v as usize;
-        }
-        if let Some(v) = self.batch_size {
-            c.batch_size = v as usize;
-        }
-        if let Some(v) = self.lr {
-            c.lr = v;
-        }
-        if let Some(v) = self.optimizer {
-            c.optimizer.kind = match v {
-                OptimizerArg::Adam => OptimizerKind::adam(),
-                OptimizerArg::Adamw => OptimizerKind::adamw(),
-                OptimizerArg::Sgd => OptimizerKind::nesterov(),
-            };
-        }
-        if let Some(v) = self.weight_decay {
-            c.optimizer.weight_decay = v;
-        }
-        if let Some(v) = self.schedule {
-            c.schedule = match v {
-                ScheduleArg::Constant => Schedule::Constant,
-                ScheduleArg::Cosine => train::COSINE,
-                ScheduleArg::OneCycle => Schedule::one_cycle(),
-            };
-        }
-        if let Some(v) = self.label_smoothing {
-            c.label_smoothing = v;
-        }
-        if let Some(v) = self.shift {
-            c.augment.shift = v as usize;
-        }
-        if let Some(v) = self.flip {
-            c.augment.flip = v;
-        }
-        if let Some(v) = self.erase {
-            c.augment.erase = v;
-        }
-        if let Some(v) = self.ema {
-            c.ema = (v > 0.0).then_some(v);
-        }
-        if let Some(v) = self.patience {
-            c.patience = (v > 0).then_some(v as usize);
-        }
-        if let Some(v) = self.tta {
-            c.flip_tta = v;
-        }
         Ok((spec, c))
     }
 }

@@ -31,6 +31,114 @@ impl Default for Recipe {
     }
 }
 
+/// Names of the optimizers a recipe can be changed to ([`optimizer`]).
+pub const OPTIMIZERS: [&str; 3] = ["adam", "adamw", "sgd"];
+/// Names of the learning-rate schedules ([`schedule`]).
+pub const SCHEDULES: [&str; 3] = ["constant", "cosine", "one-cycle"];
+
+/// The optimizer called `name` (any case): Adam (Keras' settings), AdamW, or SGD with
+/// Nesterov momentum 0.9.
+pub fn optimizer(name: &str) -> anyhow::Result<OptimizerKind> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "adam" => OptimizerKind::adam(),
+        "adamw" => OptimizerKind::adamw(),
+        "sgd" => OptimizerKind::nesterov(),
+        other => anyhow::bail!("unknown optimizer {other:?}: use \"adam\", \"adamw\" or \"sgd\""),
+    })
+}
+
+/// The schedule called `name` (any case; `one_cycle` is `one-cycle`).
+pub fn schedule(name: &str) -> anyhow::Result<Schedule> {
+    Ok(match name.to_ascii_lowercase().replace('_', "-").as_str() {
+        "constant" => Schedule::Constant,
+        "cosine" => crate::train::COSINE,
+        "one-cycle" => Schedule::one_cycle(),
+        other => anyhow::bail!(
+            "unknown schedule {other:?}: use \"constant\", \"cosine\" or \"one-cycle\""
+        ),
+    })
+}
+
+/// Changes to a recipe, as `fmnist train`'s options and the Python API's `compile` name
+/// them; `None` keeps the recipe's value. One place says what each means, so the two
+/// front ends cannot drift apart.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Epochs to train.
+    pub epochs: Option<usize>,
+    /// Images per step.
+    pub batch_size: Option<usize>,
+    /// Base learning rate.
+    pub lr: Option<f32>,
+    /// An optimizer name ([`OPTIMIZERS`]).
+    pub optimizer: Option<String>,
+    /// Weight decay.
+    pub weight_decay: Option<f32>,
+    /// A schedule name ([`SCHEDULES`]).
+    pub schedule: Option<String>,
+    /// Label smoothing.
+    pub label_smoothing: Option<f32>,
+    /// Random shifts of up to this many pixels.
+    pub shift: Option<usize>,
+    /// Random mirror images.
+    pub flip: Option<bool>,
+    /// Random-erasing probability.
+    pub erase: Option<f32>,
+    /// Weight-average decay; 0 turns the average off.
+    pub ema: Option<f32>,
+    /// Epochs without a better validation accuracy before stopping; 0 never stops.
+    pub patience: Option<usize>,
+    /// Flip test-time augmentation.
+    pub flip_tta: Option<bool>,
+}
+
+impl Overrides {
+    /// `config` with these changes (not yet validated: see [`TrainConfig::validate`]).
+    pub fn apply(&self, config: &TrainConfig) -> anyhow::Result<TrainConfig> {
+        let mut c = config.clone();
+        if let Some(v) = self.epochs {
+            c.epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            c.batch_size = v;
+        }
+        if let Some(v) = self.lr {
+            c.lr = v;
+        }
+        if let Some(name) = &self.optimizer {
+            c.optimizer.kind = optimizer(name)?;
+        }
+        if let Some(v) = self.weight_decay {
+            c.optimizer.weight_decay = v;
+        }
+        if let Some(name) = &self.schedule {
+            c.schedule = schedule(name)?;
+        }
+        if let Some(v) = self.label_smoothing {
+            c.label_smoothing = v;
+        }
+        if let Some(v) = self.shift {
+            c.augment.shift = v;
+        }
+        if let Some(v) = self.flip {
+            c.augment.flip = v;
+        }
+        if let Some(v) = self.erase {
+            c.augment.erase = v;
+        }
+        if let Some(v) = self.ema {
+            c.ema = (v > 0.0).then_some(v);
+        }
+        if let Some(v) = self.patience {
+            c.patience = (v > 0).then_some(v);
+        }
+        if let Some(v) = self.flip_tta {
+            c.flip_tta = v;
+        }
+        Ok(c)
+    }
+}
+
 /// The preset `name`, if there is one.
 pub fn recipe(name: &str) -> Option<Recipe> {
     let base = TrainConfig::default();
