@@ -33,6 +33,7 @@ p.add_argument("--out", default="target/interop")
 p.add_argument("--standard", help="a trained model to export (default: train --preset standard)")
 p.add_argument("--epochs", type=int, default=2, help="PyTorch training epochs")
 a = p.parse_args()
+a.out = os.path.abspath(a.out)
 os.makedirs(a.out, exist_ok=True)
 here = os.path.dirname(os.path.abspath(__file__))
 
@@ -87,7 +88,6 @@ torch_dir = f"{a.out}/torch"
 print(f"training the seed's CNN in PyTorch for {a.epochs} epochs ...", flush=True)
 subprocess.run([sys.executable, f"{here}/torch_cnn.py", str(a.epochs), "--save", torch_dir],
                check=True, cwd=here, stdout=subprocess.DEVNULL)
-torch_dir = os.path.join(here, torch_dir) if not os.path.isabs(torch_dir) else torch_dir
 result = json.load(open(f"{torch_dir}/result.json"))
 p_torch = np.load(f"{torch_dir}/probabilities.npy")
 for name, extra in [("model.safetensors", ["--model", "simple"]),
