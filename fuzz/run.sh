@@ -5,20 +5,20 @@
 # bytes as a unit test beside the code it broke.
 # cargo fuzz needs nightly features: RUSTC_BOOTSTRAP=1 enables them on the stable toolchain.
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]
-#   (targets: idx model_file architecture memory_budget resume image)
+#   (targets: idx model_file architecture memory_budget resume image onnx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(idx model_file architecture memory_budget resume image)
+[ ${#targets[@]} -gt 0 ] || targets=(idx model_file architecture memory_budget resume image onnx)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 cargo build --release -q
 cargo fuzz build -O
 
 corpus=fuzz/corpus
-mkdir -p "$corpus"/{idx,model_file,architecture,memory_budget,resume,image}
+mkdir -p "$corpus"/{idx,model_file,architecture,memory_budget,resume,image,onnx}
 data=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -34,6 +34,8 @@ PY
 ./target/release/fmnist train --epochs 1 --limit 100 --val-size 50 --out "$work/m.safetensors" \
   --data-dir "$data" --offline > /dev/null
 cp "$work/m.safetensors" "$corpus/model_file/simple"
+./target/release/fmnist export "$work/m.safetensors" --onnx "$corpus/onnx/simple.onnx" > /dev/null
+cp crates/fmnist/tests/data/torch_tiny_legacy.onnx "$corpus/onnx/"
 ./target/release/fmnist train --model simple-bn --epochs 3 --limit 100 --val-size 50 --ema 0.9 \
   --out "$work/s.safetensors" --data-dir "$data" --offline > /dev/null &
 pid=$!
