@@ -617,3 +617,44 @@ fn hostile_onnx_files_are_refused_without_reading_outside_or_allocating() {
     // No graph at all.
     refused(&pb::ModelProto::default(), "without a graph");
 }
+
+#[test]
+fn damaged_exports_never_panic() {
+    // Random byte changes and truncations of a real export (with batch norm and flip
+    // TTA): each must import and classify or be refused, never panic.
+    let mut m = model(models::preset("simple-bn").unwrap(), 5);
+    m.inference.flip_tta = true;
+    let bytes = onnx_export::to_onnx(&m).expect("export");
+    let image = test_images(1);
+    let mut rng = Rng::new(99);
+    let (mut imported, mut refused) = (0, 0);
+    for round in 0..2000 {
+        let mut damaged = bytes.clone();
+        if round % 4 == 0 {
+            damaged.truncate(rng.below(bytes.len()));
+        } else {
+            for _ in 0..1 + rng.below(8) {
+                let at = rng.below(damaged.len());
+                damaged[at] = rng.next_u32() as u8;
+            }
+        }
+        match onnx_import::from_bytes(&damaged, InputScaling::default())
+            .and_then(|i| i.into_classifier("damaged"))
+        {
+            Ok(mut back) => {
+                let p = back.probabilities(&image);
+                assert_eq!(p.len(), 10);
+                imported += 1;
+            }
+            Err(e) => {
+                assert!(!format!("{e:#}").is_empty());
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("damaged exports: {imported} imported, {refused} refused");
+    assert!(
+        refused > 0 && imported > 0,
+        "{imported} imported, {refused} refused"
+    );
+}
