@@ -346,6 +346,50 @@ fn export_import_and_their_errors_on_the_command_line() {
     let acc = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["accuracy"].clone();
     assert_eq!(acc(&a), acc(&b));
 
+    // An imported model can be fine-tuned: it starts from its weights, keeps its input
+    // normalisation, and at a negligible rate stays what it was.
+    sb.ok(&[
+        "import",
+        "m.onnx",
+        "--out",
+        "scaled.safetensors",
+        "--input-mean",
+        "0.1",
+    ]);
+    let scaled = Classifier::load(&sb.path("scaled.safetensors")).unwrap();
+    sb.ok(&[
+        "train",
+        "--init",
+        "scaled.safetensors",
+        "--epochs",
+        "1",
+        "--limit",
+        "500",
+        "--val-size",
+        "200",
+        "--lr",
+        "1e-9",
+        "--schedule",
+        "constant",
+        "--out",
+        "tuned.safetensors",
+        "--offline",
+    ]);
+    let tuned = Classifier::load(&sb.path("tuned.safetensors")).unwrap();
+    assert_eq!(tuned.normalization, scaled.normalization);
+    assert_eq!(tuned.spec.layers, scaled.spec.layers);
+    let c = sb.ok(&["eval", "scaled.safetensors", "--json", "--offline"]);
+    let d = sb.ok(&["eval", "tuned.safetensors", "--json", "--offline"]);
+    let (c, d) = (acc(&c).as_f64().unwrap(), acc(&d).as_f64().unwrap());
+    assert!(
+        (c - d).abs() < 0.005 && d > 0.5,
+        "imported {c}, fine-tuned at 1e-9 {d}"
+    );
+    sb.fails(
+        &["train", "--init", "missing.safetensors", "--offline"],
+        "missing.safetensors",
+    );
+
     // PyTorch weights need their architecture; ONNX brings its own.
     std::fs::write(sb.path("w.safetensors"), b"").unwrap();
     let m = Classifier::load(&sb.path("m.safetensors")).unwrap();

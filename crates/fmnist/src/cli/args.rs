@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use fmnist::data::DataOptions;
-use fmnist::model as models;
+use fmnist::model::{self as models, Classifier};
 use fmnist::train::{TrainConfig, recipes};
 
 /// Train, evaluate and use Fashion-MNIST classifiers on a plain CPU.
@@ -125,6 +125,10 @@ pub struct TrainArgs {
     /// Architecture from a JSON file instead of a built-in one
     #[arg(long, value_name = "FILE.json", conflicts_with = "model")]
     pub arch: Option<PathBuf>,
+    /// Fine-tune this model (an imported one, say): start from its weights, with its
+    /// architecture and input normalisation, instead of a fresh initialisation
+    #[arg(long, value_name = "MODEL", conflicts_with_all = ["model", "arch", "resume"])]
+    pub init: Option<PathBuf>,
     /// Passes over the training set [default: 20]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub epochs: Option<u32>,
@@ -191,17 +195,21 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     /// The architecture and recipe: the preset's (or the default), then explicit flags.
-    pub fn recipe(&self) -> anyhow::Result<(nn::ModelSpec, TrainConfig)> {
+    pub fn recipe(&self) -> anyhow::Result<(nn::ModelSpec, TrainConfig, Option<Classifier>)> {
         let base = match &self.preset {
             Some(name) => {
                 recipes::recipe(name).with_context(|| format!("unknown preset {name}"))?
             }
             None => recipes::Recipe::default(),
         };
-        let spec = architecture(
-            self.model.as_deref().unwrap_or(base.model),
-            self.arch.as_deref(),
-        )?;
+        let start = self.init.as_deref().map(Classifier::load).transpose()?;
+        let spec = match &start {
+            Some(model) => model.spec.clone(),
+            None => architecture(
+                self.model.as_deref().unwrap_or(base.model),
+                self.arch.as_deref(),
+            )?,
+        };
         let name = |v: &dyn ValueEnumName| v.name();
         let overrides = recipes::Overrides {
             epochs: self.epochs.map(|v| v as usize),
@@ -219,10 +227,13 @@ impl TrainArgs {
             flip_tta: self.tta,
         };
         let mut c = overrides.apply(&base.config)?;
+        if let Some(model) = &start {
+            c.normalization = model.normalization;
+        }
         c.seed = self.seed;
         c.val_size = self.val_size;
         c.limit = self.limit.map(|l| l as usize);
-        Ok((spec, c))
+        Ok((spec, c, start))
     }
 }
 

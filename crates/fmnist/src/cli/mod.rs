@@ -68,12 +68,16 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let run = match &a.resume {
         Some(checkpoint) => train::Run::resume(checkpoint, a.out.as_deref())?,
         None => {
-            let (spec, cfg) = a.recipe()?;
+            let (spec, cfg, start) = a.recipe()?;
             let out = a
                 .out
                 .clone()
                 .unwrap_or_else(|| "fmnist-model.safetensors".into());
-            train::Run::new(spec, cfg, &out)?
+            let run = train::Run::new(spec, cfg, &out)?;
+            match &start {
+                Some(model) => run.starting_from(model)?,
+                None => run,
+            }
         }
     };
     let data = data::load(&a.source.options())?;
@@ -170,11 +174,15 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
         } else {
             &model.spec.name
         };
+        let origin = match (&model.summary.imported_from, model.summary.epochs) {
+            (Some(source), 0) => format!("imported from {source}"),
+            (Some(source), n) => format!("trained {n} epochs, imported from {source}"),
+            (None, n) => format!("trained {n} epochs"),
+        };
         text.push_str(&format!(
-            "model {} ({name}, {} parameters, trained {} epochs{})\n",
+            "model {} ({name}, {} parameters, {origin}{})\n",
             path.display(),
             report::thousands(model.net.num_params()),
-            model.summary.epochs,
             if model.inference.flip_tta {
                 ", flip TTA"
             } else {

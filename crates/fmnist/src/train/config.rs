@@ -36,6 +36,10 @@ pub struct TrainConfig {
     pub patience: Option<usize>,
     /// Classify with flip test-time augmentation (validation, test and the saved model).
     pub flip_tta: bool,
+    /// How pixels become inputs: Fashion-MNIST's statistics, or those of the model a
+    /// fine-tuning run starts from (whose weights expect them).
+    #[serde(default)]
+    pub normalization: crate::data::Normalization,
 }
 
 /// The cosine schedule of the default recipe: 5 % linear warm-up, then decay to zero.
@@ -60,6 +64,7 @@ impl Default for TrainConfig {
             ema: None,
             patience: None,
             flip_tta: false,
+            normalization: crate::data::Normalization::default(),
         }
     }
 }
@@ -86,6 +91,7 @@ macro_rules! refuse {
 impl TrainConfig {
     /// Rejects settings that cannot train: the one check for every way a recipe arrives.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.normalization.validate()?;
         if !(1..=MAX_EPOCHS).contains(&self.epochs) {
             refuse!(
                 "--epochs must be between 1 and {MAX_EPOCHS}, got {}",

@@ -61,6 +61,10 @@ pub struct RunControl<'a> {
     pub resume: Option<Checkpoint>,
     /// When set (by Ctrl-C), training stops before the next step with [`Interrupted`].
     pub stop: Option<&'a AtomicBool>,
+    /// Start from these weights ([`nn::Network::snapshot`] of the same architecture)
+    /// instead of the seed's initialisation: fine-tuning. A resumed run takes its
+    /// checkpoint's weights instead.
+    pub init: Option<Vec<nn::Tensor>>,
 }
 
 /// Training was stopped on request; `checkpoint` holds the last finished epoch, if any.
@@ -120,6 +124,20 @@ pub fn train_with(
     let mut model = Classifier::new(spec.clone(), cfg.seed)?;
     check_memory(&model.net, cfg.batch_size)?;
     model.inference.flip_tta = cfg.flip_tta;
+    model.normalization = cfg.normalization;
+    if let Some(init) = &control.init {
+        let want: Vec<Vec<usize>> = model
+            .net
+            .snapshot()
+            .iter()
+            .map(|t| t.shape().to_vec())
+            .collect();
+        let got: Vec<Vec<usize>> = init.iter().map(|t| t.shape().to_vec()).collect();
+        if want != got {
+            bail!("the starting weights are not those of this architecture");
+        }
+        model.net.load_snapshot(init);
+    }
     let mut ema = cfg.ema.map(|decay| Ema::new(&model.net, decay));
     let root = Rng::new(cfg.seed);
     let mut shuffle_rng = root.fork(1);

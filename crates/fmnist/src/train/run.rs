@@ -69,6 +69,8 @@ pub struct Run<'a> {
     params: usize,
     resume: Option<Checkpoint>,
     stop: Option<&'a AtomicBool>,
+    /// Weights to start from (fine-tuning).
+    init: Option<Vec<nn::Tensor>>,
     /// Reserved: model, history, curves, confusion matrix.
     files: [PendingFile; 4],
 }
@@ -155,8 +157,21 @@ impl<'a> Run<'a> {
             params,
             resume,
             stop: None,
+            init: None,
             files,
         })
+    }
+
+    /// Fine-tunes `model` instead of training from the seed's initialisation: the run's
+    /// architecture must be the model's, and its recipe should carry the model's input
+    /// normalisation (see [`crate::train::TrainConfig::normalization`]). A resumed run
+    /// already holds its weights; this is for a run's start.
+    pub fn starting_from(mut self, model: &crate::model::Classifier) -> anyhow::Result<Self> {
+        if model.spec.layers != self.spec.layers || model.spec.input != self.spec.input {
+            anyhow::bail!("the model to start from has another architecture than the run's");
+        }
+        self.init = Some(model.net.snapshot());
+        Ok(self)
     }
 
     /// Stops the run before its next step once `flag` is set (by Ctrl-C, say), with
@@ -203,6 +218,7 @@ impl<'a> Run<'a> {
             checkpoint: Some(self.outputs.checkpoint.clone()),
             resume: self.resume,
             stop: self.stop,
+            init: self.init,
         };
         let outcome = train_with(data, self.spec, &self.config, progress, control)?;
         let test = eval::metrics(&outcome.test, &data.test.labels, &outcome.model.classes);
