@@ -8,6 +8,8 @@
    saved as a safetensors state_dict, a torch.save file and an ONNX graph
    (torch.onnx.export); each is imported, and `fmnist eval` must give PyTorch's accuracy
    to the image.
+4. The same CNN trained by Keras (bench/keras_cnn.py, same epochs) and converted by
+   tf2onnx is imported, and must give Keras' accuracy to the image.
 
 Exits non-zero when an accuracy differs.
 """
@@ -97,6 +99,18 @@ for name, extra in [("model.safetensors", ["--model", "simple"]),
     cli("import", f"{torch_dir}/{name}", "--out", dst, *extra)
     row(f"PyTorch {result['torch']} {name} → fmnist import", result["accuracy"],
         fmnist_eval(dst), p_torch, fmnist.load_model(dst).predict(xte))
+
+# 4. Keras -> tf2onnx -> fmnist
+keras_dir = f"{a.out}/keras"
+print(f"training the seed's CNN in Keras for {a.epochs} epochs ...", flush=True)
+subprocess.run([sys.executable, f"{here}/keras_cnn.py", str(a.epochs), "--save", keras_dir],
+               check=True, cwd=here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+result = json.load(open(f"{keras_dir}/result.json"))
+dst = f"{a.out}/keras-model-onnx.safetensors"
+cli("import", f"{keras_dir}/model.onnx", "--out", dst)
+row(f"Keras {result['keras']} → tf2onnx {result['tf2onnx']} → fmnist import", result["accuracy"],
+    fmnist_eval(dst), np.load(f"{keras_dir}/probabilities.npy"),
+    fmnist.load_model(dst).predict(xte))
 
 print()
 print("| path | source accuracy | fmnist / runtime accuracy | images classed differently | largest probability difference |")

@@ -614,6 +614,36 @@ fn files_saved_by_pytorch_import_with_pytorchs_probabilities() {
 }
 
 #[test]
+fn a_keras_model_converted_by_tf2onnx_imports_with_keras_probabilities() {
+    // Channels-last input, batch norm, a flatten whose size the graph computes from its
+    // shape, MatMul + Add dense layers and a softmax: what tf2onnx writes for Keras 3.
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let bytes = std::fs::read(data.join("keras_tiny_probabilities.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let want: Vec<f32> = file
+        .tensor("probabilities")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let (mut m, _) = interop::import(&data.join("keras_tiny.onnx"), None, InputScaling::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(m.spec.input, [28, 28, 1]);
+    let ours = m.probabilities(&test_images(32));
+    let worst = ours
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("keras_tiny.onnx: largest difference from Keras {worst:e}");
+    assert!(worst <= 1e-5, "largest difference from Keras {worst}");
+    for (i, (a, b)) in ours.chunks(10).zip(want.chunks(10)).enumerate() {
+        assert_eq!(argmax(a), argmax(b), "image {i}");
+    }
+}
+
+#[test]
 fn hostile_onnx_files_are_refused_without_reading_outside_or_allocating() {
     use prost::Message;
     use tract_onnx::pb;

@@ -25,7 +25,7 @@ const MAX_ONNX_BYTES: u64 = 256 << 20;
 const MAX_TENSOR_VALUES: usize = nn::MAX_PARAMS;
 
 /// Operators the importer understands.
-const SUPPORTED: [&str; 26] = [
+const SUPPORTED: [&str; 31] = [
     "Conv",
     "BatchNormalization",
     "Relu",
@@ -52,7 +52,16 @@ const SUPPORTED: [&str; 26] = [
     "Slice",
     "Concat",
     "ReduceMean",
+    // Shape arithmetic, as exporters write a flatten whose size they compute.
+    "Shape",
+    "Gather",
+    "Cast",
+    "Unsqueeze",
+    "Squeeze",
 ];
+
+/// Operators that may compute a shape from `Shape`'s output.
+const SHAPE_OPS: [&str; 6] = ["Gather", "Cast", "Slice", "Concat", "Unsqueeze", "Squeeze"];
 
 /// Reads the ONNX model at `path`, and the external data files beside it that its
 /// tensors name (as `torch.onnx.export` writes them).
@@ -351,8 +360,13 @@ struct Walk {
     produced: HashMap<String, (usize, Vec<usize>)>,
     /// Names that stand for another tensor (Dropout, Identity).
     aliases: HashMap<String, String>,
-    /// The model's input.
+    /// The model's input, `[h, w, c]` as fmnist takes it.
     input: Vec<usize>,
+    /// The graph input's dimensions after the batch, as declared (NCHW, or NHWC as
+    /// Keras' exporters write it, until a transpose or reshape says which).
+    declared: [usize; 3],
+    /// Tensors computed from shapes (a flatten's target size), not from data.
+    shape_derived: std::collections::HashSet<String>,
     /// The graph's first layer sees `a · pixel/255 + b`.
     affine: (f64, f64),
     /// The mirror-image tensor, once a `Slice` has made it.
@@ -409,6 +423,8 @@ impl Walk {
             produced,
             aliases: HashMap::new(),
             input: shape,
+            declared: [c, h, w],
+            shape_derived: Default::default(),
             affine: (scaling.scale / scaling.std, -scaling.mean / scaling.std),
             flipped: None,
             flip: false,
@@ -546,6 +562,9 @@ impl Walk {
             self.consts.insert(out.clone(), decode(t, external)?);
             return Ok(());
         }
+        if self.shape_computation(node)? {
+            return Ok(());
+        }
         // Arithmetic with a constant, and the residual addition.
         if matches!(op, "Add" | "Sub" | "Mul" | "Div") {
             return self.arithmetic(node);
@@ -653,6 +672,46 @@ impl Walk {
             other => bail!("{other} is not supported here"),
         }
         self.advance(node)
+    }
+
+    /// Records a node that computes a shape (`Shape` of a tensor of the chain, and
+    /// arithmetic on its result): it takes no part in the chain.
+    fn shape_computation(&mut self, node: &NodeProto) -> anyhow::Result<bool> {
+        let op = node.op_type.as_str();
+        let derived = |n: &String| self.shape_derived.contains(n);
+        let is_shape = match op {
+            "Shape" => {
+                let x = node
+                    .input
+                    .first()
+                    .map(|n| self.resolve(n))
+                    .unwrap_or_default();
+                if !self.produced.contains_key(&x) {
+                    bail!("takes the shape of {x}, which is not a tensor of the chain");
+                }
+                true
+            }
+            _ if SHAPE_OPS.contains(&op) => {
+                let inputs: Vec<&String> = node.input.iter().filter(|n| !n.is_empty()).collect();
+                inputs.iter().any(|n| derived(n))
+                    && inputs
+                        .iter()
+                        .all(|n| derived(n) || self.consts.contains_key(n.as_str()))
+            }
+            _ => false,
+        };
+        if is_shape {
+            self.shape_derived.extend(node.output.iter().cloned());
+        }
+        Ok(is_shape)
+    }
+
+    /// Before the first layer, reads the input as NHWC `[N, h, w, c]` rather than NCHW:
+    /// what a transpose to NCHW (or, with one channel, a reshape) says it is.
+    fn input_is_nhwc(&mut self) {
+        let [h, w, c] = self.declared;
+        self.shape = vec![h, w, c];
+        self.input = self.shape.clone();
     }
 
     fn arithmetic(&mut self, node: &NodeProto) -> anyhow::Result<()> {
@@ -811,7 +870,26 @@ impl Walk {
     }
 
     fn reshape(&mut self, node: &NodeProto) -> anyhow::Result<()> {
+        if node
+            .input
+            .get(1)
+            .is_some_and(|n| self.shape_derived.contains(n))
+        {
+            // A size computed from the shape (`x.view(x.size(0), -1)`): a flatten; the
+            // dense layer after it checks the size.
+            self.ending()?;
+            self.flatten();
+            return Ok(());
+        }
         let target = self.need_const(node, 1, "shape")?.ints();
+        if let ([_, c, h, w], true) = (target.as_slice(), self.before_layers()) {
+            // One channel, channels-last, reshaped to channels-first: the same values.
+            let [dh, dw, dc] = self.declared;
+            if (*c, *h, *w) == (dc as i64, dh as i64, dw as i64) && dc == 1 {
+                self.input_is_nhwc();
+                return Ok(());
+            }
+        }
         let total: usize = self.shape.iter().product();
         if self.softmax && self.flip && !self.tta_split {
             let classes = total as i64;
