@@ -389,6 +389,19 @@ fn export_import_and_their_errors_on_the_command_line() {
         &["train", "--init", "missing.safetensors", "--offline"],
         "missing.safetensors",
     );
+    // Its architecture is benchmarked like any other.
+    let bench = sb.ok(&[
+        "bench",
+        "--arch",
+        "scaled.safetensors",
+        "--batches",
+        "3",
+        "--offline",
+    ]);
+    assert!(
+        bench.contains("training") && bench.contains("images/s"),
+        "{bench}"
+    );
 
     // PyTorch weights need their architecture; ONNX brings its own.
     std::fs::write(sb.path("w.safetensors"), b"").unwrap();

@@ -122,7 +122,7 @@ pub struct TrainArgs {
     /// Built-in architecture [default: simple]
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(models::PRESETS))]
     pub model: Option<String>,
-    /// Architecture from a JSON file instead of a built-in one
+    /// Architecture from a JSON file instead of a built-in one (or a model file's)
     #[arg(long, value_name = "FILE.json", conflicts_with = "model")]
     pub arch: Option<PathBuf>,
     /// Fine-tune this model (an imported one, say): start from its weights, with its
@@ -303,7 +303,7 @@ pub struct BenchArgs {
     /// Built-in architecture
     #[arg(long, default_value = "simple", value_parser = clap::builder::PossibleValuesParser::new(models::PRESETS))]
     pub model: String,
-    /// Architecture from a JSON file instead of a built-in one
+    /// Architecture from a JSON file instead of a built-in one (or a model file's)
     #[arg(long, value_name = "FILE.json", conflicts_with = "model")]
     pub arch: Option<PathBuf>,
     /// Timed training steps (after 5 untimed ones)

@@ -210,8 +210,15 @@ pub fn build_checked(spec: &ModelSpec, rng: &mut nn::Rng) -> anyhow::Result<nn::
     Ok(net)
 }
 
-/// Reads and checks a user-defined architecture from a JSON file.
+/// Reads and checks a user-defined architecture from a JSON file, or takes a model
+/// file's (`.safetensors`: an imported model, say, to benchmark or train afresh).
 pub fn load_arch(path: &Path) -> anyhow::Result<ModelSpec> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    {
+        return Ok(crate::model::Classifier::load(path)?.spec);
+    }
     let bytes = crate::io::bounded::read(
         path,
         1 << 20,
