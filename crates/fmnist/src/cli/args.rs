@@ -254,6 +254,16 @@ pub struct EvalArgs {
     /// on white, in colour) through predict's preprocessing, and report the accuracy of each
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub photos: Option<u32>,
+    /// Also classify real photos in class folders (DIR/<folder>/<photo>) and report the
+    /// accuracy, each folder's recall and where its photos went; with --report, a contact
+    /// sheet (photos.png)
+    #[arg(long, value_name = "DIR")]
+    pub photos_dir: Option<PathBuf>,
+    /// Which Fashion-MNIST labels count as right for each folder, as JSON
+    /// ({"shoes": [5, 7, 9], "hat": []}) [default: DIR/labels.json, else folders named
+    /// after the classes]
+    #[arg(long, value_name = "FILE.json", requires = "photos_dir")]
+    pub labels: Option<PathBuf>,
     #[command(flatten)]
     pub source: DataSource,
 }

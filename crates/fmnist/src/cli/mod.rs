@@ -13,7 +13,7 @@ use anyhow::Context;
 
 pub use args::*;
 use fmnist::data;
-use fmnist::eval::{self, photos};
+use fmnist::eval::{self, photo_folders, photos};
 use fmnist::interop::{self, InputScaling};
 use fmnist::io::atomic::PendingFile;
 use fmnist::model::Classifier;
@@ -153,12 +153,27 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
         .photos
         .map(|n| photos::robustness(&mut models[0], &data.test, n as usize, 0));
     let metrics = eval::metrics(&evaluation, &data.test.labels, &models[0].classes);
-    let pictures = match &a.report {
+    let real = match &a.photos_dir {
+        Some(dir) => {
+            let set = photo_folders::open(dir, a.labels.as_deref(), &models[0].classes)?;
+            Some(photo_folders::evaluate(&mut models, &set)?)
+        }
+        None => None,
+    };
+    let mut pictures = match &a.report {
         Some(dir) => write_report(dir, &data.test, &evaluation, &metrics)?,
         None => Vec::new(),
     };
+    if let (Some(dir), Some(real)) = (&a.report, &real) {
+        let path = dir.join("photos.png");
+        plots::save(&path, &plots::photos_sheet(real, &metrics.classes, 400)?)?;
+        pictures.push(path);
+    }
     if a.json {
         let mut json = serde_json::to_value(&metrics)?;
+        if let Some(real) = &real {
+            json["photos_dir"] = serde_json::to_value(real)?;
+        }
         if let Some(rows) = &photos {
             json["photos"] = rows
                 .iter()
@@ -209,6 +224,13 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
                 100.0 * acc
             ));
         }
+    }
+    if let (Some(real), Some(dir)) = (&real, &a.photos_dir) {
+        text.push_str(&report::photos_table(
+            real,
+            &metrics.classes,
+            &dir.display().to_string(),
+        ));
     }
     for p in pictures {
         text.push_str(&format!("wrote {}\n", p.display()));

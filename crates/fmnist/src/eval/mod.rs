@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+pub mod photo_folders;
 pub mod photos;
 
 use crate::data::Dataset;

@@ -443,6 +443,132 @@ pub fn mistakes(
     )
 }
 
+/// One cell of a contact sheet: a photo's thumbnail, the 28×28 input the model saw, and
+/// caption lines; a highlighted cell (a mistake) gets a red caption.
+pub struct PhotoCell<'a> {
+    /// The photo, fitted into 84×84.
+    pub thumbnail: image::RgbImage,
+    /// The model's input, 784 bytes.
+    pub input: &'a [u8],
+    /// Caption lines.
+    pub caption: Vec<String>,
+    /// Draw the caption in red.
+    pub highlight: bool,
+}
+
+/// A contact sheet: photo and model input side by side, captions below, in rows of
+/// `columns`.
+pub fn photo_sheet(
+    title: &str,
+    cells: &[PhotoCell<'_>],
+    columns: usize,
+) -> anyhow::Result<Vec<u8>> {
+    const SCALE: usize = 3;
+    const THUMB: usize = SIDE * SCALE;
+    const CELL_W: usize = 2 * THUMB + 30;
+    const TITLE_H: usize = 44;
+    let lines = cells.iter().map(|t| t.caption.len()).max().unwrap_or(0);
+    let cell_h = THUMB + 12 + 17 * lines + 10;
+    let columns = columns.max(1);
+    let rows = cells.len().div_ceil(columns).max(1);
+    let (w, h) = (CELL_W * columns, TITLE_H + cell_h * rows);
+    png(w as u32, h as u32, |root| {
+        root.draw_text(
+            title,
+            &TextStyle::from((FAMILY, 22)).pos(Pos::new(HPos::Center, VPos::Center)),
+            (w as i32 / 2, TITLE_H as i32 / 2),
+        )?;
+        for (i, cell) in cells.iter().enumerate() {
+            let (col, row) = (i % columns, i / columns);
+            let x0 = col * CELL_W + 10;
+            let y0 = TITLE_H + row * cell_h;
+            let (tw, th) = cell.thumbnail.dimensions();
+            let (ox, oy) = ((THUMB - tw as usize) / 2, (THUMB - th as usize) / 2);
+            for (x, y, p) in cell.thumbnail.enumerate_pixels() {
+                root.draw_pixel(
+                    ((x0 + ox + x as usize) as i32, (y0 + oy + y as usize) as i32),
+                    &RGBColor(p[0], p[1], p[2]),
+                )?;
+            }
+            let x1 = x0 + THUMB + 10;
+            for (k, &v) in cell.input.iter().enumerate().take(SIDE * SIDE) {
+                let (px, py) = (x1 + (k % SIDE) * SCALE, y0 + (k / SIDE) * SCALE);
+                root.draw(&Rectangle::new(
+                    [
+                        (px as i32, py as i32),
+                        ((px + SCALE) as i32, (py + SCALE) as i32),
+                    ],
+                    RGBColor(v, v, v).filled(),
+                ))?;
+            }
+            let ink = if cell.highlight { &MISTAKE } else { &BLACK };
+            for (l, line) in cell.caption.iter().enumerate() {
+                root.draw_text(
+                    line,
+                    &TextStyle::from((FAMILY, 14))
+                        .color(ink)
+                        .pos(Pos::new(HPos::Center, VPos::Top)),
+                    (
+                        (col * CELL_W + CELL_W / 2) as i32,
+                        (y0 + THUMB + 8 + 17 * l) as i32,
+                    ),
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The contact sheet of `eval --photos-dir`: every photo (up to `limit`, mistakes
+/// first), what the model saw, its answer, and whether it is right.
+pub fn photos_sheet(
+    report: &crate::eval::photo_folders::PhotoReport,
+    classes: &[String],
+    limit: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let mut order: Vec<usize> = (0..report.results.len()).collect();
+    // Mistakes first, then unscored folders, then right answers; stable within each.
+    order.sort_by_key(|&i| match report.results[i].right {
+        Some(false) => 0,
+        None => 1,
+        Some(true) => 2,
+    });
+    let mut cells = Vec::new();
+    for &i in order.iter().take(limit) {
+        let r = &report.results[i];
+        let photo = crate::predict::image::load_image(&r.file)?;
+        let thumbnail = photo.thumbnail(84, 84).to_rgb8();
+        let verdict = match r.right {
+            Some(true) => "right",
+            Some(false) => "wrong",
+            None => "no class",
+        };
+        cells.push(PhotoCell {
+            thumbnail,
+            input: &r.input,
+            caption: vec![
+                format!("{}: {}", report.folders[r.folder].folder, verdict),
+                format!("{} {:.0} %", classes[r.predicted], 100.0 * r.confidence),
+            ],
+            highlight: r.right == Some(false),
+        });
+    }
+    let right: usize = report
+        .results
+        .iter()
+        .filter(|r| r.right == Some(true))
+        .count();
+    photo_sheet(
+        &format!(
+            "Real photos: {right} of {} right ({:.1} %); photo, what the model saw, its answer",
+            report.scored,
+            100.0 * report.accuracy
+        ),
+        &cells,
+        6,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,6 +195,82 @@ pub fn prediction(p: &Prediction) -> String {
     s
 }
 
+/// What `fmnist eval --photos-dir` prints: accuracy, and per folder its recall and where
+/// its photos went (folders mapped to no class last, unscored).
+pub fn photos_table(
+    r: &crate::eval::photo_folders::PhotoReport,
+    classes: &[String],
+    dir: &str,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nreal photos in {dir}: {} in folders of a class{}",
+        thousands(r.scored),
+        if r.unscored > 0 {
+            format!(
+                ", {} in folders of none (reported apart)",
+                thousands(r.unscored)
+            )
+        } else {
+            String::new()
+        }
+    );
+    let right: usize = r
+        .folders
+        .iter()
+        .filter(|f| !f.accepts.is_empty())
+        .map(|f| f.right)
+        .sum();
+    let _ = writeln!(
+        s,
+        "accuracy {:.2} %  ({} of {})\n",
+        100.0 * r.accuracy,
+        thousands(right),
+        thousands(r.scored)
+    );
+    let width = r
+        .folders
+        .iter()
+        .map(|f| f.folder.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let _ = write!(
+        s,
+        "{:<width$}  {:>6}  {:>5}  {:>7}   predicted as:",
+        "folder", "photos", "right", "recall"
+    );
+    for c in classes {
+        let _ = write!(s, " {:>5}", short(c));
+    }
+    let _ = writeln!(s, "   right answers");
+    let mut ordered: Vec<&crate::eval::photo_folders::FolderScore> = r.folders.iter().collect();
+    ordered.sort_by_key(|f| f.accepts.is_empty());
+    for f in ordered {
+        let (right, recall) = if f.accepts.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (f.right.to_string(), format!("{:.1} %", 100.0 * f.recall))
+        };
+        let _ = write!(
+            s,
+            "{:<width$}  {:>6}  {:>5}  {:>7}                ",
+            f.folder, f.photos, right, recall
+        );
+        for n in &f.predicted {
+            let _ = write!(s, " {n:>5}");
+        }
+        let accepts = if f.accepts.is_empty() {
+            "(none of the ten)".to_string()
+        } else {
+            f.accepts.join(", ")
+        };
+        let _ = writeln!(s, "   {accepts}");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
