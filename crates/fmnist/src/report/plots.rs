@@ -335,43 +335,70 @@ pub fn image_grid(title: &str, tiles: &[Tile<'_>], columns: usize) -> anyhow::Re
     let rows = tiles.len().div_ceil(columns).max(1);
     let (w, h) = (CELL_W * columns, TITLE_H + cell_h * rows);
     png(w as u32, h as u32, |root| {
-        root.draw_text(
-            title,
-            &TextStyle::from((FAMILY, 22)).pos(Pos::new(HPos::Center, VPos::Center)),
-            (w as i32 / 2, TITLE_H as i32 / 2),
-        )?;
+        draw_title(root, title, w, TITLE_H)?;
         for (i, tile) in tiles.iter().enumerate() {
             let (col, row) = (i % columns, i / columns);
             let x0 = col * CELL_W + (CELL_W - SIDE * SCALE) / 2;
             let y0 = TITLE_H + row * cell_h;
-            for (k, &v) in tile.pixels.iter().enumerate().take(SIDE * SIDE) {
-                // Dataset convention: light garment on black.
-                let colour = RGBColor(v, v, v);
-                let (px, py) = (x0 + (k % SIDE) * SCALE, y0 + (k / SIDE) * SCALE);
-                root.draw(&Rectangle::new(
-                    [
-                        (px as i32, py as i32),
-                        ((px + SCALE) as i32, (py + SCALE) as i32),
-                    ],
-                    colour.filled(),
-                ))?;
-            }
-            let ink = if tile.highlight { &MISTAKE } else { &BLACK };
-            for (l, line) in tile.caption.iter().enumerate() {
-                root.draw_text(
-                    line,
-                    &TextStyle::from((FAMILY, 14))
-                        .color(ink)
-                        .pos(Pos::new(HPos::Center, VPos::Top)),
-                    (
-                        (col * CELL_W + CELL_W / 2) as i32,
-                        (y0 + SIDE * SCALE + 8 + 17 * l) as i32,
-                    ),
-                )?;
-            }
+            draw_input(root, tile.pixels, x0, y0, SCALE)?;
+            let centre = col * CELL_W + CELL_W / 2;
+            draw_caption(
+                root,
+                &tile.caption,
+                tile.highlight,
+                centre,
+                y0 + SIDE * SCALE + 8,
+            )?;
         }
         Ok(())
     })
+}
+
+/// A figure's title, centred in the band of height `band` at the top.
+fn draw_title(root: &Area<'_>, title: &str, w: usize, band: usize) -> Drawn {
+    root.draw_text(
+        title,
+        &TextStyle::from((FAMILY, 22)).pos(Pos::new(HPos::Center, VPos::Center)),
+        (w as i32 / 2, band as i32 / 2),
+    )?;
+    Ok(())
+}
+
+/// A 28×28 model input at `(x0, y0)`, each pixel a `scale`-sided square, light garment
+/// on black as in the dataset.
+fn draw_input(root: &Area<'_>, pixels: &[u8], x0: usize, y0: usize, scale: usize) -> Drawn {
+    for (k, &v) in pixels.iter().enumerate().take(SIDE * SIDE) {
+        let (px, py) = (x0 + (k % SIDE) * scale, y0 + (k / SIDE) * scale);
+        root.draw(&Rectangle::new(
+            [
+                (px as i32, py as i32),
+                ((px + scale) as i32, (py + scale) as i32),
+            ],
+            RGBColor(v, v, v).filled(),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Caption lines centred on `centre`, from `top` down; red for a mistake.
+fn draw_caption(
+    root: &Area<'_>,
+    lines: &[String],
+    highlight: bool,
+    centre: usize,
+    top: usize,
+) -> Drawn {
+    let ink = if highlight { &MISTAKE } else { &BLACK };
+    for (l, line) in lines.iter().enumerate() {
+        root.draw_text(
+            line,
+            &TextStyle::from((FAMILY, 14))
+                .color(ink)
+                .pos(Pos::new(HPos::Center, VPos::Top)),
+            (centre as i32, (top + 17 * l) as i32),
+        )?;
+    }
+    Ok(())
 }
 
 /// The first `count` images of `data` with their class names (like the figure every
@@ -473,11 +500,7 @@ pub fn photo_sheet(
     let rows = cells.len().div_ceil(columns).max(1);
     let (w, h) = (CELL_W * columns, TITLE_H + cell_h * rows);
     png(w as u32, h as u32, |root| {
-        root.draw_text(
-            title,
-            &TextStyle::from((FAMILY, 22)).pos(Pos::new(HPos::Center, VPos::Center)),
-            (w as i32 / 2, TITLE_H as i32 / 2),
-        )?;
+        draw_title(root, title, w, TITLE_H)?;
         for (i, cell) in cells.iter().enumerate() {
             let (col, row) = (i % columns, i / columns);
             let x0 = col * CELL_W + 10;
@@ -490,30 +513,9 @@ pub fn photo_sheet(
                     &RGBColor(p[0], p[1], p[2]),
                 )?;
             }
-            let x1 = x0 + THUMB + 10;
-            for (k, &v) in cell.input.iter().enumerate().take(SIDE * SIDE) {
-                let (px, py) = (x1 + (k % SIDE) * SCALE, y0 + (k / SIDE) * SCALE);
-                root.draw(&Rectangle::new(
-                    [
-                        (px as i32, py as i32),
-                        ((px + SCALE) as i32, (py + SCALE) as i32),
-                    ],
-                    RGBColor(v, v, v).filled(),
-                ))?;
-            }
-            let ink = if cell.highlight { &MISTAKE } else { &BLACK };
-            for (l, line) in cell.caption.iter().enumerate() {
-                root.draw_text(
-                    line,
-                    &TextStyle::from((FAMILY, 14))
-                        .color(ink)
-                        .pos(Pos::new(HPos::Center, VPos::Top)),
-                    (
-                        (col * CELL_W + CELL_W / 2) as i32,
-                        (y0 + THUMB + 8 + 17 * l) as i32,
-                    ),
-                )?;
-            }
+            draw_input(root, cell.input, x0 + THUMB + 10, y0, SCALE)?;
+            let centre = col * CELL_W + CELL_W / 2;
+            draw_caption(root, &cell.caption, cell.highlight, centre, y0 + THUMB + 8)?;
         }
         Ok(())
     })
