@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{SYSTEM_DATA, Sandbox};
+use common::{SYSTEM_DATA, Sandbox, mkfifo};
 use fmnist::data::{DataOptions, PIXELS};
 use fmnist::interop::{self, InputScaling, layout, onnx_export, onnx_import};
 use fmnist::model::{self as models, Classifier};
@@ -72,8 +72,9 @@ fn argmax(row: &[f32]) -> usize {
     (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best })
 }
 
-/// Checks that tract's probabilities are within 1e-5 of fmnist's and pick the same class
-/// wherever fmnist's top two are not tied within that tolerance.
+/// Checks that another runtime's (or framework's) probabilities are within 1e-5 of
+/// fmnist's and pick the same class wherever fmnist's top two are not tied within that
+/// tolerance.
 fn assert_agrees(name: &str, fmnist: &[f32], tract: &[f32]) {
     assert_eq!(fmnist.len(), tract.len(), "{name}: output size");
     let worst = fmnist
@@ -93,6 +94,23 @@ fn assert_agrees(name: &str, fmnist: &[f32], tract: &[f32]) {
             assert_eq!(argmax(a), argmax(b), "{name}: image {i}");
         }
     }
+}
+
+/// The committed fixtures (`bench/torch_reference.py`, `bench/keras_reference.py`).
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// The `probabilities` tensor of fixture `name`: what the framework that wrote the
+/// model computed on the first 32 test images.
+fn fixture_probabilities(name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(fixtures().join(name)).expect("fixture");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let view = file.tensor("probabilities").expect("probabilities");
+    view.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// An architecture with every layer the export writes beyond the built-in ones: strided
@@ -486,6 +504,44 @@ fn export_import_and_their_errors_on_the_command_line() {
         &["export", "missing.safetensors", "--onnx", "x.onnx"],
         "missing.safetensors",
     );
+    // A FIFO or a device as the file to import, or as the export's destination: one
+    // error at once, never a read without end.
+    mkfifo(&sb.path("fifo.onnx"));
+    sb.fails_within(
+        &["import", "fifo.onnx", "--out", "x.safetensors"],
+        "it is a FIFO",
+        60,
+    );
+    sb.fails_within(
+        &[
+            "import",
+            "fifo.onnx",
+            "--model",
+            "simple",
+            "--out",
+            "x.safetensors",
+        ],
+        "it is a FIFO",
+        60,
+    );
+    std::os::unix::fs::symlink("/dev/zero", sb.path("zero.pt")).unwrap();
+    sb.fails_within(
+        &[
+            "import",
+            "zero.pt",
+            "--model",
+            "simple",
+            "--out",
+            "x.safetensors",
+        ],
+        "device",
+        60,
+    );
+    sb.fails_within(
+        &["export", "m.safetensors", "--onnx", "fifo.onnx"],
+        "it is a FIFO",
+        60,
+    );
     // A bad scale is refused before anything is read.
     sb.fails(
         &[
@@ -578,16 +634,8 @@ fn torch_tiny() -> ModelSpec {
 
 #[test]
 fn files_saved_by_pytorch_import_with_pytorchs_probabilities() {
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let want = {
-        let bytes = std::fs::read(data.join("torch_tiny_probabilities.safetensors")).unwrap();
-        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let view = file.tensor("probabilities").unwrap();
-        view.data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect::<Vec<f32>>()
-    };
+    let data = fixtures();
+    let want = fixture_probabilities("torch_tiny_probabilities.safetensors");
     let images = test_images(32);
     // The fixture model was trained on transforms.Normalize((0.2860,), (0.3530,)) inputs.
     let scaling = InputScaling {
@@ -609,20 +657,11 @@ fn files_saved_by_pytorch_import_with_pytorchs_probabilities() {
         let (mut m, found) = interop::import(&data.join(file), arch, scaling)
             .unwrap_or_else(|e| panic!("{file}: {e:#}"));
         assert_eq!(found, format, "{file}");
-        let ours = m.probabilities(&images);
-        let worst = ours
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        eprintln!("{file}: largest difference from PyTorch {worst:e}");
-        assert!(
-            worst <= 1e-5,
-            "{file}: largest difference from PyTorch {worst}"
+        assert_agrees(
+            &format!("{file} against PyTorch"),
+            &m.probabilities(&images),
+            &want,
         );
-        for (i, (a, b)) in ours.chunks(10).zip(want.chunks(10)).enumerate() {
-            assert_eq!(argmax(a), argmax(b), "{file}: image {i}");
-        }
     }
 }
 
@@ -630,30 +669,16 @@ fn files_saved_by_pytorch_import_with_pytorchs_probabilities() {
 fn a_keras_model_converted_by_tf2onnx_imports_with_keras_probabilities() {
     // Channels-last input, batch norm, a flatten whose size the graph computes from its
     // shape, MatMul + Add dense layers and a softmax: what tf2onnx writes for Keras 3.
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let bytes = std::fs::read(data.join("keras_tiny_probabilities.safetensors")).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let want: Vec<f32> = file
-        .tensor("probabilities")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let (mut m, _) = interop::import(&data.join("keras_tiny.onnx"), None, InputScaling::default())
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let want = fixture_probabilities("keras_tiny_probabilities.safetensors");
+    let path = fixtures().join("keras_tiny.onnx");
+    let (mut m, _) =
+        interop::import(&path, None, InputScaling::default()).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(m.spec.input, [28, 28, 1]);
-    let ours = m.probabilities(&test_images(32));
-    let worst = ours
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    eprintln!("keras_tiny.onnx: largest difference from Keras {worst:e}");
-    assert!(worst <= 1e-5, "largest difference from Keras {worst}");
-    for (i, (a, b)) in ours.chunks(10).zip(want.chunks(10)).enumerate() {
-        assert_eq!(argmax(a), argmax(b), "image {i}");
-    }
+    assert_agrees(
+        "keras_tiny.onnx against Keras",
+        &m.probabilities(&test_images(32)),
+        &want,
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{SYSTEM_DATA, Sandbox};
+use common::{SYSTEM_DATA, Sandbox, mkfifo};
 use fmnist::data::{DataOptions, SIDE};
 use serde_json::Value;
 
@@ -214,6 +214,35 @@ fn bad_photo_folders_are_one_error_line() {
         &["eval", "m.safetensors", "--photos-dir", "p", "--offline"],
         "broken.jpg",
     );
+    // A FIFO as the label map: one error at once. A FIFO or a link to a device among
+    // the photos is not a photo, and is passed over.
+    mkfifo(&sb.path("fifo.json"));
+    sb.fails_within(
+        &[
+            "eval",
+            "m.safetensors",
+            "--photos-dir",
+            "p",
+            "--labels",
+            "fifo.json",
+            "--offline",
+        ],
+        "it is a FIFO",
+        60,
+    );
+    std::fs::remove_file(sb.path("p/tops/broken.jpg")).unwrap();
+    mkfifo(&sb.path("p/tops/fifo.jpg"));
+    std::os::unix::fs::symlink("/dev/zero", sb.path("p/tops/zero.jpg")).unwrap();
+    let out = sb.ok(&[
+        "eval",
+        "m.safetensors",
+        "--photos-dir",
+        "p",
+        "--json",
+        "--offline",
+    ]);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["photos_dir"]["scored"], 2);
     // No folders, no photos, no directory.
     std::fs::create_dir_all(sb.path("empty")).unwrap();
     sb.fails(
