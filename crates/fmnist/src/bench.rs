@@ -20,6 +20,8 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Single-image predictions timed for the latency percentiles.
     pub latency_samples: usize,
+    /// The arithmetic of the training steps (inference is fp32).
+    pub precision: nn::Precision,
 }
 
 impl Default for BenchConfig {
@@ -29,6 +31,7 @@ impl Default for BenchConfig {
             batch_size: 128,
             warmup: 5,
             latency_samples: 2000,
+            precision: nn::Precision::F32,
         }
     }
 }
@@ -42,6 +45,9 @@ pub struct BenchReport {
     pub threads: usize,
     /// Images per training step.
     pub batch_size: usize,
+    /// The training steps' arithmetic and instruction set: `fp32`, `bf16-amx` or
+    /// `bf16-avx512bf16`.
+    pub precision: String,
     /// Training throughput.
     pub train_images_per_s: f64,
     /// Mean time of one training step.
@@ -91,8 +97,10 @@ pub fn run(
     let name = spec.name.clone();
     let train_cfg = TrainConfig {
         batch_size: cfg.batch_size,
+        precision: cfg.precision,
         ..TrainConfig::default()
     };
+    train_cfg.validate()?;
     let mut model = Classifier::new(spec, train_cfg.seed)?;
     crate::train::check_memory(&model.net, cfg.batch_size)?;
     let mut stepper = Stepper::new(&train_cfg);
@@ -138,6 +146,7 @@ pub fn run(
         model: name,
         threads: rayon::current_num_threads(),
         batch_size: cfg.batch_size,
+        precision: cfg.precision.name(),
         train_images_per_s,
         train_step_ms: 1e3 * train_s / cfg.batches as f64,
         train_gflops: train_images_per_s * trn as f64 / 1e9,
@@ -156,7 +165,7 @@ pub fn run(
 /// The report as a table.
 pub fn table(r: &BenchReport) -> String {
     format!(
-        "model {} on {} threads, batch {}\n\
+        "model {} on {} threads, batch {}, training in {}\n\
          training      {:>9.0} images/s  ({:.2} ms/step, {:.1} GFLOP/s at {:.1} MFLOP/image)\n\
          inference     {:>9.0} images/s  ({:.1} GFLOP/s at {:.2} MFLOP/image, {:.2} as plain layers)\n\
          predict 1     p50 {:.3} ms, p99 {:.3} ms\n\
@@ -164,6 +173,7 @@ pub fn table(r: &BenchReport) -> String {
         r.model,
         r.threads,
         r.batch_size,
+        r.precision,
         r.train_images_per_s,
         r.train_step_ms,
         r.train_gflops,

@@ -5,8 +5,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nn::{
-    LayerSpec as L, Mode, ModelSpec, Network, Optimizer, OptimizerConfig, OptimizerKind, Rng,
-    Tensor,
+    LayerSpec as L, Mode, ModelSpec, Network, Optimizer, OptimizerConfig, OptimizerKind, Precision,
+    Rng, Tensor,
 };
 
 const BATCH: usize = 128;
@@ -29,7 +29,36 @@ fn random(shape: &[usize]) -> Tensor {
 
 /// Benchmarks `layers` on `input`: forward, and backward with or without the input gradient.
 fn bench_layer(c: &mut Criterion, name: &str, input: &[usize], layers: Vec<L>, need_dx: bool) {
+    bench_layer_in(c, name, input, layers, need_dx, Precision::F32);
+}
+
+/// [`bench_layer`] in fp32 and in bf16 on every bf16 instruction set this CPU has.
+fn bench_layer_each(c: &mut Criterion, name: &str, input: &[usize], layers: Vec<L>, need_dx: bool) {
+    bench_layer(c, name, input, layers.clone(), need_dx);
+    for isa in nn::Bf16Isa::available() {
+        let p = Precision::Bf16(isa);
+        bench_layer_in(
+            c,
+            &format!("{name} {}", p.name()),
+            input,
+            layers.clone(),
+            need_dx,
+            p,
+        );
+    }
+}
+
+/// [`bench_layer`] with the matrix products in `precision`.
+fn bench_layer_in(
+    c: &mut Criterion,
+    name: &str,
+    input: &[usize],
+    layers: Vec<L>,
+    need_dx: bool,
+    precision: Precision,
+) {
     let mut net = layer(input, layers);
+    net.set_precision(precision);
     let mut shape = vec![BATCH];
     shape.extend_from_slice(input);
     let x = random(&shape);
@@ -104,21 +133,21 @@ fn kernels(c: &mut Criterion) {
     };
     // conv1 is the first layer: only weight gradients are ever needed. For conv2,
     // backward-data costs the difference between the two backward figures.
-    bench_layer(
+    bench_layer_each(
         c,
         "conv1 28x28x1->32 (weights)",
         &[28, 28, 1],
         conv(32),
         false,
     );
-    bench_layer(
+    bench_layer_each(
         c,
         "conv2 13x13x32->64 (weights)",
         &[13, 13, 32],
         conv(64),
         false,
     );
-    bench_layer(
+    bench_layer_each(
         c,
         "conv2 13x13x32->64 (weights+data)",
         &[13, 13, 32],
@@ -150,7 +179,7 @@ fn kernels(c: &mut Criterion) {
     bench_inference(c, "stage1 28x28x1->32->13x13", &[28, 28, 1], stage(32));
     bench_inference(c, "stage2 13x13x32->64->5x5", &[13, 13, 32], stage(64));
     bench_layer(c, "relu 26x26x32", &[26, 26, 32], vec![L::Relu], true);
-    bench_layer(
+    bench_layer_each(
         c,
         "dense 1600->128",
         &[1600],

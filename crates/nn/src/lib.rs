@@ -16,6 +16,7 @@ pub mod loss;
 pub mod matmul;
 pub mod network;
 pub mod optim;
+pub mod precision;
 pub mod rng;
 pub mod spec;
 pub mod tensor;
@@ -25,6 +26,7 @@ pub use init::Init;
 pub use layers::{Mode, Param, ParamKind, Role, TensorKey};
 pub use network::Network;
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind, Schedule};
+pub use precision::{Bf16Isa, Precision};
 pub use rng::Rng;
 pub use spec::{
     LayerSpec, MAX_ACTIVATIONS, MAX_DEPTH, MAX_LAYERS, MAX_PARAMS, MAX_VALUES_PER_EXAMPLE,

@@ -1,7 +1,7 @@
 //! A sequential network: layers in order, with every activation kept for backward.
 
 use crate::layers::{Context, Layer, Mode, Param, TensorKey};
-use crate::{Rng, Tensor};
+use crate::{Precision, Rng, Tensor};
 
 /// Layers applied in order. Activations and their gradients live here, allocated on the
 /// first batch and reused afterwards.
@@ -15,6 +15,8 @@ pub struct Network {
     acts: Vec<Tensor>,
     /// `grads[i]` is dLoss/d`acts[i]` (the last one is supplied by the caller).
     grads: Vec<Tensor>,
+    /// The arithmetic of matrix products in every pass.
+    precision: Precision,
 }
 
 impl Network {
@@ -31,6 +33,7 @@ impl Network {
             ids,
             acts: (0..n).map(|_| Tensor::default()).collect(),
             grads: (0..n).map(|_| Tensor::default()).collect(),
+            precision: Precision::F32,
         }
     }
 
@@ -54,7 +57,27 @@ impl Network {
     /// Runs the network on a batch `x` (`[n, input_shape...]`) and returns the output.
     /// `rng` drives dropout in [`Mode::Train`].
     pub fn forward(&mut self, x: &Tensor, mode: Mode, rng: &mut Rng) -> &Tensor {
-        self.forward_ctx(x, &mut Context { mode, rng })
+        let precision = self.precision;
+        self.forward_ctx(
+            x,
+            &mut Context {
+                mode,
+                rng,
+                precision,
+            },
+        )
+    }
+
+    /// Sets the arithmetic of the matrix products of later passes (fp32 by default).
+    /// bf16 changes only how products are computed: parameters, gradients and model
+    /// files stay fp32.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// The arithmetic of the matrix products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub(crate) fn forward_ctx(&mut self, x: &Tensor, ctx: &mut Context<'_>) -> &Tensor {

@@ -150,7 +150,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "CHECKPOINT", conflicts_with_all = [
         "preset", "model", "arch", "epochs", "batch_size", "lr", "seed", "val_size", "limit",
         "optimizer", "schedule", "weight_decay", "label_smoothing", "shift", "flip", "erase",
-        "ema", "patience", "tta",
+        "ema", "patience", "tta", "precision",
     ])]
     pub resume: Option<PathBuf>,
     /// Training images held out for validation (model selection)
@@ -189,9 +189,17 @@ pub struct TrainArgs {
     /// Classify by averaging each image with its mirror image (test-time augmentation) [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tta: Option<bool>,
+    /// Arithmetic of the training passes: fp32, or bf16 mixed precision (bf16 operands,
+    /// fp32 sums, weights and model file) on the fastest bf16 instructions this CPU has,
+    /// or on the ones named [default: fp32]
+    #[arg(long, value_parser = PRECISIONS)]
+    pub precision: Option<String>,
     #[command(flatten)]
     pub source: DataSource,
 }
+
+/// The `--precision` names ([`nn::Precision::parse`]).
+const PRECISIONS: [&str; 4] = ["fp32", "bf16", "bf16-amx", "bf16-avx512bf16"];
 
 impl TrainArgs {
     /// The architecture and recipe: the preset's (or the default), then explicit flags.
@@ -225,6 +233,7 @@ impl TrainArgs {
             ema: self.ema,
             patience: self.patience.map(|v| v as usize),
             flip_tta: self.tta,
+            precision: self.precision.clone(),
         };
         let mut c = overrides.apply(&base.config)?;
         if let Some(model) = &start {
@@ -322,6 +331,9 @@ pub struct BenchArgs {
     /// Images per training step
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub batch_size: u32,
+    /// Arithmetic of the training steps (as `train --precision`)
+    #[arg(long, default_value = "fp32", value_parser = PRECISIONS)]
+    pub precision: String,
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,

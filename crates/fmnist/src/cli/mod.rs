@@ -321,6 +321,7 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     let cfg = bench::BenchConfig {
         batches: a.batches as usize,
         batch_size: a.batch_size as usize,
+        precision: nn::Precision::parse(&a.precision).map_err(anyhow::Error::msg)?,
         ..Default::default()
     };
     let r = bench::run(&data, spec, &cfg)?;

@@ -40,6 +40,10 @@ pub struct TrainConfig {
     /// fine-tuning run starts from (whose weights expect them).
     #[serde(default)]
     pub normalization: crate::data::Normalization,
+    /// The arithmetic of the training passes' matrix products: fp32, or bf16 with fp32
+    /// accumulation (mixed precision). Inference, and so the saved model, is fp32.
+    #[serde(default)]
+    pub precision: nn::Precision,
 }
 
 /// The cosine schedule of the default recipe: 5 % linear warm-up, then decay to zero.
@@ -65,6 +69,7 @@ impl Default for TrainConfig {
             patience: None,
             flip_tta: false,
             normalization: crate::data::Normalization::default(),
+            precision: nn::Precision::F32,
         }
     }
 }
@@ -126,6 +131,13 @@ impl TrainConfig {
         }
         if self.patience == Some(0) {
             refuse!("--patience must be at least 1 epoch");
+        }
+        if !self.precision.is_available() {
+            refuse!(
+                "--precision {} is not available on this CPU (a recipe from another \
+                 machine?): use --precision bf16 or fp32",
+                self.precision.name()
+            );
         }
         if self.limit == Some(0) {
             refuse!("--limit must be at least 1 image");

@@ -369,6 +369,7 @@ pub struct Stepper {
     x: Tensor,
     dlogits: Tensor,
     labels: Vec<usize>,
+    precision: nn::Precision,
 }
 
 impl Stepper {
@@ -384,6 +385,7 @@ impl Stepper {
             x: Tensor::default(),
             dlogits: Tensor::default(),
             labels: Vec::with_capacity(cfg.batch_size),
+            precision: cfg.precision,
         }
     }
 
@@ -409,6 +411,9 @@ impl Stepper {
         self.labels.clear();
         self.labels
             .extend(idx.iter().map(|&i| data.labels[i] as usize));
+        // The training passes in the recipe's precision; every inference pass (validation,
+        // the saved model) stays fp32.
+        model.net.set_precision(self.precision);
         let logits = model
             .net
             .forward(&self.x, Mode::Train, &mut self.dropout_rng);
@@ -419,10 +424,12 @@ impl Stepper {
             &mut self.dlogits,
         );
         if !loss.is_finite() {
+            model.net.set_precision(nn::Precision::F32);
             return (loss, 0);
         }
         let correct = nn::loss::correct(logits, &self.labels);
         model.net.backward(&self.x, &self.dlogits, None);
+        model.net.set_precision(nn::Precision::F32);
         self.opt.step(&mut model.net.params_mut(), lr);
         (loss, correct)
     }

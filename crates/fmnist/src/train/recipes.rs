@@ -90,6 +90,9 @@ pub struct Overrides {
     pub patience: Option<usize>,
     /// Flip test-time augmentation.
     pub flip_tta: Option<bool>,
+    /// The arithmetic of training: `fp32`, `bf16` (the fastest bf16 instruction set
+    /// here), `bf16-amx` or `bf16-avx512bf16`.
+    pub precision: Option<String>,
 }
 
 impl Overrides {
@@ -131,6 +134,9 @@ impl Overrides {
         }
         if let Some(v) = self.patience {
             c.patience = (v > 0).then_some(v);
+        }
+        if let Some(name) = &self.precision {
+            c.precision = nn::Precision::parse(name).map_err(anyhow::Error::msg)?;
         }
         if let Some(v) = self.flip_tta {
             c.flip_tta = v;

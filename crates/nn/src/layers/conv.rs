@@ -3,8 +3,11 @@
 use rayon::prelude::*;
 
 use super::{Context, Layer, Param, ParamKind, TensorKey, WeightBias};
+use crate::Precision;
 use crate::copy::copy_row;
-use crate::matmul::{Mat, column_sums, matmul, matmul_tn_reduce};
+use crate::matmul::bf16::{self, BLOCK};
+use crate::matmul::{Mat, column_sums, matmul_in, matmul_tn_reduce_in};
+use crate::precision::Bf16Isa;
 use crate::{Init, Rng, Tensor};
 
 /// 2-D convolution with square kernels, stride and zero padding.
@@ -19,10 +22,15 @@ pub struct Conv2d {
     /// With a bias, each row ends in a 1 and the bias is the weights' last column, so the
     /// product adds it: the output is written once instead of broadcast, read and rewritten.
     col: Vec<f32>,
+    /// The im2col matrix rounded to bf16 and packed (rows `padded(ld)` wide), in place
+    /// of `col` when the products run in bf16.
+    col_bf16: Vec<u16>,
     /// The weights with the bias appended as a last column, `[oc, k·k·c + 1]`.
     weight_bias: Vec<f32>,
     /// Per-block partial weight gradients.
     parts: Vec<f32>,
+    /// The arithmetic of the last forward pass, which its backward repeats.
+    precision: Precision,
 }
 
 /// Sizes of one convolution.
@@ -105,13 +113,27 @@ impl Conv2d {
             },
             out_shape: vec![oh, ow, filters],
             col: Vec::new(),
+            col_bf16: Vec::new(),
             weight_bias: Vec::new(),
             parts: Vec::new(),
+            precision: Precision::F32,
         })
     }
 }
 
 impl Conv2d {
+    /// The bf16 instruction set of this layer's products for `rows` output positions, if
+    /// they run in bf16: with bf16 precision and every side of every product (positions,
+    /// kernel window, filters) at least one block long, as in [`matmul_in`].
+    fn bf16_isa(&self, rows: usize) -> Option<Bf16Isa> {
+        match self.precision {
+            Precision::Bf16(isa) if rows.min(self.geom.window()).min(self.geom.oc) >= BLOCK => {
+                Some(isa)
+            }
+            _ => None,
+        }
+    }
+
     /// The input's `[h, w, c]`.
     pub(crate) fn input_hwc(&self) -> (usize, usize, usize) {
         (self.geom.h, self.geom.w, self.geom.c)
@@ -226,17 +248,38 @@ impl Layer for Conv2d {
     }
 
     // col = [im2col(x), 1];  y[n·oh·ow, oc] = col · [W, b]ᵀ
-    fn forward(&mut self, x: &Tensor, y: &mut Tensor, _: &mut Context<'_>) {
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
+        self.precision = ctx.precision;
         let g = self.geom;
         let n = x.batch();
         let (rows, window) = (n * g.positions(), g.window());
         let ld = window + usize::from(self.params.bias.is_some());
-        self.col.resize(rows * ld, 0.0);
         let in_size = g.h * g.w * g.c;
-        self.col
-            .par_chunks_mut(g.positions() * ld)
-            .zip(x.data().par_chunks(in_size))
-            .for_each(|(col, img)| im2col(&g, img, col, ld));
+        let bf16 = self.bf16_isa(rows);
+        if bf16.is_some() {
+            // Each image's columns are built in fp32 in a small buffer and rounded into
+            // the packed matrix: the full fp32 matrix is never written.
+            let kp = bf16::padded(ld);
+            self.col_bf16.resize(bf16::padded(rows) * kp, 0);
+            let (images, tail) = self.col_bf16.split_at_mut(rows * kp);
+            tail.fill(0);
+            images
+                .par_chunks_mut(g.positions() * kp)
+                .zip(x.data().par_chunks(in_size))
+                .for_each_init(Vec::new, |buf: &mut Vec<f32>, (dst, img)| {
+                    buf.resize(g.positions() * ld, 0.0);
+                    im2col(&g, img, buf, ld);
+                    for (d, s) in dst.chunks_exact_mut(kp).zip(buf.chunks_exact(ld)) {
+                        bf16::round_row(d, s);
+                    }
+                });
+        } else {
+            self.col.resize(rows * ld, 0.0);
+            self.col
+                .par_chunks_mut(g.positions() * ld)
+                .zip(x.data().par_chunks(in_size))
+                .for_each(|(col, img)| im2col(&g, img, col, ld));
+        }
         y.resize_batch(n, &self.out_shape);
         let w = self.params.weight.value.data();
         let weights = match &self.params.bias {
@@ -255,12 +298,20 @@ impl Layer for Conv2d {
             }
             None => w,
         };
-        matmul(
-            y.data_mut(),
-            Mat::new(&self.col, rows, ld),
-            Mat::new(weights, g.oc, ld).t(),
-            false,
-        );
+        let weights = Mat::new(weights, g.oc, ld).t();
+        match bf16 {
+            Some(isa) => {
+                let (pa, kp) = (&self.col_bf16, bf16::padded(ld));
+                bf16::matmul_bf16_packed_a(isa, y.data_mut(), pa, rows, kp, weights, false);
+            }
+            None => matmul_in(
+                self.precision,
+                y.data_mut(),
+                Mat::new(&self.col, rows, ld),
+                weights,
+                false,
+            ),
+        }
     }
 
     // dW[oc, kkc] = dyᵀ · col;  db = Σ_rows dy;  dcol = dy · W;  dx = col2im(dcol)
@@ -270,19 +321,26 @@ impl Layer for Conv2d {
         let (rows, window) = (n * g.positions(), g.window());
         let dyv = Mat::new(dy.data(), rows, g.oc);
         let ld = window + usize::from(self.params.bias.is_some());
-        let col = Mat::with_stride(&self.col, rows, window, ld);
-        matmul_tn_reduce(
-            self.params.weight.grad.data_mut(),
-            dyv,
-            col,
-            &mut self.parts,
-        );
+        let bf16 = self.bf16_isa(rows);
+        let dw = self.params.weight.grad.data_mut();
+        match bf16 {
+            Some(isa) => {
+                let kp = bf16::padded(ld);
+                bf16::matmul_bf16_tn_rows(isa, dw, dyv, &self.col_bf16, kp, window);
+            }
+            None => {
+                let col = Mat::with_stride(&self.col, rows, window, ld);
+                matmul_tn_reduce_in(self.precision, dw, dyv, col, &mut self.parts);
+            }
+        }
         if let Some(b) = &mut self.params.bias {
             column_sums(b.grad.data_mut(), dy.data(), &mut self.parts);
         }
         let Some(dx) = dx else { return };
         // The columns are no longer needed: reuse the workspace for their gradient.
-        matmul(
+        self.col.resize(rows * window, 0.0);
+        matmul_in(
+            self.precision,
             &mut self.col,
             dyv,
             Mat::new(self.params.weight.value.data(), g.oc, window),

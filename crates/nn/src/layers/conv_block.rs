@@ -328,6 +328,7 @@ impl Layer for ConvBlock {
             let mut ctx = Context {
                 mode: Mode::Eval,
                 rng: &mut rng,
+                precision: crate::Precision::F32,
             };
             self.plain_forward(x, &mut redone, &mut ctx);
             &redone
@@ -446,6 +447,7 @@ mod tests {
             &mut Context {
                 mode,
                 rng: &mut rng,
+                precision: crate::Precision::F32,
             },
         );
         y
@@ -461,6 +463,7 @@ mod tests {
             &mut Context {
                 mode: Mode::Eval,
                 rng: &mut rng,
+                precision: crate::Precision::F32,
             },
         );
         y

@@ -1,8 +1,9 @@
 //! Fully connected (dense) layer.
 
 use super::{Context, Layer, Param, ParamKind, TensorKey, WeightBias, batch_and_rest};
+use crate::Precision;
 use crate::copy::broadcast_rows;
-use crate::matmul::{Mat, column_sums, matmul};
+use crate::matmul::{Mat, column_sums, matmul_in};
 use crate::{Init, Rng, Tensor};
 
 /// Dense layer `y = x · Wᵀ + b`: `x` is `[n, in]`, `W` is `[out, in]`, `b` is `[out]`,
@@ -13,6 +14,8 @@ pub struct Linear {
     out_shape: Vec<usize>,
     /// Per-block partial bias gradients.
     parts: Vec<f32>,
+    /// The arithmetic of the last forward pass, which its backward repeats.
+    precision: Precision,
 }
 
 impl Linear {
@@ -44,6 +47,7 @@ impl Linear {
             },
             out_shape: vec![units],
             parts: Vec::new(),
+            precision: Precision::F32,
         })
     }
 }
@@ -58,14 +62,16 @@ impl Layer for Linear {
     }
 
     // y = x · Wᵀ + b
-    fn forward(&mut self, x: &Tensor, y: &mut Tensor, _: &mut Context<'_>) {
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
+        self.precision = ctx.precision;
         let (n, _) = batch_and_rest(x);
         let out = self.out_shape[0];
         y.resize_batch(n, &self.out_shape);
         if let Some(b) = &self.params.bias {
             broadcast_rows(y.data_mut(), b.value.data());
         }
-        matmul(
+        matmul_in(
+            self.precision,
             y.data_mut(),
             Mat::new(x.data(), n, self.inputs),
             Mat::new(self.params.weight.value.data(), out, self.inputs).t(),
@@ -78,7 +84,8 @@ impl Layer for Linear {
         let (n, _) = batch_and_rest(x);
         let out = self.out_shape[0];
         let dyv = Mat::new(dy.data(), n, out);
-        matmul(
+        matmul_in(
+            self.precision,
             self.params.weight.grad.data_mut(),
             dyv.t(),
             Mat::new(x.data(), n, self.inputs),
@@ -90,7 +97,7 @@ impl Layer for Linear {
         if let Some(dx) = dx {
             dx.resize(x.shape());
             let w = Mat::new(self.params.weight.value.data(), out, self.inputs);
-            matmul(dx.data_mut(), dyv, w, false);
+            matmul_in(self.precision, dx.data_mut(), dyv, w, false);
         }
     }
 

@@ -25,7 +25,7 @@ pub use pool::{AvgPool2d, GlobalAvgPool, GlobalMaxPool, MaxPool2d, ReluMaxPool2d
 pub use residual::Residual;
 pub use shape::Flatten;
 
-use crate::{Rng, Tensor};
+use crate::{Precision, Rng, Tensor};
 
 /// Whether a pass trains (batch statistics, dropout) or infers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct Context<'a> {
     pub mode: Mode,
     /// Randomness for dropout.
     pub rng: &'a mut Rng,
+    /// The arithmetic of matrix products (a layer's backward uses its forward's).
+    pub precision: Precision,
 }
 
 /// How an optimizer should treat a parameter (weight decay skips biases and norms).

@@ -1,5 +1,13 @@
-//! Matrix products through the `gemm` crate, with strides so that transposes cost nothing.
+//! Matrix products: fp32 through the `gemm` crate, with strides so that transposes cost
+//! nothing, or bf16 with fp32 accumulation through AMX or AVX512-BF16 ([`bf16`]).
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx512bf16;
+pub mod bf16;
+
+use crate::precision::Precision;
 use gemm::Parallelism;
 
 /// A read-only row-major matrix view, optionally transposed.
@@ -135,6 +143,35 @@ pub fn parallelism() -> Parallelism {
 /// `dst = a · b` (or `dst += a · b` when `accumulate`), `dst` row-major `a.rows × b.cols`.
 pub fn matmul(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
     matmul_with(dst, a, b, accumulate, parallelism());
+}
+
+/// [`matmul`] in the given precision. A bf16 product with a side shorter than 32 (the
+/// 1-channel first convolution, 10-class output) runs in fp32: its blocks would be
+/// mostly padding, and such products are bound by memory, not arithmetic.
+pub fn matmul_in(precision: Precision, dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+    match precision {
+        Precision::Bf16(isa) if a.rows.min(a.cols).min(b.cols) >= bf16::BLOCK => {
+            bf16::matmul_bf16(isa, dst, a, b, accumulate)
+        }
+        _ => matmul(dst, a, b, accumulate),
+    }
+}
+
+/// [`matmul_tn_reduce`] in the given precision (bf16 splits the rows into fixed blocks
+/// of its own; a side shorter than 32 runs in fp32, as in [`matmul_in`]).
+pub fn matmul_tn_reduce_in<'a>(
+    precision: Precision,
+    dst: &mut [f32],
+    a: Mat<'a>,
+    b: Mat<'a>,
+    parts: &mut Vec<f32>,
+) {
+    match precision {
+        Precision::Bf16(isa) if a.rows.min(a.cols).min(b.cols) >= bf16::BLOCK => {
+            bf16::matmul_bf16(isa, dst, a.t(), b, false)
+        }
+        _ => matmul_tn_reduce(dst, a, b, parts),
+    }
 }
 
 /// [`matmul`] with explicit parallelism (single-threaded calls inside parallel loops).

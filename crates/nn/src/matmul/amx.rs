@@ -1,0 +1,110 @@
+//! The AMX kernel: a 32×32 output block as four 16×16 fp32 tiles, fed by two A tiles
+//! (16 rows × 32 bf16) and two B tiles (16 pair rows × 16 columns) per 32 values of `k`.
+//! Tile instructions are not among Rust's stable intrinsics, hence the `asm!`; the
+//! compiler never uses tile registers itself, so they survive between statements.
+
+use super::bf16::{BLOCK, Shape};
+use std::arch::asm;
+
+/// The tile configuration (`ldtilecfg`'s 64-byte operand): palette 1, tiles 0–7 each
+/// 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct Config([u8; 64]);
+
+/// Tile registers configured on this thread until dropped (`tilerelease`).
+pub(super) struct Tiles(());
+
+impl Tiles {
+    /// Configures the tiles on the calling thread. Callers must have checked
+    /// [`crate::precision::Bf16Isa::Amx`] is available (which also asks Linux for the
+    /// tile permission).
+    pub(super) fn configure() -> Self {
+        let mut cfg = Config([0; 64]);
+        cfg.0[0] = 1;
+        for t in 0..8 {
+            cfg.0[16 + 2 * t] = 64;
+            cfg.0[48 + t] = 16;
+        }
+        // SAFETY: a valid palette-1 configuration; AMX is available (see above).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
+        Tiles(())
+    }
+
+    /// `out` (32×32 row-major) = rows `a` (32 × `s.kp` bf16, from value `k_offset`) ·
+    /// pair rows `b` (`k_blocks`·16 × `s.n_pad`, from column block `ni`).
+    ///
+    /// # Safety
+    /// The CPU runs AMX-BF16 (with the permission granted) and `self` configured it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn block(
+        &mut self,
+        a: &[u16],
+        s: &Shape,
+        k_offset: usize,
+        k_blocks: usize,
+        b: &[u32],
+        ni: usize,
+        out: &mut [f32; BLOCK * BLOCK],
+    ) {
+        assert!(a.len() >= BLOCK * s.kp && k_offset + k_blocks * BLOCK <= s.kp);
+        assert!(b.len() >= k_blocks * BLOCK / 2 * s.n_pad && (ni + 1) * BLOCK <= s.n_pad);
+        let a_stride = s.kp * 2;
+        let b_stride = s.n_pad * 4;
+        // SAFETY: every tile load reads 16 rows of 64 bytes at the given stride inside
+        // `a` or `b` (the asserts above), and the stores write 32 rows of 128 bytes
+        // inside `out`.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack)
+            );
+            let a0 = a.as_ptr().add(k_offset);
+            let a1 = a0.add(16 * s.kp);
+            let b0 = b.as_ptr().add(ni * BLOCK);
+            for kb in 0..k_blocks {
+                let (pa0, pa1) = (a0.add(kb * BLOCK), a1.add(kb * BLOCK));
+                let pb = b0.add(kb * BLOCK / 2 * s.n_pad);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) pa0,
+                    a1 = in(reg) pa1,
+                    b0 = in(reg) pb,
+                    b1 = in(reg) pb.add(16),
+                    sa = in(reg) a_stride,
+                    sb = in(reg) b_stride,
+                    options(nostack, readonly),
+                );
+            }
+            let o = out.as_mut_ptr();
+            asm!(
+                "tilestored [{o0} + {so}*1], tmm0",
+                "tilestored [{o1} + {so}*1], tmm1",
+                "tilestored [{o2} + {so}*1], tmm2",
+                "tilestored [{o3} + {so}*1], tmm3",
+                o0 = in(reg) o,
+                o1 = in(reg) o.add(16),
+                o2 = in(reg) o.add(16 * BLOCK),
+                o3 = in(reg) o.add(16 * BLOCK + 16),
+                so = in(reg) BLOCK * 4,
+                options(nostack),
+            );
+        }
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: the tiles were configured by `configure` on this thread.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
