@@ -46,21 +46,75 @@ impl Tiles {
         ni: usize,
         out: &mut [f32; BLOCK * BLOCK],
     ) {
+        // SAFETY: `out` holds 32 rows of 32 values, BLOCK apart (the caller's contract
+        // otherwise).
+        unsafe {
+            self.block_into(
+                a,
+                s,
+                k_offset,
+                k_blocks,
+                b,
+                ni,
+                out.as_mut_ptr(),
+                BLOCK,
+                false,
+            )
+        }
+    }
+
+    /// As [`Tiles::block`], but the 32×32 result goes straight to rows `row_len` values
+    /// apart from `out` (a full block of the caller's row-major output: no copy through
+    /// a scratch block), added to what is there when `accumulate`.
+    ///
+    /// # Safety
+    /// As [`Tiles::block`]; and `out` is valid for reads and writes of 32 rows of 32
+    /// values, `row_len` apart.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn block_into(
+        &mut self,
+        a: &[u16],
+        s: &Shape,
+        k_offset: usize,
+        k_blocks: usize,
+        b: &[u32],
+        ni: usize,
+        out: *mut f32,
+        row_len: usize,
+        accumulate: bool,
+    ) {
         assert!(a.len() >= BLOCK * s.kp && k_offset + k_blocks * BLOCK <= s.kp);
         assert!(b.len() >= k_blocks * BLOCK / 2 * s.n_pad && (ni + 1) * BLOCK <= s.n_pad);
         let a_stride = s.kp * 2;
         let b_stride = s.n_pad * 4;
         // SAFETY: every tile load reads 16 rows of 64 bytes at the given stride inside
-        // `a` or `b` (the asserts above), and the stores write 32 rows of 128 bytes
-        // inside `out`.
+        // `a` or `b` (the asserts above), and the output's loads and stores touch 32
+        // rows of 128 bytes `row_len` values apart, valid by the caller's contract.
         unsafe {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack)
-            );
+            let o = out;
+            let so = row_len * 4;
+            if accumulate {
+                asm!(
+                    "tileloadd tmm0, [{o0} + {so}*1]",
+                    "tileloadd tmm1, [{o1} + {so}*1]",
+                    "tileloadd tmm2, [{o2} + {so}*1]",
+                    "tileloadd tmm3, [{o3} + {so}*1]",
+                    o0 = in(reg) o,
+                    o1 = in(reg) o.add(16),
+                    o2 = in(reg) o.add(16 * row_len),
+                    o3 = in(reg) o.add(16 * row_len + 16),
+                    so = in(reg) so,
+                    options(nostack, readonly),
+                );
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack)
+                );
+            }
             let a0 = a.as_ptr().add(k_offset);
             let a1 = a0.add(16 * s.kp);
             let b0 = b.as_ptr().add(ni * BLOCK);
@@ -85,7 +139,6 @@ impl Tiles {
                     options(nostack, readonly),
                 );
             }
-            let o = out.as_mut_ptr();
             asm!(
                 "tilestored [{o0} + {so}*1], tmm0",
                 "tilestored [{o1} + {so}*1], tmm1",
@@ -93,9 +146,9 @@ impl Tiles {
                 "tilestored [{o3} + {so}*1], tmm3",
                 o0 = in(reg) o,
                 o1 = in(reg) o.add(16),
-                o2 = in(reg) o.add(16 * BLOCK),
-                o3 = in(reg) o.add(16 * BLOCK + 16),
-                so = in(reg) BLOCK * 4,
+                o2 = in(reg) o.add(16 * row_len),
+                o3 = in(reg) o.add(16 * row_len + 16),
+                so = in(reg) so,
                 options(nostack),
             );
         }

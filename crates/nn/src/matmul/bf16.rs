@@ -55,7 +55,7 @@ pub(crate) fn matmul_bf16(isa: Bf16Isa, dst: &mut [f32], a: Mat<'_>, b: Mat<'_>,
     let (m, k) = (a.rows, a.cols);
     let kp = padded(k);
     PACKED.with_borrow_mut(|(pa, pb, parts)| {
-        pa.resize(padded(m) * kp, 0);
+        let pa = grown(pa, padded(m) * kp);
         // SAFETY: a bf16 instruction set implies AVX-512F and BW (Bf16Isa::is_available).
         unsafe { pack_a(pa, a, kp) };
         product(isa, dst, pa, m, kp, b, accumulate, pb, parts);
@@ -103,14 +103,15 @@ pub(crate) fn matmul_bf16_tn_rows(
     let kp = padded(rows);
     let n_pad = padded(n);
     PACKED.with_borrow_mut(|(pa, pb, parts)| {
-        pa.resize(padded(m) * kp, 0);
+        let pa = grown(pa, padded(m) * kp);
         // SAFETY: as in matmul_bf16.
         unsafe { pack_a(pa, a.t(), kp) };
-        pb.resize(kp / 2 * n_pad, 0);
+        let pb = grown(pb, kp / 2 * n_pad);
         pb.par_chunks_mut(n_pad).enumerate().for_each(|(p, row)| {
             let (k0, k1) = (2 * p, 2 * p + 1);
-            row.fill(0);
+            row[n..].fill(0);
             if k0 >= rows {
+                row.fill(0);
                 return;
             }
             let lo = &r[k0 * stride..][..n];
@@ -127,6 +128,16 @@ pub(crate) fn matmul_bf16_tn_rows(
         });
         multiply(isa, dst, pa, pb, Shape { m, n, kp, n_pad }, false, parts);
     });
+}
+
+/// The first `len` values of `v`, grown (never shrunk) to hold them: the thread-local
+/// buffers serve products of several shapes in turn, and re-zeroing megabytes on every
+/// regrowth cost more than the arithmetic. Callers overwrite every value they read.
+fn grown<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+    &mut v[..len]
 }
 
 /// `k` rounded up to a whole number of blocks (at least one).
@@ -176,7 +187,7 @@ fn product(
         return;
     }
     let n_pad = padded(n);
-    pb.resize(kp / 2 * n_pad, 0);
+    let pb = grown(pb, kp / 2 * n_pad);
     // SAFETY: as in matmul_bf16.
     unsafe { pack_b(pb, b, n_pad) };
     multiply(
@@ -210,9 +221,6 @@ fn multiply(
         (k_blocks / 8).clamp(1, 8)
     };
     if chunks == 1 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
         // Tasks of several row blocks: one task (and one tile configuration) per 32
         // rows would cost more than the arithmetic of a thin product.
         let group = m_blocks.div_ceil(16).clamp(1, 8);
@@ -221,14 +229,14 @@ fn multiply(
             .enumerate()
             .for_each(|(g, out)| {
                 for (i, rows) in out.chunks_mut(BLOCK * n).enumerate() {
-                    run_rows(isa, &shape, pa, pb, g * group + i, 0..k_blocks, rows);
+                    let mi = g * group + i;
+                    run_rows(isa, &shape, pa, pb, mi, 0..k_blocks, rows, accumulate);
                 }
             });
         return;
     }
     let per = k_blocks.div_ceil(chunks);
-    parts.clear();
-    parts.resize(chunks * m * n, 0.0);
+    let parts = grown(parts, chunks * m * n);
     parts
         .par_chunks_mut(m * n)
         .enumerate()
@@ -239,7 +247,7 @@ fn multiply(
         })
         .for_each(|(c, mi, out)| {
             let ks = c * per..((c + 1) * per).min(k_blocks);
-            run_rows(isa, &shape, pa, pb, mi, ks, out);
+            run_rows(isa, &shape, pa, pb, mi, ks, out, false);
         });
     if accumulate {
         let mut sum = vec![0.0; m * n];
@@ -262,8 +270,9 @@ pub(crate) struct Shape {
     pub(crate) n_pad: usize,
 }
 
-/// Adds row block `mi` of the product over the `k` blocks `ks` into `out` (the block's
-/// rows of the row-major output, `n` wide, already holding what is added to).
+/// Row block `mi` of the product over the `k` blocks `ks`, written to `out` (the block's
+/// rows of the row-major output, `n` wide), or added to it with `accumulate`.
+#[allow(clippy::too_many_arguments)]
 fn run_rows(
     isa: Bf16Isa,
     s: &Shape,
@@ -272,6 +281,7 @@ fn run_rows(
     mi: usize,
     ks: std::ops::Range<usize>,
     out: &mut [f32],
+    accumulate: bool,
 ) {
     let rows = out.len() / s.n;
     let a_rows = &pa[mi * BLOCK * s.kp..][..BLOCK * s.kp];
@@ -282,6 +292,19 @@ fn run_rows(
     #[cfg(target_arch = "x86_64")]
     let mut tiles = (isa == Bf16Isa::Amx).then(super::amx::Tiles::configure);
     for ni in 0..s.n_pad / BLOCK {
+        let cols = BLOCK.min(s.n - ni * BLOCK);
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(t), BLOCK, BLOCK) = (&mut tiles, rows, cols) {
+            // SAFETY: as below; and this block's 32 rows × 32 columns lie inside `out`
+            // (32 rows of n ≥ (ni+1)·32 values).
+            unsafe {
+                let o = out.as_mut_ptr().add(ni * BLOCK);
+                t.block_into(
+                    a_rows, s, k_offset, k_blocks, b_rows, ni, o, s.n, accumulate,
+                );
+            }
+            continue;
+        }
         // SAFETY: the instruction set was checked by matmul_bf16; the slices hold the
         // 32 rows × k_blocks·32 values of `a` and k_blocks·16 pair rows of `b` that the
         // kernels read (their lengths are asserted inside).
@@ -296,11 +319,15 @@ fn run_rows(
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (isa, a_rows, b_rows, k_offset, k_blocks);
-        let cols = BLOCK.min(s.n - ni * BLOCK);
         for (r, row) in out.chunks_exact_mut(s.n).take(rows).enumerate() {
             let src = &block[r * BLOCK..][..cols];
-            for (d, &v) in row[ni * BLOCK..][..cols].iter_mut().zip(src) {
-                *d += v;
+            let dst = &mut row[ni * BLOCK..][..cols];
+            if accumulate {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d += v;
+                }
+            } else {
+                dst.copy_from_slice(src);
             }
         }
     }
