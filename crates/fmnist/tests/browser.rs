@@ -293,9 +293,29 @@ fn the_page_classifies_uploads_samples_and_drawings_in_chromium() {
     let parameters = format!("{parameters} parameters");
     browser.wait_text("#model", |t| t.replace(',', "").contains(&parameters));
 
+    // Before any image: an empty state that says what to do, not a broken image, a
+    // blank black square and a dash.
+    let empty = browser.text("#result-class");
+    assert!(empty.starts_with("No image yet"), "{empty}");
+    let shown = |css: &str| {
+        browser.eval(&format!(
+            "const e = document.querySelector('{css}'); return e.getClientRects().length > 0;"
+        ))
+    };
+    assert_eq!(shown("#preview"), false, "the empty preview is shown");
+    assert_eq!(shown("#input"), false, "the empty input canvas is shown");
+    assert_eq!(browser.text("#preview-empty"), "no image yet");
+    assert_eq!(shown("#preview-empty"), true);
+
     // An uploaded file: the page shows what `predict` says, and five bars.
     browser.choose_file("#file", &boot);
-    assert_eq!(browser.wait_text("#result-class", |t| t != "—"), expected);
+    assert_eq!(
+        browser.wait_text("#result-class", |t| !t.starts_with("No image yet")),
+        expected
+    );
+    assert_eq!(shown("#preview"), true);
+    assert_eq!(shown("#input"), true);
+    assert_eq!(shown("#preview-empty"), false);
     let bars = browser.text("#bars");
     assert_eq!(
         bars.lines().filter(|l| l.ends_with('%')).count(),
