@@ -83,8 +83,7 @@ impl Tiles {
         row_len: usize,
         accumulate: bool,
     ) {
-        assert!(a.len() >= BLOCK * s.kp && k_offset + k_blocks * BLOCK <= s.kp);
-        assert!(b.len() >= k_blocks * BLOCK / 2 * s.n_pad && (ni + 1) * BLOCK <= s.n_pad);
+        s.check_block(a, k_offset, k_blocks, b, ni);
         let a_stride = s.kp * 2;
         let b_stride = s.n_pad * 4;
         // SAFETY: every tile load reads 16 rows of 64 bytes at the given stride inside

@@ -22,8 +22,7 @@ pub(super) unsafe fn block(
     ni: usize,
     out: &mut [f32; BLOCK * BLOCK],
 ) {
-    assert!(a.len() >= BLOCK * s.kp && k_offset + k_blocks * BLOCK <= s.kp);
-    assert!(b.len() >= k_blocks * BLOCK / 2 * s.n_pad && (ni + 1) * BLOCK <= s.n_pad);
+    s.check_block(a, k_offset, k_blocks, b, ni);
     let pairs = k_blocks * BLOCK / 2;
     let row_pairs = s.kp / 2;
     // SAFETY: pair p of row r is at a[(r·kp + k_offset)/2 + p] (as u32), inside `a` by

@@ -270,6 +270,22 @@ pub(crate) struct Shape {
     pub(crate) n_pad: usize,
 }
 
+impl Shape {
+    /// Asserts that `a` holds 32 packed rows with `k_blocks` blocks from `k_offset`, and
+    /// `b` the matching pair rows with column block `ni`: what a block kernel reads.
+    pub(crate) fn check_block(
+        &self,
+        a: &[u16],
+        k_offset: usize,
+        k_blocks: usize,
+        b: &[u32],
+        ni: usize,
+    ) {
+        assert!(a.len() >= BLOCK * self.kp && k_offset + k_blocks * BLOCK <= self.kp);
+        assert!(b.len() >= k_blocks * BLOCK / 2 * self.n_pad && (ni + 1) * BLOCK <= self.n_pad);
+    }
+}
+
 /// Row block `mi` of the product over the `k` blocks `ks`, written to `out` (the block's
 /// rows of the row-major output, `n` wide), or added to it with `accumulate`.
 #[allow(clippy::too_many_arguments)]
