@@ -64,11 +64,11 @@ impl Tiles {
     }
 
     /// As [`Tiles::block`], but the 32×32 result goes straight to rows `row_len` values
-    /// apart from `out` (a full block of the caller's row-major output: no copy through
+    /// apart from `o` (a full block of the caller's row-major output: no copy through
     /// a scratch block), added to what is there when `accumulate`.
     ///
     /// # Safety
-    /// As [`Tiles::block`]; and `out` is valid for reads and writes of 32 rows of 32
+    /// As [`Tiles::block`]; and `o` is valid for reads and writes of 32 rows of 32
     /// values, `row_len` apart.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn block_into(
@@ -79,7 +79,7 @@ impl Tiles {
         k_blocks: usize,
         b: &[u32],
         ni: usize,
-        out: *mut f32,
+        o: *mut f32,
         row_len: usize,
         accumulate: bool,
     ) {
@@ -87,10 +87,9 @@ impl Tiles {
         let a_stride = s.kp * 2;
         let b_stride = s.n_pad * 4;
         // SAFETY: every tile load reads 16 rows of 64 bytes at the given stride inside
-        // `a` or `b` (the asserts above), and the output's loads and stores touch 32
+        // `a` or `b` (`check_block` above), and the output's loads and stores touch 32
         // rows of 128 bytes `row_len` values apart, valid by the caller's contract.
         unsafe {
-            let o = out;
             let so = row_len * 4;
             if accumulate {
                 asm!(

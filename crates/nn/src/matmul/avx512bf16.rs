@@ -26,7 +26,7 @@ pub(super) unsafe fn block(
     let pairs = k_blocks * BLOCK / 2;
     let row_pairs = s.kp / 2;
     // SAFETY: pair p of row r is at a[(r·kp + k_offset)/2 + p] (as u32), inside `a` by
-    // the asserts; b's pair row p holds n_pad ≥ (ni+1)·32 pairs.
+    // `check_block`; b's pair row p holds n_pad ≥ (ni+1)·32 pairs.
     unsafe {
         let a32 = a.as_ptr().cast::<u32>().add(k_offset / 2);
         let b0 = b.as_ptr().add(ni * BLOCK);

@@ -109,11 +109,11 @@ pub(crate) fn matmul_bf16_tn_rows(
         let pb = grown(pb, kp / 2 * n_pad);
         pb.par_chunks_mut(n_pad).enumerate().for_each(|(p, row)| {
             let (k0, k1) = (2 * p, 2 * p + 1);
-            row[n..].fill(0);
             if k0 >= rows {
                 row.fill(0);
                 return;
             }
+            row[n..].fill(0);
             let lo = &r[k0 * stride..][..n];
             if k1 < rows {
                 let hi = &r[k1 * stride..][..n];
