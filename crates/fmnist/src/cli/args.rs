@@ -150,7 +150,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "CHECKPOINT", conflicts_with_all = [
         "preset", "model", "arch", "epochs", "batch_size", "lr", "seed", "val_size", "limit",
         "optimizer", "schedule", "weight_decay", "label_smoothing", "shift", "flip", "erase",
-        "ema", "patience", "tta", "precision",
+        "photo_augment", "ema", "patience", "tta", "precision",
     ])]
     pub resume: Option<PathBuf>,
     /// Training images held out for validation (model selection)
@@ -180,6 +180,11 @@ pub struct TrainArgs {
     /// Augmentation: random-erasing probability [default: 0]
     #[arg(long, value_name = "P", value_parser = probability)]
     pub erase: Option<f32>,
+    /// Augmentation: probability of turning an image into what a phone photo of the
+    /// garment looks like after `predict` cuts it out (tilt, light, folds, imperfect
+    /// mask, blur, noise) [default: 0]
+    #[arg(long, value_name = "P", value_parser = probability)]
+    pub photo_augment: Option<f32>,
     /// Keep an exponential moving average of the weights with this decay, e.g. 0.999 (0: off) [default: 0]
     #[arg(long, value_name = "DECAY", value_parser = below_one)]
     pub ema: Option<f32>,
@@ -230,6 +235,7 @@ impl TrainArgs {
             shift: self.shift.map(usize::from),
             flip: self.flip,
             erase: self.erase,
+            photo: self.photo_augment,
             ema: self.ema,
             patience: self.patience.map(|v| v as usize),
             flip_tta: self.tta,

@@ -170,6 +170,8 @@ pub struct PhotoResult {
     pub confidence: f32,
     /// Whether that class is one its folder accepts (`None`: a folder mapped to none).
     pub right: Option<bool>,
+    /// Whether `predict` would call it unsure ([`predict::UNSURE_BELOW`]).
+    pub unsure: bool,
     /// The 28×28 input the model saw.
     #[serde(skip)]
     pub input: Vec<u8>,
@@ -191,6 +193,10 @@ pub struct FolderScore {
     pub recall: f64,
     /// How many of its photos went to each class, in label order.
     pub predicted: Vec<usize>,
+    /// Photos `predict` would call unsure.
+    pub unsure: usize,
+    /// Right answers among them.
+    pub right_unsure: usize,
 }
 
 fn nan_as_null<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
@@ -214,6 +220,8 @@ pub struct PhotoReport {
     pub folders: Vec<FolderScore>,
     /// Per photo, folder by folder.
     pub results: Vec<PhotoResult>,
+    /// Mean milliseconds to decode and preprocess one photo (one thread).
+    pub preprocess_ms: f64,
 }
 
 /// Classifies every photo with the average of `models`' probabilities.
@@ -227,6 +235,7 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
     }
     let mut inputs = Vec::new();
     let mut origin = Vec::new();
+    let started = std::time::Instant::now();
     for (f, folder) in set.folders.iter().enumerate() {
         for photo in &folder.photos {
             let img = predict::image::load_image(photo)?;
@@ -235,6 +244,7 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
         }
     }
     let n = origin.len();
+    let preprocess_ms = 1e3 * started.elapsed().as_secs_f64() / n.max(1) as f64;
     let mut probs = vec![0.0f32; n * classes.len()];
     for m in models.iter_mut() {
         for (p, q) in probs.iter_mut().zip(m.probabilities(&inputs)) {
@@ -258,6 +268,8 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
             right: 0,
             recall: f64::NAN,
             predicted: vec![0; c],
+            unsure: 0,
+            right_unsure: 0,
         })
         .collect();
     let mut results = Vec::with_capacity(n);
@@ -266,10 +278,17 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
         let predicted = nn::loss::argmax(row);
         let accepts = &set.folders[f].accepts;
         let right = (!accepts.is_empty()).then(|| accepts.contains(&(predicted as u8)));
+        let unsure = row[predicted] < predict::UNSURE_BELOW;
         let score = &mut folders[f];
         score.predicted[predicted] += 1;
         if right == Some(true) {
             score.right += 1;
+        }
+        if unsure {
+            score.unsure += 1;
+            if right == Some(true) {
+                score.right_unsure += 1;
+            }
         }
         results.push(PhotoResult {
             file,
@@ -277,6 +296,7 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
             predicted,
             confidence: row[predicted],
             right,
+            unsure,
             input: inputs[i * PIXELS..(i + 1) * PIXELS].to_vec(),
         });
     }
@@ -298,5 +318,6 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
         unscored: n - scored,
         folders,
         results,
+        preprocess_ms,
     })
 }

@@ -79,12 +79,63 @@ pub struct TrainingSummary {
 }
 
 /// How a classifier turns images into probabilities (stored in its file).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Inference {
     /// Test-time augmentation: average the probabilities of each image and its mirror
     /// image (twice the work; worth it for models trained with flips).
     pub flip_tta: bool,
+    /// Logits are divided by this before the softmax, so that a probability of 0.8
+    /// is right about 80 % of the time (fitted on the validation split after training;
+    /// 1 in files from before it was fitted).
+    pub temperature: f32,
+}
+
+impl Default for Inference {
+    fn default() -> Self {
+        Self {
+            flip_tta: false,
+            temperature: 1.0,
+        }
+    }
+}
+
+/// Range of ln(temperature) searched when calibrating.
+const LN_TEMPERATURE: (f64, f64) = (-2.0, 2.5);
+
+/// Softmax of `logits / temperature`, row by row (`c` classes), averaged with that of
+/// `mirrored` when given.
+fn tempered_probabilities(
+    logits: &[f32],
+    mirrored: Option<&[f32]>,
+    c: usize,
+    temperature: f32,
+) -> Vec<f32> {
+    let soft = |row: &[f32], out: &mut [f32]| {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0.0;
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = ((v - max) / temperature).exp();
+            sum += *o;
+        }
+        out.iter_mut().for_each(|o| *o /= sum);
+    };
+    let mut out = vec![0.0; logits.len()];
+    let mut other = vec![0.0; c];
+    for (i, (row, o)) in logits
+        .chunks_exact(c)
+        .zip(out.chunks_exact_mut(c))
+        .enumerate()
+    {
+        soft(row, o);
+        if let Some(m) = mirrored {
+            soft(&m[i * c..][..c], &mut other);
+            for (a, &b) in o.iter_mut().zip(&other) {
+                *a = 0.5 * (*a + b);
+            }
+        }
+    }
+    out
 }
 
 /// A network ready to classify Fashion-MNIST images.
@@ -125,28 +176,72 @@ impl Classifier {
 
     /// Class probabilities (`n × 10`, row after row) for `images` (u8, 784 per image).
     pub fn probabilities(&mut self, images: &[u8]) -> Vec<f32> {
-        let mut out = Vec::with_capacity(images.len() / PIXELS * self.classes.len());
-        let mut probs = Tensor::default();
+        let (logits, mirrored) = self.view_logits(images);
+        tempered_probabilities(
+            &logits,
+            mirrored.as_deref(),
+            self.classes.len(),
+            self.inference.temperature,
+        )
+    }
+
+    /// The logits of `images`, and of their mirror images when flip test-time
+    /// augmentation is on (`n × 10` each).
+    fn view_logits(&mut self, images: &[u8]) -> (Vec<f32>, Option<Vec<f32>>) {
+        let rows = images.len() / PIXELS * self.classes.len();
+        let mut out = Vec::with_capacity(rows);
+        let mut mirrored = self.inference.flip_tta.then(|| Vec::with_capacity(rows));
         for chunk in images.chunks(INFER_BATCH * PIXELS) {
             self.normalization.batch_into(chunk, &mut self.input);
             let logits = self.net.forward(&self.input, Mode::Eval, &mut self.rng);
-            nn::loss::softmax(logits, &mut probs);
-            let start = out.len();
-            out.extend_from_slice(probs.data());
-            if self.inference.flip_tta {
+            out.extend_from_slice(logits.data());
+            if let Some(m) = mirrored.as_mut() {
                 self.flipped.clear();
                 self.flipped.extend_from_slice(chunk);
                 augment::flip_images(&mut self.flipped);
                 self.normalization
                     .batch_into(&self.flipped, &mut self.input);
                 let logits = self.net.forward(&self.input, Mode::Eval, &mut self.rng);
-                nn::loss::softmax(logits, &mut probs);
-                for (o, &p) in out[start..].iter_mut().zip(probs.data()) {
-                    *o = 0.5 * (*o + p);
-                }
+                m.extend_from_slice(logits.data());
             }
         }
-        out
+        (out, mirrored)
+    }
+
+    /// Fits [`Inference::temperature`] to labelled images (the validation split): the
+    /// one that minimises their cross-entropy, by golden-section search on its
+    /// logarithm. Returns it; without images the temperature stays as it is.
+    pub fn calibrate(&mut self, images: &[u8], labels: &[usize]) -> f32 {
+        if labels.is_empty() {
+            return self.inference.temperature;
+        }
+        let c = self.classes.len();
+        let (logits, mirrored) = self.view_logits(images);
+        let loss = |ln_t: f64| -> f64 {
+            let p = tempered_probabilities(&logits, mirrored.as_deref(), c, ln_t.exp() as f32);
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| -(p[i * c + l].max(1e-12) as f64).ln())
+                .sum::<f64>()
+        };
+        let phi = (5f64.sqrt() - 1.0) / 2.0;
+        let (mut a, mut b) = LN_TEMPERATURE;
+        let (mut x1, mut x2) = (b - phi * (b - a), a + phi * (b - a));
+        let (mut f1, mut f2) = (loss(x1), loss(x2));
+        for _ in 0..40 {
+            if f1 <= f2 {
+                (b, x2, f2) = (x2, x1, f1);
+                x1 = b - phi * (b - a);
+                f1 = loss(x1);
+            } else {
+                (a, x1, f1) = (x1, x2, f2);
+                x2 = a + phi * (b - a);
+                f2 = loss(x2);
+            }
+        }
+        self.inference.temperature = (0.5 * (a + b)).exp() as f32;
+        self.inference.temperature
     }
 
     /// The file's bytes.
@@ -282,6 +377,37 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_temperature_is_fitted_to_the_labels_and_kept_in_the_file() {
+        let mut model = Classifier::new(crate::model::architectures::simple(), 5).unwrap();
+        let mut rng = Rng::new(9);
+        let images: Vec<u8> = (0..64 * PIXELS)
+            .map(|_| (rng.next_u32() >> 24) as u8)
+            .collect();
+        let before = model.probabilities(&images);
+        // Labels the model's own answers: it should be surer than it is (T < 1).
+        let own: Vec<usize> = before.chunks_exact(10).map(nn::loss::argmax).collect();
+        let sharp = model.calibrate(&images, &own);
+        assert!(sharp < 0.5, "{sharp}");
+        // Labels its least likely class: it should be less sure (T > 1).
+        let wrong: Vec<usize> = before
+            .chunks_exact(10)
+            .map(|row| nn::loss::argmax(&row.iter().map(|p| -p).collect::<Vec<_>>()))
+            .collect();
+        let soft = model.calibrate(&images, &wrong);
+        assert!(soft > 2.0, "{soft}");
+        // A temperature changes probabilities, never the best class.
+        let after = model.probabilities(&images);
+        let best: Vec<usize> = after.chunks_exact(10).map(nn::loss::argmax).collect();
+        assert_eq!(best, own);
+        let back = Classifier::from_bytes(&model.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.inference.temperature, soft);
+        assert_eq!(model.calibrate(&[], &[]), soft, "no images: kept");
+        // Files from before calibration divide by 1.
+        let old: Inference = serde_json::from_str(r#"{"flip_tta":true}"#).unwrap();
+        assert_eq!(old.temperature, 1.0);
+    }
 
     #[test]
     fn the_same_model_gives_the_same_file_bytes() {

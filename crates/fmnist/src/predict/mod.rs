@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod preprocess;
+pub mod segment;
 
 use ::image::GrayImage;
 use serde::Serialize;
@@ -36,9 +37,19 @@ pub struct Prediction {
     pub label: usize,
     /// Its probability.
     pub probability: f32,
+    /// Whether the model is unsure: its best class is more likely wrong than right
+    /// (calibrated probability below [`UNSURE_BELOW`]), as for a photo of something
+    /// that is none of the classes, or one it cannot make out.
+    pub unsure: bool,
     /// The `k` most probable classes, best first.
     pub top: Vec<Ranked>,
 }
+
+/// Below this probability of the best class a prediction is marked unsure. With the
+/// temperature fitted on the validation split, a probability means how often such an
+/// answer is right, so this says "more likely wrong than right"; it is not fitted to
+/// any photos.
+pub const UNSURE_BELOW: f32 = 0.5;
 
 /// Ranks the classes of each preprocessed image (784 pixels each, in `inputs`).
 pub fn rank(model: &mut Classifier, names: &[String], inputs: &[u8], k: usize) -> Vec<Prediction> {
@@ -65,6 +76,7 @@ pub fn rank(model: &mut Classifier, names: &[String], inputs: &[u8], k: usize) -
                 class: top[0].class.clone(),
                 label: top[0].label,
                 probability: top[0].probability,
+                unsure: top[0].probability < UNSURE_BELOW,
                 top,
             }
         })

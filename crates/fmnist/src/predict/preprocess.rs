@@ -2,7 +2,9 @@
 //! to the object, scaled and centred the way the dataset's images were made.
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage};
+use image::{DynamicImage, GrayImage, RgbImage};
+
+use super::segment;
 
 use crate::data::{PIXELS, SIDE};
 
@@ -80,12 +82,105 @@ fn stretch_levels(img: &mut GrayImage, background: f64) {
     }
 }
 
-/// Turns any image into a Fashion-MNIST-style input the way the dataset was made:
-/// grayscale, inverted when the background is light (the dataset shows light garments on
-/// black), cropped to the object, its longest side scaled to 28 pixels keeping the aspect
-/// ratio, levels stretched from the background (black) to the brightest pixel (white),
-/// and centred on black. Returns 784 pixels.
+/// Turns any image into a Fashion-MNIST-style input the way the dataset was made: the
+/// object found (on a plain background by its contrast with it, on any other by
+/// [`segment`]), grey, light on black, its longest side scaled to 28 pixels keeping the
+/// aspect ratio, levels stretched from black to white, and centred. Returns 784 pixels.
 pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
+    let work = segment::work_copy(img);
+    if !plain_border(&work)
+        && let Some(found) = segment::segment(&work)
+    {
+        return render_masked(&work, &found);
+    }
+    preprocess_plain(img)
+}
+
+/// Share of the border's pixels that must lie within [`PLAIN_SPREAD`] levels of its
+/// median for the background to count as plain.
+const PLAIN_SHARE: f64 = 0.95;
+/// See [`PLAIN_SHARE`].
+const PLAIN_SPREAD: i32 = 12;
+
+/// Whether the outermost pixels are one flat grey (a product shot, a scan, a dataset
+/// image): then contrast alone finds the object, exactly.
+fn plain_border(img: &RgbImage) -> bool {
+    let (w, h) = img.dimensions();
+    let mut border: Vec<i32> = img
+        .enumerate_pixels()
+        .filter(|(x, y, _)| *x == 0 || *y == 0 || x + 1 == w || y + 1 == h)
+        .map(|(_, _, p)| image::Pixel::to_luma(p).0[0] as i32)
+        .collect();
+    border.sort_unstable();
+    let median = border[border.len() / 2];
+    let near = border
+        .iter()
+        .filter(|&&v| (v - median).abs() <= PLAIN_SPREAD)
+        .count();
+    near as f64 >= PLAIN_SHARE * border.len() as f64
+}
+
+/// Objects of a pair at least this many times longer than wide are turned to lie
+/// sideways: a shoe seen from above, the way the dataset shows shoes from the side.
+const SIDEWAYS_RATIO: f64 = 1.3;
+
+/// The masked object of a work copy rendered as the dataset renders garments: its grey
+/// inverted (dark cloth light), everything else black, one of a pair turned to lie
+/// sideways, cropped, scaled and centred.
+fn render_masked(work: &RgbImage, found: &segment::Segmentation) -> Vec<u8> {
+    let mask = &found.mask;
+    let gray = image::DynamicImage::ImageRgb8(work.clone()).to_luma8();
+    let mut object = GrayImage::from_fn(work.width(), work.height(), |x, y| {
+        if mask.on[(y * work.width() + x) as usize] {
+            image::Luma([255 - gray.get_pixel(x, y).0[0]])
+        } else {
+            image::Luma([0])
+        }
+    });
+    let (angle, ratio) = mask.long_axis();
+    if found.pair && ratio >= SIDEWAYS_RATIO {
+        object = rotated(&object, angle);
+    }
+    if let Some((x, y, w, h)) = lit_bounds(&object) {
+        object = image::imageops::crop_imm(&object, x, y, w, h).to_image();
+    }
+    fit_and_centre(&object, 0.0)
+}
+
+/// `img` turned by −`angle` radians about its centre (so a line at `angle` lies
+/// level), on a canvas large enough for any turn, black where nothing maps.
+fn rotated(img: &GrayImage, angle: f64) -> GrayImage {
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    let side = w.hypot(h).ceil() as u32;
+    let (c, s) = (angle.cos(), angle.sin());
+    let (cx, cy) = ((w - 1.0) / 2.0, (h - 1.0) / 2.0);
+    let centre = (side as f64 - 1.0) / 2.0;
+    GrayImage::from_fn(side, side, |u, v| {
+        let (du, dv) = (u as f64 - centre, v as f64 - centre);
+        let (x, y) = (c * du - s * dv + cx, s * du + c * dv + cy);
+        let (x0, y0) = (x.floor(), y.floor());
+        let (fx, fy) = (x - x0, y - y0);
+        let at = |xi: f64, yi: f64| -> f64 {
+            if xi < 0.0 || yi < 0.0 || xi >= w || yi >= h {
+                0.0
+            } else {
+                img.get_pixel(xi as u32, yi as u32).0[0] as f64
+            }
+        };
+        let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1.0, y0) * fx;
+        let bottom = at(x0, y0 + 1.0) * (1.0 - fx) + at(x0 + 1.0, y0 + 1.0) * fx;
+        image::Luma([(top * (1.0 - fy) + bottom * fy).round() as u8])
+    })
+}
+
+/// The bounding box of the pixels that are not black.
+fn lit_bounds(img: &GrayImage) -> Option<(u32, u32, u32, u32)> {
+    foreground_box(img, -FOREGROUND_CONTRAST)
+}
+
+/// The classic path for plain backgrounds: grayscale, inverted when the background is
+/// light, cropped to what differs from the background.
+fn preprocess_plain(img: &DynamicImage) -> Vec<u8> {
     let mut gray = to_gray(img);
     let mut background = border_mean(&gray);
     if background > 127.0 {
@@ -97,11 +192,17 @@ pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
     if let Some((x, y, w, h)) = foreground_box(&gray, background) {
         gray = image::imageops::crop_imm(&gray, x, y, w, h).to_image();
     }
+    fit_and_centre(&gray, black)
+}
+
+/// Scales `gray` so its longest side is 28 pixels, stretches its levels from `black`,
+/// and centres it on a black 28×28 canvas.
+fn fit_and_centre(gray: &GrayImage, black: f64) -> Vec<u8> {
     let (w, h) = gray.dimensions();
     let scale = SIDE as f64 / w.max(h) as f64;
     let nw = ((w as f64 * scale).round() as u32).clamp(1, SIDE as u32);
     let nh = ((h as f64 * scale).round() as u32).clamp(1, SIDE as u32);
-    let mut small = image::imageops::resize(&gray, nw, nh, FilterType::Lanczos3);
+    let mut small = image::imageops::resize(gray, nw, nh, FilterType::Lanczos3);
     stretch_levels(&mut small, black);
     let mut canvas = GrayImage::new(SIDE as u32, SIDE as u32);
     // An odd leftover pixel goes before the object, as in the dataset (a 15-pixel-tall

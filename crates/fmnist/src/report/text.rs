@@ -72,6 +72,9 @@ pub fn recipe(cfg: &TrainConfig) -> String {
     if a.erase > 0.0 {
         aug.push(format!("erase {}", a.erase));
     }
+    if a.photo > 0.0 {
+        aug.push(format!("photo {}", a.photo));
+    }
     if !aug.is_empty() {
         let _ = write!(s, ", augment {}", aug.join(" + "));
     }
@@ -182,7 +185,16 @@ pub fn metrics_table(m: &Metrics) -> String {
 
 /// What `fmnist predict` prints for one image.
 pub fn prediction(p: &Prediction) -> String {
-    let mut s = format!("{}: {} ({:.1} %)\n", p.file, p.class, 100.0 * p.probability);
+    let mut s = if p.unsure {
+        format!(
+            "{}: unsure, maybe none of the classes (best guess {}, {:.1} %)\n",
+            p.file,
+            p.class,
+            100.0 * p.probability
+        )
+    } else {
+        format!("{}: {} ({:.1} %)\n", p.file, p.class, 100.0 * p.probability)
+    };
     for r in &p.top {
         let bar = "█".repeat((r.probability * 20.0).round() as usize);
         let _ = writeln!(
@@ -238,8 +250,8 @@ pub fn photos_table(
         .max(6);
     let _ = write!(
         s,
-        "{:<width$}  {:>6}  {:>5}  {:>7}   predicted as:",
-        "folder", "photos", "right", "recall"
+        "{:<width$}  {:>6}  {:>5}  {:>7}  {:>6}   predicted as:",
+        "folder", "photos", "right", "recall", "unsure"
     );
     for c in classes {
         let _ = write!(s, " {:>5}", short(c));
@@ -255,8 +267,8 @@ pub fn photos_table(
         };
         let _ = write!(
             s,
-            "{:<width$}  {:>6}  {:>5}  {:>7}                ",
-            f.folder, f.photos, right, recall
+            "{:<width$}  {:>6}  {:>5}  {:>7}  {:>6}                ",
+            f.folder, f.photos, right, recall, f.unsure
         );
         for n in &f.predicted {
             let _ = write!(s, " {n:>5}");
@@ -268,12 +280,68 @@ pub fn photos_table(
         };
         let _ = writeln!(s, "   {accepts}");
     }
+    let sum = |pick: &dyn Fn(&crate::eval::photo_folders::FolderScore) -> usize, labelled: bool| {
+        r.folders
+            .iter()
+            .filter(|f| f.accepts.is_empty() != labelled)
+            .map(pick)
+            .sum::<usize>()
+    };
+    let share = |part: usize, whole: usize| {
+        format!(
+            "{} of {} ({:.1} %)",
+            thousands(part),
+            thousands(whole),
+            100.0 * part as f64 / whole.max(1) as f64
+        )
+    };
+    let right_unsure = sum(&|f| f.right_unsure, true);
+    let wrong_unsure = sum(&|f| f.unsure, true) - right_unsure;
+    let _ = writeln!(
+        s,
+        "\nunsure (best class below {:.0} %): on {} right answers, {} wrong ones",
+        100.0 * crate::predict::UNSURE_BELOW,
+        share(right_unsure, right),
+        share(wrong_unsure, r.scored - right)
+    );
+    if r.unscored > 0 {
+        let _ = writeln!(
+            s,
+            "  and on {} photos of no class",
+            share(sum(&|f| f.unsure, false), r.unscored)
+        );
+    }
+    let _ = writeln!(s, "preprocessing: {:.1} ms a photo", r.preprocess_ms);
     s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsure_predictions_say_so_with_their_best_guess() {
+        let ranked = |class: &str, probability| crate::predict::Ranked {
+            class: class.into(),
+            label: 0,
+            probability,
+        };
+        let mut p = Prediction {
+            file: "a.jpg".into(),
+            class: "Bag".into(),
+            label: 8,
+            probability: 0.42,
+            unsure: true,
+            top: vec![ranked("Bag", 0.42), ranked("Shirt", 0.3)],
+        };
+        let text = prediction(&p);
+        assert!(
+            text.starts_with("a.jpg: unsure, maybe none of the classes (best guess Bag, 42.0 %)\n"),
+            "{text}"
+        );
+        p.unsure = false;
+        assert!(prediction(&p).starts_with("a.jpg: Bag (42.0 %)\n"));
+    }
 
     #[test]
     fn numbers_read_well() {

@@ -21,6 +21,11 @@ pub struct Augment {
     /// Probability of erasing a random rectangle (2–33 % of the image, aspect 0.3–3.3)
     /// with random pixels, as in Zhong et al., "Random Erasing Data Augmentation" (2017).
     pub erase: f32,
+    /// Probability of photographing the image: the views, light, cloth texture, imperfect
+    /// masks, blur and noise of a phone photo cut out by `predict` (see
+    /// [`super::photo_augment`]). Absent in files written before it existed.
+    #[serde(default)]
+    pub photo: f32,
 }
 
 /// Rectangle area bounds for random erasing, as fractions of the image.
@@ -36,11 +41,12 @@ impl Augment {
         shift: 0,
         flip: false,
         erase: 0.0,
+        photo: 0.0,
     };
 
     /// Whether any augmentation is enabled.
     pub fn is_active(&self) -> bool {
-        self.shift > 0 || self.flip || self.erase > 0.0
+        self.shift > 0 || self.flip || self.erase > 0.0 || self.photo > 0.0
     }
 
     /// Checks the settings.
@@ -52,6 +58,12 @@ impl Augment {
             anyhow::bail!(
                 "--erase must be a probability in [0, 1], got {}",
                 self.erase
+            );
+        }
+        if !(0.0..=1.0).contains(&self.photo) {
+            anyhow::bail!(
+                "--photo-augment must be a probability in [0, 1], got {}",
+                self.photo
             );
         }
         Ok(())
@@ -69,6 +81,10 @@ impl Augment {
         };
         let flip = self.flip && rng.uniform() < 0.5;
         translate(src, dst, dx, dy, flip);
+        if self.photo > 0.0 && rng.uniform() < self.photo {
+            let shifted = dst.to_vec();
+            super::photo_augment::photograph(&shifted, dst, rng);
+        }
         if self.erase > 0.0 && rng.uniform() < self.erase {
             erase(dst, rng);
         }
@@ -221,6 +237,7 @@ mod tests {
             shift: 3,
             flip: true,
             erase: 0.5,
+            photo: 0.5,
         };
         let src = ramp();
         let run = |seed| {

@@ -317,6 +317,10 @@ pub fn train_with(
     let best = best.ok_or_else(|| anyhow::anyhow!("no epoch ran"))?;
     let best_epoch = best.epoch;
     model.net.load_snapshot(&best.weights);
+    // Probabilities that mean what they say: the temperature fitted on images training
+    // never learned from.
+    let labels: Vec<usize> = val_set.labels.iter().map(|&l| l as usize).collect();
+    model.calibrate(&val_set.images, &labels);
     // A library caller may train without a test set (Python's `fit`): nothing to measure.
     let test = if data.test.is_empty() {
         crate::eval::Evaluation {

@@ -1,6 +1,6 @@
 //! Training: the recipe and its checks ([`config`]), the loop ([`fit`]), what each
 //! epoch measured ([`history`]), whole recipes ([`recipes`]), augmentation
-//! ([`augment`]), the saved state of an unfinished run ([`checkpoint`], which the loop
+//! ([`augment`], with [`photo_augment`] for phone photos), the saved state of an unfinished run ([`checkpoint`], which the loop
 //! writes and reads but which knows nothing of the loop), and [`Run`], which
 //! owns a run's outputs (reserved before work, written atomically, checkpointed, resumed).
 
@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod fit;
 pub mod history;
+pub mod photo_augment;
 pub mod recipes;
 pub mod run;
 

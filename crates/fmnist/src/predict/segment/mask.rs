@@ -1,0 +1,363 @@
+//! A binary object mask and the clean-ups a graph cut's labels need.
+
+use std::collections::VecDeque;
+
+/// The eight neighbours of a pixel.
+const NEIGHBOURS: [(i64, i64); 8] = [
+    (-1, -1),
+    (0, -1),
+    (1, -1),
+    (-1, 0),
+    (1, 0),
+    (-1, 1),
+    (0, 1),
+    (1, 1),
+];
+
+/// Which pixels of a `w × h` image belong to the object, row by row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mask {
+    /// Width in pixels.
+    pub w: u32,
+    /// Height in pixels.
+    pub h: u32,
+    /// One flag a pixel, row by row.
+    pub on: Vec<bool>,
+}
+
+/// Smallest share of the image an object may cover: below it the cut found a speck.
+const MIN_SHARE: f64 = 0.01;
+/// Largest share: above it the cut took the background too.
+const MAX_SHARE: f64 = 0.95;
+
+impl Mask {
+    /// A mask of `w × h` flags.
+    pub fn new(w: u32, h: u32, on: Vec<bool>) -> Self {
+        debug_assert_eq!(on.len(), (w * h) as usize);
+        Self { w, h, on }
+    }
+
+    fn get(&self, x: i64, y: i64) -> bool {
+        x >= 0
+            && y >= 0
+            && x < self.w as i64
+            && y < self.h as i64
+            && self.on[(y * self.w as i64 + x) as usize]
+    }
+
+    /// Pixels set.
+    pub fn area(&self) -> usize {
+        self.on.iter().filter(|&&o| o).count()
+    }
+
+    /// The mask after thin parts are opened away, only its largest 8-connected piece kept
+    /// and its holes filled; `None` when what is left is a speck or nearly everything.
+    pub fn cleaned(self) -> Option<Self> {
+        let radius = (self.w.min(self.h) / 48).max(1) as i64;
+        let opened = self.eroded(radius).dilated(radius);
+        let kept = opened.largest_piece().filled();
+        let share = kept.area() as f64 / kept.on.len() as f64;
+        (MIN_SHARE..=MAX_SHARE).contains(&share).then_some(kept)
+    }
+
+    /// Pixels whose whole `(2r+1)²` square is set.
+    fn eroded(&self, r: i64) -> Self {
+        self.morph(r, true)
+    }
+
+    /// Pixels whose `(2r+1)²` square holds any set pixel.
+    fn dilated(&self, r: i64) -> Self {
+        self.morph(r, false)
+    }
+
+    fn morph(&self, r: i64, all: bool) -> Self {
+        // Separable: rows first, then columns. Outside the image counts as unset.
+        let (w, h) = (self.w as i64, self.h as i64);
+        let pass = |src: &dyn Fn(i64, i64) -> bool, horizontal: bool| -> Vec<bool> {
+            (0..h)
+                .flat_map(|y| (0..w).map(move |x| (x, y)))
+                .map(|(x, y)| {
+                    let mut it = (-r..=r).map(|d| {
+                        if horizontal {
+                            src(x + d, y)
+                        } else {
+                            src(x, y + d)
+                        }
+                    });
+                    if all { it.all(|v| v) } else { it.any(|v| v) }
+                })
+                .collect()
+        };
+        let rows = pass(&|x, y| self.get(x, y), true);
+        let rows = Self::new(self.w, self.h, rows);
+        let both = pass(&|x, y| rows.get(x, y), false);
+        Self::new(self.w, self.h, both)
+    }
+
+    /// Labels of the 8-connected pieces (0 for unset pixels) and each piece's size.
+    fn pieces(&self) -> (Vec<u32>, Vec<usize>) {
+        let (w, h) = (self.w as i64, self.h as i64);
+        let mut label = vec![0u32; self.on.len()];
+        let mut sizes = vec![0usize];
+        let mut stack = Vec::new();
+        for start in 0..self.on.len() {
+            if !self.on[start] || label[start] != 0 {
+                continue;
+            }
+            let id = sizes.len() as u32;
+            sizes.push(0);
+            label[start] = id;
+            stack.push(start);
+            while let Some(i) = stack.pop() {
+                sizes[id as usize] += 1;
+                let (x, y) = ((i as i64) % w, (i as i64) / w);
+                for (dx, dy) in NEIGHBOURS {
+                    let (nx, ny) = (x + dx, y + dy);
+                    if nx >= 0 && ny >= 0 && nx < w && ny < h {
+                        let j = (ny * w + nx) as usize;
+                        if self.on[j] && label[j] == 0 {
+                            label[j] = id;
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+        }
+        (label, sizes)
+    }
+
+    /// Only the largest piece (the first of equal ones, in reading order).
+    fn largest_piece(&self) -> Self {
+        let (label, sizes) = self.pieces();
+        let best = (1..sizes.len())
+            .max_by(|&a, &b| sizes[a].cmp(&sizes[b]).then(b.cmp(&a)))
+            .unwrap_or(0) as u32;
+        let on = label.iter().map(|&l| l != 0 && l == best).collect();
+        Self::new(self.w, self.h, on)
+    }
+
+    /// Unset pixels that no 4-connected path of unset pixels joins to the border are set.
+    fn filled(&self) -> Self {
+        let (w, h) = (self.w as usize, self.h as usize);
+        let mut outside = vec![false; self.on.len()];
+        let mut stack: Vec<usize> = (0..w)
+            .flat_map(|x| [x, (h - 1) * w + x])
+            .chain((0..h).flat_map(|y| [y * w, y * w + w - 1]))
+            .filter(|&i| !self.on[i])
+            .collect();
+        for &i in &stack {
+            outside[i] = true;
+        }
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % w, i / w);
+            let mut visit = |j: usize| {
+                if !self.on[j] && !outside[j] {
+                    outside[j] = true;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                visit(i - 1);
+            }
+            if x + 1 < w {
+                visit(i + 1);
+            }
+            if y > 0 {
+                visit(i - w);
+            }
+            if y + 1 < h {
+                visit(i + w);
+            }
+        }
+        Self::new(self.w, self.h, outside.iter().map(|&o| !o).collect())
+    }
+
+    /// When the mask is two pieces of about one size joined by a narrow neck (a pair of
+    /// shoes side by side), the larger piece alone. Erodes step by step until the mask
+    /// falls apart or has mostly gone; the two pieces it falls into are grown back
+    /// inside it, each pixel going to the piece that reaches it first.
+    pub fn one_of_pair(&self) -> Option<Self> {
+        let area = self.area();
+        let mut eroded = self.clone();
+        for _ in 0..self.w.min(self.h) / 6 {
+            eroded = eroded.eroded(1);
+            let rest = eroded.area();
+            if rest * 5 < area {
+                return None;
+            }
+            let (label, sizes) = eroded.pieces();
+            let mut order: Vec<usize> = (1..sizes.len()).collect();
+            order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+            if let [a, b, ..] = order[..] {
+                // Two pieces of comparable size holding nearly all that is left; not a
+                // speck broken off one body.
+                if sizes[b] * 2 >= sizes[a] && (sizes[a] + sizes[b]) * 10 >= rest * 9 {
+                    return Some(self.grown_from(&label, a as u32, b as u32));
+                }
+            }
+        }
+        None
+    }
+
+    /// The pixels of this mask nearer (along it, 8-connected) to the pixels labelled
+    /// `keep` than to those labelled `other`.
+    fn grown_from(&self, label: &[u32], keep: u32, other: u32) -> Self {
+        let (w, h) = (self.w as i64, self.h as i64);
+        let mut owner: Vec<u32> = label
+            .iter()
+            .map(|&l| if l == keep || l == other { l } else { 0 })
+            .collect();
+        let mut queue: VecDeque<usize> = (0..owner.len()).filter(|&i| owner[i] != 0).collect();
+        while let Some(i) = queue.pop_front() {
+            let (x, y) = ((i as i64) % w, (i as i64) / w);
+            for (dx, dy) in NEIGHBOURS {
+                let (nx, ny) = (x + dx, y + dy);
+                if nx >= 0 && ny >= 0 && nx < w && ny < h {
+                    let j = (ny * w + nx) as usize;
+                    if self.on[j] && owner[j] == 0 {
+                        owner[j] = owner[i];
+                        queue.push_back(j);
+                    }
+                }
+            }
+        }
+        Self::new(self.w, self.h, owner.iter().map(|&o| o == keep).collect())
+    }
+
+    /// The angle (radians, from the x axis, in (−π/2, π/2]) of the mask's long axis, and
+    /// how many times longer than wide it is (from its second moments).
+    pub fn long_axis(&self) -> (f64, f64) {
+        let (mut n, mut sx, mut sy) = (0f64, 0f64, 0f64);
+        for (i, _) in self.on.iter().enumerate().filter(|(_, o)| **o) {
+            n += 1.0;
+            sx += (i as u32 % self.w) as f64;
+            sy += (i as u32 / self.w) as f64;
+        }
+        if n == 0.0 {
+            return (0.0, 1.0);
+        }
+        let (mx, my) = (sx / n, sy / n);
+        let (mut xx, mut yy, mut xy) = (0f64, 0f64, 0f64);
+        for (i, _) in self.on.iter().enumerate().filter(|(_, o)| **o) {
+            let dx = (i as u32 % self.w) as f64 - mx;
+            let dy = (i as u32 / self.w) as f64 - my;
+            xx += dx * dx;
+            yy += dy * dy;
+            xy += dx * dy;
+        }
+        let angle = 0.5 * (2.0 * xy).atan2(xx - yy);
+        let spread = ((xx - yy).powi(2) + 4.0 * xy * xy).sqrt();
+        let (long, short) = (
+            (xx + yy + spread) / 2.0,
+            ((xx + yy - spread) / 2.0).max(1e-9),
+        );
+        (angle, (long / short).sqrt())
+    }
+
+    /// The bounding box `(x, y, w, h)` of the set pixels, or `None` when none are.
+    pub fn bounds(&self) -> Option<(u32, u32, u32, u32)> {
+        let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+        for (i, _) in self.on.iter().enumerate().filter(|(_, o)| **o) {
+            let (x, y) = (i as u32 % self.w, i as u32 / self.w);
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+        (x0 <= x1).then(|| (x0, y0, x1 - x0 + 1, y1 - y0 + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_rows(rows: &[&str]) -> Mask {
+        let w = rows[0].len() as u32;
+        let on = rows
+            .iter()
+            .flat_map(|r| r.chars().map(|c| c == '#'))
+            .collect();
+        Mask::new(w, rows.len() as u32, on)
+    }
+
+    #[test]
+    fn opening_drops_thin_lines_and_keeps_the_body() {
+        let m = from_rows(&[
+            "..........",
+            "....#.....",
+            "....#.....",
+            "..######..",
+            "..######..",
+            "..######..",
+            "..######..",
+            "..........",
+        ]);
+        let opened = m.eroded(1).dilated(1);
+        assert!(!opened.get(4, 1) && !opened.get(4, 2));
+        assert!(opened.get(2, 3) && opened.get(7, 6));
+        assert_eq!(opened.area(), 24);
+    }
+
+    #[test]
+    fn the_largest_piece_is_kept_and_its_holes_filled() {
+        let m = from_rows(&[
+            "##........",
+            "##..#####.",
+            "....#...#.",
+            "....#...#.",
+            "....#####.",
+            "..........",
+        ]);
+        let kept = m.largest_piece();
+        assert!(!kept.get(0, 0));
+        assert_eq!(kept.area(), 14);
+        let filled = kept.filled();
+        assert_eq!(filled.area(), 20);
+        assert_eq!(filled.bounds(), Some((4, 1, 5, 4)));
+        let empty = Mask::new(3, 3, vec![false; 9]);
+        assert_eq!(empty.long_axis(), (0.0, 1.0));
+        assert_eq!(empty.bounds(), None);
+        assert_eq!(empty.cleaned(), None);
+    }
+
+    #[test]
+    fn a_pair_joined_by_a_neck_is_split_and_one_body_is_not() {
+        let pair = from_rows(&[
+            "................",
+            ".#####...######.",
+            ".#####...######.",
+            ".##############.",
+            ".#####...######.",
+            ".#####...######.",
+            ".#####...######.",
+            "................",
+        ]);
+        let one = pair.one_of_pair().expect("a pair");
+        let x = one.bounds().map_or(0, |b| b.0);
+        assert!(
+            (7..=9).contains(&x),
+            "the larger, right-hand piece: from {x}"
+        );
+        assert!(one.area() >= 36 && one.area() <= 40, "{}", one.area());
+        let body = from_rows(&[
+            "................",
+            ".##############.",
+            ".##############.",
+            ".##############.",
+            "......####......",
+            "......####......",
+            "................",
+        ]);
+        assert_eq!(body.one_of_pair(), None);
+        // A bar along the diagonal: its long axis at 45°, far longer than wide.
+        let bar = Mask::new(
+            12,
+            12,
+            (0..144).map(|i| (i % 12 - i / 12i32).abs() <= 1).collect(),
+        );
+        let (angle, ratio) = bar.long_axis();
+        assert!(
+            (angle - std::f64::consts::FRAC_PI_4).abs() < 1e-6,
+            "{angle}"
+        );
+        assert!(ratio > 4.0, "{ratio}");
+    }
+}

@@ -1,0 +1,324 @@
+//! What photographing a garment and cutting it out again does to a Fashion-MNIST image,
+//! applied to training images so a model learns to read `predict`'s inputs from phone
+//! photos: a tilted, foreshortened view (rotation, anisotropic scale, shear), light that
+//! falls off across the garment and a different exposure (gradient, gamma), folds and
+//! cloth texture (smooth multiplicative noise), an imperfect mask (background leaking in
+//! at one side, a bite taken out of the edge), the softness of a small photo (blur) and
+//! sensor noise. The result is re-cropped, scaled and level-stretched exactly as
+//! `predict::preprocess` renders a photo. JPEG artefacts are left out: at the 28-pixel
+//! scale a phone photo is reduced to, they average away.
+//!
+//! Every draw comes from the caller's [`Rng`] in a fixed order.
+
+use nn::Rng;
+
+use crate::data::{PIXELS, SIDE};
+
+const S: usize = SIDE;
+/// Largest rotation, in radians (±20°).
+const ROTATION: f32 = 0.35;
+/// Largest shear.
+const SHEAR: f32 = 0.15;
+/// Range of the overall scale, and of the extra scale along one axis.
+const SCALE: (f32, f32) = (0.8, 1.1);
+const ASPECT: f32 = 0.12;
+/// Largest light fall-off across the image (fraction of the brightness).
+const GRADIENT: f32 = 0.5;
+/// Largest |ln γ| of the exposure change.
+const GAMMA: f32 = 0.5;
+/// Largest amplitude of the cloth-texture noise.
+const TEXTURE: f32 = 0.35;
+/// Largest sensor-noise standard deviation, in levels.
+const NOISE: f32 = 10.0;
+
+/// Writes a photographed copy of the 28×28 image `src` into `dst`.
+pub fn photograph(src: &[u8], dst: &mut [u8], rng: &mut Rng) {
+    assert!(src.len() == PIXELS && dst.len() == PIXELS);
+    let img: Vec<f32> = src.iter().map(|&p| p as f32 / 255.0).collect();
+    let mut out = warp(&img, rng);
+    light(&mut out, rng);
+    texture(&mut out, rng);
+    if rng.uniform() < 0.5 {
+        leak(&mut out, rng);
+    }
+    if rng.uniform() < 0.3 {
+        bite(&mut out, rng);
+    }
+    if rng.uniform() < 0.3 {
+        blur(&mut out, rng.uniform_range(0.3, 0.7));
+    }
+    let sigma = rng.uniform_range(0.0, NOISE) / 255.0;
+    for v in out.iter_mut().filter(|v| **v > 0.0) {
+        *v = (*v + sigma * rng.normal()).max(0.0);
+    }
+    refit(&out, dst);
+}
+
+/// Bilinear sample of `img` at `(x, y)`, black outside.
+fn sample(img: &[f32], x: f32, y: f32) -> f32 {
+    let (x0, y0) = (x.floor(), y.floor());
+    let (fx, fy) = (x - x0, y - y0);
+    let at = |xi: f32, yi: f32| -> f32 {
+        if xi < 0.0 || yi < 0.0 || xi >= S as f32 || yi >= S as f32 {
+            0.0
+        } else {
+            img[yi as usize * S + xi as usize]
+        }
+    };
+    let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1.0, y0) * fx;
+    let bottom = at(x0, y0 + 1.0) * (1.0 - fx) + at(x0 + 1.0, y0 + 1.0) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
+/// A random rotation, scale and shear about the centre.
+fn warp(img: &[f32], rng: &mut Rng) -> Vec<f32> {
+    let angle = rng.uniform_range(-ROTATION, ROTATION);
+    let scale = rng.uniform_range(SCALE.0, SCALE.1);
+    let aspect = rng.uniform_range(-ASPECT, ASPECT).exp();
+    let shear = rng.uniform_range(-SHEAR, SHEAR);
+    let (sx, sy) = (scale * aspect, scale / aspect);
+    let (c, s) = (angle.cos(), angle.sin());
+    // Forward map: p' = R · Shear · Scale · p; sampled through its inverse.
+    let m = [
+        [c * sx, (c * shear - s) * sy],
+        [s * sx, (s * shear + c) * sy],
+    ];
+    let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+    let inv = [
+        [m[1][1] / det, -m[0][1] / det],
+        [-m[1][0] / det, m[0][0] / det],
+    ];
+    let centre = (S as f32 - 1.0) / 2.0;
+    let mut out = vec![0.0; PIXELS];
+    for y in 0..S {
+        for x in 0..S {
+            let (dx, dy) = (x as f32 - centre, y as f32 - centre);
+            let u = inv[0][0] * dx + inv[0][1] * dy + centre;
+            let v = inv[1][0] * dx + inv[1][1] * dy + centre;
+            out[y * S + x] = sample(img, u, v);
+        }
+    }
+    out
+}
+
+/// Light falling off along a random direction, and a random exposure (gamma).
+fn light(img: &mut [f32], rng: &mut Rng) {
+    let phi = rng.uniform_range(0.0, std::f32::consts::TAU);
+    let g = rng.uniform_range(0.0, GRADIENT);
+    let gamma = rng.uniform_range(-GAMMA, GAMMA).exp();
+    let (c, s) = (phi.cos(), phi.sin());
+    let half = S as f32 / 2.0;
+    for y in 0..S {
+        for x in 0..S {
+            let t = ((x as f32 - half) * c + (y as f32 - half) * s) / (2.0 * half) + 0.5;
+            let v = &mut img[y * S + x];
+            *v = v.clamp(0.0, 1.0).powf(gamma) * (1.0 - g * t.clamp(0.0, 1.0));
+        }
+    }
+}
+
+/// Smooth multiplicative noise: folds, creases and the weave of real cloth.
+fn texture(img: &mut [f32], rng: &mut Rng) {
+    let amp = rng.uniform_range(0.0, TEXTURE);
+    // A coarse 8×8 grid of random values, upsampled bilinearly.
+    const G: usize = 8;
+    let grid: Vec<f32> = (0..G * G).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+    let step = (G - 1) as f32 / (S - 1) as f32;
+    for y in 0..S {
+        for x in 0..S {
+            let (gx, gy) = (x as f32 * step, y as f32 * step);
+            let (x0, y0) = (gx.floor() as usize, gy.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(G - 1), (y0 + 1).min(G - 1));
+            let (fx, fy) = (gx - x0 as f32, gy - y0 as f32);
+            let n = (grid[y0 * G + x0] * (1.0 - fx) + grid[y0 * G + x1] * fx) * (1.0 - fy)
+                + (grid[y1 * G + x0] * (1.0 - fx) + grid[y1 * G + x1] * fx) * fy;
+            img[y * S + x] *= 1.0 + amp * n;
+        }
+    }
+}
+
+/// Background kept at one side of the object, as a segmentation that cut too wide
+/// leaves it: a band of dim, noisy pixels next to the object's edge.
+fn leak(img: &mut [f32], rng: &mut Rng) {
+    let phi = rng.uniform_range(0.0, std::f32::consts::TAU);
+    let (c, s) = (phi.cos(), phi.sin());
+    let width = 1 + rng.below(2) as isize;
+    let level = rng.uniform_range(0.05, 0.35);
+    let on: Vec<bool> = img.iter().map(|&v| v > 0.02).collect();
+    let half = S as f32 / 2.0;
+    for y in 0..S as isize {
+        for x in 0..S as isize {
+            let i = y as usize * S + x as usize;
+            if on[i] || (x as f32 - half) * c + (y as f32 - half) * s < 0.0 {
+                continue;
+            }
+            let near = (-width..=width).any(|dy| {
+                (-width..=width).any(|dx| {
+                    let (nx, ny) = (x + dx, y + dy);
+                    nx >= 0
+                        && ny >= 0
+                        && nx < S as isize
+                        && ny < S as isize
+                        && on[ny as usize * S + nx as usize]
+                })
+            });
+            if near {
+                img[i] = level * rng.uniform_range(0.5, 1.5);
+            }
+        }
+    }
+}
+
+/// A round piece of the object cut away at its edge, as a segmentation that cut too
+/// tight leaves it.
+fn bite(img: &mut [f32], rng: &mut Rng) {
+    let edge: Vec<usize> = (0..PIXELS)
+        .filter(|&i| {
+            let (x, y) = (i % S, i / S);
+            img[i] > 0.02
+                && (x == 0
+                    || y == 0
+                    || x + 1 == S
+                    || y + 1 == S
+                    || img[i - 1] <= 0.02
+                    || img[i + 1] <= 0.02
+                    || img[i - S] <= 0.02
+                    || img[i + S] <= 0.02)
+        })
+        .collect();
+    if edge.is_empty() {
+        return;
+    }
+    let centre = edge[rng.below(edge.len())];
+    let (cx, cy) = ((centre % S) as f32, (centre / S) as f32);
+    let r = rng.uniform_range(1.5, 4.0);
+    for (i, v) in img.iter_mut().enumerate() {
+        let (dx, dy) = ((i % S) as f32 - cx, (i / S) as f32 - cy);
+        if dx * dx + dy * dy <= r * r {
+            *v = 0.0;
+        }
+    }
+}
+
+/// A separable Gaussian blur of standard deviation `sigma` pixels (radius 2).
+fn blur(img: &mut [f32], sigma: f32) {
+    let k: Vec<f32> = (-2i32..=2)
+        .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let total: f32 = k.iter().sum();
+    let k: Vec<f32> = k.iter().map(|v| v / total).collect();
+    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+        (0..PIXELS)
+            .map(|i| {
+                let (x, y) = ((i % S) as isize, (i / S) as isize);
+                (-2isize..=2)
+                    .map(|d| {
+                        let (nx, ny) = if horizontal { (x + d, y) } else { (x, y + d) };
+                        if nx < 0 || ny < 0 || nx >= S as isize || ny >= S as isize {
+                            0.0
+                        } else {
+                            src[ny as usize * S + nx as usize] * k[(d + 2) as usize]
+                        }
+                    })
+                    .sum()
+            })
+            .collect()
+    };
+    let rows = pass(img, true);
+    img.copy_from_slice(&pass(&rows, false));
+}
+
+/// Crops `img` to what is not black, scales its longest side to 28 pixels, centres it
+/// and stretches its levels to 0–255: what `predict::preprocess` does to a photo.
+fn refit(img: &[f32], dst: &mut [u8]) {
+    const DARK: f32 = 0.03;
+    let (mut x0, mut y0, mut x1, mut y1) = (S, S, 0, 0);
+    for (i, &v) in img.iter().enumerate() {
+        if v > DARK {
+            let (x, y) = (i % S, i / S);
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    if x0 > x1 {
+        dst.fill(0);
+        return;
+    }
+    let (w, h) = ((x1 - x0 + 1) as f32, (y1 - y0 + 1) as f32);
+    let scale = w.max(h) / S as f32;
+    let (nw, nh) = (
+        ((w / scale).round() as usize).clamp(1, S),
+        ((h / scale).round() as usize).clamp(1, S),
+    );
+    let (left, top) = ((S - nw).div_ceil(2), (S - nh).div_ceil(2));
+    let mut out = vec![0f32; PIXELS];
+    for y in 0..nh {
+        for x in 0..nw {
+            // The centre of each output pixel, in source coordinates.
+            let u = x0 as f32 + (x as f32 + 0.5) * scale - 0.5;
+            let v = y0 as f32 + (y as f32 + 0.5) * scale - 0.5;
+            out[(top + y) * S + left + x] = sample(img, u, v).max(0.0);
+        }
+    }
+    let max = out.iter().copied().fold(0.0, f32::max);
+    let k = if max > 0.0 { 255.0 / max } else { 0.0 };
+    for (d, v) in dst.iter_mut().zip(&out) {
+        *d = (v * k).round().clamp(0.0, 255.0) as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 10×20 bright block, off centre.
+    fn block() -> Vec<u8> {
+        let mut img = vec![0u8; PIXELS];
+        for y in 3..23 {
+            for x in 2..12 {
+                img[y * S + x] = 180;
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn photographs_are_centred_fitted_stretched_and_reproducible() {
+        let src = block();
+        let mut rng = Rng::new(7);
+        let mut a = vec![0u8; PIXELS];
+        for _ in 0..50 {
+            photograph(&src, &mut a, &mut rng);
+            assert_eq!(*a.iter().max().unwrap(), 255);
+            // Refitted: the object reaches two opposite edges and is centred.
+            let rows: Vec<usize> = (0..S)
+                .filter(|&y| a[y * S..][..S].iter().any(|&v| v > 8))
+                .collect();
+            let cols: Vec<usize> = (0..S)
+                .filter(|&x| (0..S).any(|y| a[y * S + x] > 8))
+                .collect();
+            let (r0, r1, c0, c1) = (rows[0], rows[rows.len() - 1], cols[0], cols[cols.len() - 1]);
+            assert!(r1 - r0 >= 24 || c1 - c0 >= 24, "{r0}..{r1} {c0}..{c1}");
+            assert!(
+                (r0 as isize - (S - 1 - r1) as isize).abs() <= 3,
+                "{r0}..{r1}"
+            );
+            assert!(
+                (c0 as isize - (S - 1 - c1) as isize).abs() <= 3,
+                "{c0}..{c1}"
+            );
+        }
+        let (mut b, mut c) = (vec![0u8; PIXELS], vec![0u8; PIXELS]);
+        photograph(&src, &mut b, &mut Rng::new(3));
+        photograph(&src, &mut c, &mut Rng::new(3));
+        assert_eq!(b, c);
+        photograph(&src, &mut c, &mut Rng::new(4));
+        assert_ne!(b, c);
+    }
+
+    #[test]
+    fn black_stays_black() {
+        let mut out = vec![1u8; PIXELS];
+        photograph(&[0u8; PIXELS], &mut out, &mut Rng::new(1));
+        assert!(out.iter().all(|&v| v == 0));
+    }
+}
