@@ -87,14 +87,21 @@ fn stretch_levels(img: &mut GrayImage, background: f64) {
 /// [`segment`]), grey, light on black, its longest side scaled to 28 pixels keeping the
 /// aspect ratio, levels stretched from black to white, and centred. Returns 784 pixels.
 pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
-    let work = segment::work_copy(img);
-    if !plain_border(&work)
-        && let Some(found) = segment::segment(&work)
-    {
-        return render_masked(&work, &found);
+    // Images near the model's own size are drawings, scans or dataset images, not
+    // photos: too small to segment, and exact through the plain path.
+    if img.width().max(img.height()) > SEGMENT_ABOVE {
+        let work = segment::work_copy(img);
+        if !plain_border(&work)
+            && let Some(found) = segment::segment(&work)
+        {
+            return render_masked(&work, &found);
+        }
     }
     preprocess_plain(img)
 }
+
+/// Images whose longest side is at most this many pixels are never segmented.
+const SEGMENT_ABOVE: u32 = 2 * SIDE as u32;
 
 /// Share of the border's pixels that must lie within [`PLAIN_SPREAD`] levels of its
 /// median for the background to count as plain.
@@ -290,6 +297,64 @@ mod tests {
         let px = preprocess(&DynamicImage::ImageRgba8(rgba));
         assert_eq!(px[14 * SIDE], 0);
         assert!(px[14 * SIDE + 14] > 240);
+    }
+
+    /// A dark 60×90 ellipse centred in a 160×120 photo whose background is `floor`.
+    fn ellipse_on(floor: impl Fn(u32, u32) -> [u8; 3]) -> DynamicImage {
+        DynamicImage::ImageRgb8(image::RgbImage::from_fn(160, 120, |x, y| {
+            let (dx, dy) = ((x as f32 - 80.0) / 30.0, (y as f32 - 60.0) / 45.0);
+            image::Rgb(if dx * dx + dy * dy <= 1.0 {
+                [40, 45, 60]
+            } else {
+                floor(x, y)
+            })
+        }))
+    }
+
+    fn mean_difference(a: &[u8], b: &[u8]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (x as f64 - y as f64).abs())
+            .sum::<f64>()
+            / a.len() as f64
+    }
+
+    #[test]
+    fn an_object_on_a_textured_floor_looks_as_it_does_on_white() {
+        let on_white = preprocess(&ellipse_on(|_, _| [250, 250, 250]));
+        // Stripes of two browns and a shadow across the left third.
+        let floor = |x: u32, y: u32| {
+            let c: [f32; 3] = if ((x + y / 3) / 9).is_multiple_of(2) {
+                [170.0, 130.0, 95.0]
+            } else {
+                [140.0, 105.0, 75.0]
+            };
+            let shadow = if x < 55 { 0.7 } else { 1.0 };
+            c.map(|v| (v * shadow) as u8)
+        };
+        let photo = ellipse_on(floor);
+        let (segmented, plain) = (preprocess(&photo), preprocess_plain(&photo));
+        let (near, far) = (
+            mean_difference(&segmented, &on_white),
+            mean_difference(&plain, &on_white),
+        );
+        assert!(
+            near < 12.0 && near * 4.0 < far,
+            "{near:.1} against {far:.1}"
+        );
+    }
+
+    #[test]
+    fn images_of_the_models_size_take_the_plain_path() {
+        // A dataset-like image whose light object touches three edges.
+        let mut img = GrayImage::new(28, 28);
+        for y in 3..28 {
+            for x in 0..28 {
+                img.put_pixel(x, y, Luma([120 + (x * 4) as u8]));
+            }
+        }
+        let img = DynamicImage::ImageLuma8(img);
+        assert_eq!(preprocess(&img), preprocess_plain(&img));
     }
 
     #[test]
