@@ -213,25 +213,20 @@ pub fn recipe(name: &str) -> Option<Recipe> {
         // `standard` taught what phone photos do to a garment: half of the images are
         // photographed (see `photo_augment`), and a few more epochs make up for the
         // harder task.
-        "photo" => (
-            "cnn-bn",
-            TrainConfig {
-                epochs: 15,
-                batch_size: 128,
-                lr: 3e-3,
-                optimizer: OptimizerConfig::new(OptimizerKind::adamw()).with_weight_decay(5e-2),
-                schedule: Schedule::one_cycle(),
-                label_smoothing: 0.1,
-                augment: Augment {
-                    shift: 2,
-                    flip: true,
-                    erase: 0.0,
-                    photo: 0.5,
+        "photo" => {
+            let standard = recipe("standard")?;
+            (
+                standard.model,
+                TrainConfig {
+                    epochs: 15,
+                    augment: Augment {
+                        photo: 0.5,
+                        ..standard.config.augment
+                    },
+                    ..standard.config
                 },
-                flip_tta: true,
-                ..base
-            },
-        ),
+            )
+        }
         _ => return None,
     };
     Some(Recipe {
@@ -258,5 +253,15 @@ mod tests {
             );
         }
         assert!(recipe("slow").is_none());
+        // `photo` is `standard` with photographed images and more epochs.
+        let (photo, standard) = (recipe("photo").unwrap(), recipe("standard").unwrap());
+        assert_eq!(photo.model, standard.model);
+        assert_eq!(photo.config.augment.photo, 0.5);
+        let back = TrainConfig {
+            epochs: standard.config.epochs,
+            augment: standard.config.augment,
+            ..photo.config.clone()
+        };
+        assert_eq!(format!("{back:?}"), format!("{:?}", standard.config));
     }
 }
