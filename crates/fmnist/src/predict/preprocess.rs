@@ -109,9 +109,8 @@ const PLAIN_SHARE: f64 = 0.95;
 /// See [`PLAIN_SHARE`].
 const PLAIN_SPREAD: i32 = 12;
 
-/// Whether the outermost pixels are one flat grey (a product shot, a scan, a dataset
-/// image): then contrast alone finds the object, exactly.
-fn plain_border(img: &RgbImage) -> bool {
+/// The grey levels of the outermost pixels, sorted.
+fn border_levels(img: &RgbImage) -> Vec<i32> {
     let (w, h) = img.dimensions();
     let mut border: Vec<i32> = img
         .enumerate_pixels()
@@ -119,6 +118,17 @@ fn plain_border(img: &RgbImage) -> bool {
         .map(|(_, _, p)| image::Pixel::to_luma(p).0[0] as i32)
         .collect();
     border.sort_unstable();
+    border
+}
+
+/// A border whose median grey is below this is a black surround: the object is already
+/// light on black, as in the dataset, and is not inverted.
+const BLACK_SURROUND: i32 = 32;
+
+/// Whether the outermost pixels are one flat grey (a product shot, a scan, a dataset
+/// image): then contrast alone finds the object, exactly.
+fn plain_border(img: &RgbImage) -> bool {
+    let border = border_levels(img);
     let median = border[border.len() / 2];
     let near = border
         .iter()
@@ -132,14 +142,17 @@ fn plain_border(img: &RgbImage) -> bool {
 const SIDEWAYS_RATIO: f64 = 1.3;
 
 /// The masked object of a work copy rendered as the dataset renders garments: its grey
-/// inverted (dark cloth light), everything else black, one of a pair turned to lie
+/// inverted (dark cloth light) unless it sits in a black surround, everything else black, one of a pair turned to lie
 /// sideways, cropped, scaled and centred.
 fn render_masked(work: &RgbImage, found: &segment::Segmentation) -> Vec<u8> {
     let mask = &found.mask;
     let gray = image::DynamicImage::ImageRgb8(work.clone()).to_luma8();
+    let levels = border_levels(work);
+    let invert = levels[levels.len() / 2] >= BLACK_SURROUND;
     let mut object = GrayImage::from_fn(work.width(), work.height(), |x, y| {
         if mask.on[(y * work.width() + x) as usize] {
-            image::Luma([255 - gray.get_pixel(x, y).0[0]])
+            let v = gray.get_pixel(x, y).0[0];
+            image::Luma([if invert { 255 - v } else { v }])
         } else {
             image::Luma([0])
         }
@@ -342,6 +355,28 @@ mod tests {
             near < 12.0 && near * 4.0 < far,
             "{near:.1} against {far:.1}"
         );
+    }
+
+    #[test]
+    fn light_on_black_across_the_edge_is_not_inverted() {
+        // An ellipse running off the left edge, so the border is not plain: light on
+        // black (a dataset-style picture) and dark on white (a product shot) give one
+        // input.
+        let picture = |object: [u8; 3], surround: [u8; 3]| {
+            DynamicImage::ImageRgb8(image::RgbImage::from_fn(160, 120, |x, y| {
+                let (dx, dy) = ((x as f32 - 25.0) / 30.0, (y as f32 - 60.0) / 45.0);
+                image::Rgb(if dx * dx + dy * dy <= 1.0 {
+                    object
+                } else {
+                    surround
+                })
+            }))
+        };
+        let light = preprocess(&picture([215, 210, 195], [0, 0, 0]));
+        let dark = preprocess(&picture([40, 45, 60], [255, 255, 255]));
+        let d = mean_difference(&light, &dark);
+        assert!(d < 8.0, "{d:.1}");
+        assert!(light.iter().filter(|&&v| v > 128).count() > 200);
     }
 
     #[test]
