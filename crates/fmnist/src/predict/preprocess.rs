@@ -198,9 +198,10 @@ fn lit_bounds(img: &GrayImage) -> Option<(u32, u32, u32, u32)> {
     foreground_box(img, -FOREGROUND_CONTRAST)
 }
 
-/// The classic path for plain backgrounds: grayscale, inverted when the background is
-/// light, cropped to what differs from the background.
-fn preprocess_plain(img: &DynamicImage) -> Vec<u8> {
+/// The plain path alone, for plain backgrounds (and for comparing with [`preprocess`]):
+/// grayscale, inverted when the background is light, cropped to what differs from the
+/// background, scaled, centred and level-stretched.
+pub fn preprocess_plain(img: &DynamicImage) -> Vec<u8> {
     let mut gray = to_gray(img);
     let mut background = border_mean(&gray);
     if background > 127.0 {
