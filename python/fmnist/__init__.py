@@ -185,7 +185,7 @@ class Model:
 
     ``arch`` is a built-in model (``"simple"``, the assignment's network; ``"simple-bn"``,
     ``"cnn-bn"``, ``"resnet-small"``, ``"resnet9"``), a preset (``"fast"``, ``"standard"``,
-    ``"best"``: a model with its whole recipe), an architecture as a dict or JSON text (the
+    ``"best"``, ``"photo"``: a model with its whole recipe), an architecture as a dict or JSON text (the
     format of ``fmnist train --arch``), or the path of such a ``.json`` file.
     """
 
