@@ -126,7 +126,7 @@ fn border_levels(img: &RgbImage) -> Vec<i32> {
 const BLACK_SURROUND: i32 = 32;
 
 /// Whether the outermost pixels are one flat grey (a product shot, a scan, a dataset
-/// image): then contrast alone finds the object, exactly.
+/// image), where the object leaves them: then contrast alone finds the object, exactly.
 fn plain_border(img: &RgbImage) -> bool {
     let border = border_levels(img);
     let median = border[border.len() / 2];
@@ -134,8 +134,16 @@ fn plain_border(img: &RgbImage) -> bool {
         .iter()
         .filter(|&&v| (v - median).abs() <= PLAIN_SPREAD)
         .count();
-    near as f64 >= PLAIN_SHARE * border.len() as f64
+    let share = near as f64 / border.len() as f64;
+    // A black or white surround stays plain where the object runs off the edge, so that
+    // a picture and its negative take the same path.
+    let flat = !(BLACK_SURROUND..=255 - BLACK_SURROUND).contains(&median);
+    share >= PLAIN_SHARE || (flat && share >= FLAT_SURROUND_SHARE)
 }
+
+/// Share of the border within [`PLAIN_SPREAD`] of a black or white median that still
+/// counts as plain (the object covers the rest).
+const FLAT_SURROUND_SHARE: f64 = 0.6;
 
 /// Objects of a pair at least this many times longer than wide are turned to lie
 /// sideways: a shoe seen from above, the way the dataset shows shoes from the side.
