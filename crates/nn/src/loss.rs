@@ -11,14 +11,20 @@ pub fn softmax(logits: &Tensor, probs: &mut Tensor) {
         .chunks_exact(c)
         .zip(probs.data_mut().chunks_exact_mut(c))
     {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0;
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o = (v - max).exp();
-            sum += *o;
-        }
-        out.iter_mut().for_each(|o| *o /= sum);
+        softmax_row(row, 1.0, out);
     }
+}
+
+/// Softmax of one row of logits divided by `temperature` into `out`, numerically stable
+/// (a temperature of 1 is the plain softmax, bit for bit).
+pub fn softmax_row(row: &[f32], temperature: f32, out: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = ((v - max) / temperature).exp();
+        sum += *o;
+    }
+    out.iter_mut().for_each(|o| *o /= sum);
 }
 
 /// Mean softmax cross-entropy of `logits` (`[n, classes]`) against integer `labels`, with

@@ -111,15 +111,6 @@ fn tempered_probabilities(
     c: usize,
     temperature: f32,
 ) -> Vec<f32> {
-    let soft = |row: &[f32], out: &mut [f32]| {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0;
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o = ((v - max) / temperature).exp();
-            sum += *o;
-        }
-        out.iter_mut().for_each(|o| *o /= sum);
-    };
     let mut out = vec![0.0; logits.len()];
     let mut other = vec![0.0; c];
     for (i, (row, o)) in logits
@@ -127,9 +118,9 @@ fn tempered_probabilities(
         .zip(out.chunks_exact_mut(c))
         .enumerate()
     {
-        soft(row, o);
+        nn::loss::softmax_row(row, temperature, o);
         if let Some(m) = mirrored {
-            soft(&m[i * c..][..c], &mut other);
+            nn::loss::softmax_row(&m[i * c..][..c], temperature, &mut other);
             for (a, &b) in o.iter_mut().zip(&other) {
                 *a = 0.5 * (*a + b);
             }

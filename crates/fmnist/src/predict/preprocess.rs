@@ -2,7 +2,7 @@
 //! to the object, scaled and centred the way the dataset's images were made.
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, RgbImage};
+use image::{DynamicImage, GrayImage, ImageBuffer, Pixel, RgbImage};
 
 use super::segment;
 
@@ -40,14 +40,20 @@ fn border_mean(img: &GrayImage) -> f64 {
 /// even when the object touches two or three edges (as garments in the dataset do) or
 /// the background is noisy.
 fn border_low_quartile(img: &GrayImage) -> f64 {
+    let border = sorted_border(img);
+    border.get(border.len() / 4).copied().unwrap_or(0) as f64
+}
+
+/// The outermost pixels' grey levels, sorted.
+fn sorted_border<P: Pixel<Subpixel = u8>>(img: &ImageBuffer<P, Vec<u8>>) -> Vec<u8> {
     let (w, h) = img.dimensions();
     let mut border: Vec<u8> = img
         .enumerate_pixels()
         .filter(|(x, y, _)| *x == 0 || *y == 0 || x + 1 == w || y + 1 == h)
-        .map(|(_, _, p)| p.0[0])
+        .map(|(_, _, p)| p.to_luma().0[0])
         .collect();
     border.sort_unstable();
-    border.get(border.len() / 4).copied().unwrap_or(0) as f64
+    border
 }
 
 /// Levels above the background that count as part of the object when cropping.
@@ -91,10 +97,12 @@ pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
     // photos: too small to segment, and exact through the plain path.
     if img.width().max(img.height()) > SEGMENT_ABOVE {
         let work = segment::work_copy(img);
-        if !plain_border(&work)
+        let border = sorted_border(&work);
+        if !plain_border(&border)
             && let Some(found) = segment::segment(&work)
         {
-            return render_masked(&work, &found);
+            let invert = border[border.len() / 2] >= BLACK_SURROUND;
+            return render_masked(&work, &found, invert);
         }
     }
     preprocess_plain(img)
@@ -107,32 +115,20 @@ const SEGMENT_ABOVE: u32 = 2 * SIDE as u32;
 /// median for the background to count as plain.
 const PLAIN_SHARE: f64 = 0.95;
 /// See [`PLAIN_SHARE`].
-const PLAIN_SPREAD: i32 = 12;
-
-/// The grey levels of the outermost pixels, sorted.
-fn border_levels(img: &RgbImage) -> Vec<i32> {
-    let (w, h) = img.dimensions();
-    let mut border: Vec<i32> = img
-        .enumerate_pixels()
-        .filter(|(x, y, _)| *x == 0 || *y == 0 || x + 1 == w || y + 1 == h)
-        .map(|(_, _, p)| image::Pixel::to_luma(p).0[0] as i32)
-        .collect();
-    border.sort_unstable();
-    border
-}
+const PLAIN_SPREAD: u8 = 12;
 
 /// A border whose median grey is below this is a black surround: the object is already
 /// light on black, as in the dataset, and is not inverted.
-const BLACK_SURROUND: i32 = 32;
+const BLACK_SURROUND: u8 = 32;
 
-/// Whether the outermost pixels are one flat grey (a product shot, a scan, a dataset
-/// image), where the object leaves them: then contrast alone finds the object, exactly.
-fn plain_border(img: &RgbImage) -> bool {
-    let border = border_levels(img);
+/// Whether the outermost pixels (`border`, sorted) are one flat grey (a product shot, a
+/// scan, a dataset image), where the object leaves them: then contrast alone finds the
+/// object, exactly.
+fn plain_border(border: &[u8]) -> bool {
     let median = border[border.len() / 2];
     let near = border
         .iter()
-        .filter(|&&v| (v - median).abs() <= PLAIN_SPREAD)
+        .filter(|&&v| v.abs_diff(median) <= PLAIN_SPREAD)
         .count();
     let share = near as f64 / border.len() as f64;
     // A black or white surround stays plain where the object runs off the edge, so that
@@ -149,25 +145,26 @@ const FLAT_SURROUND_SHARE: f64 = 0.6;
 /// sideways: a shoe seen from above, the way the dataset shows shoes from the side.
 const SIDEWAYS_RATIO: f64 = 1.3;
 
-/// The masked object of a work copy rendered as the dataset renders garments: its grey
-/// inverted (dark cloth light) unless it sits in a black surround, everything else black, one of a pair turned to lie
-/// sideways, cropped, scaled and centred.
-fn render_masked(work: &RgbImage, found: &segment::Segmentation) -> Vec<u8> {
+/// The object `found` in the work copy, rendered as the dataset renders garments: its
+/// grey inverted (dark cloth light) when `invert` (it does not sit in a black
+/// surround), everything else black, one of a pair turned to lie sideways, cropped,
+/// scaled and centred.
+fn render_masked(work: &RgbImage, found: &segment::Segmentation, invert: bool) -> Vec<u8> {
     let mask = &found.mask;
-    let gray = image::DynamicImage::ImageRgb8(work.clone()).to_luma8();
-    let levels = border_levels(work);
-    let invert = levels[levels.len() / 2] >= BLACK_SURROUND;
-    let mut object = GrayImage::from_fn(work.width(), work.height(), |x, y| {
-        if mask.on[(y * work.width() + x) as usize] {
+    let gray = DynamicImage::ImageRgb8(work.clone()).to_luma8();
+    let mut object = GrayImage::from_fn(gray.width(), gray.height(), |x, y| {
+        if mask.on[(y * gray.width() + x) as usize] {
             let v = gray.get_pixel(x, y).0[0];
             image::Luma([if invert { 255 - v } else { v }])
         } else {
             image::Luma([0])
         }
     });
-    let (angle, ratio) = mask.long_axis();
-    if found.pair && ratio >= SIDEWAYS_RATIO {
-        object = rotated(&object, angle);
+    if found.pair {
+        let (angle, ratio) = mask.long_axis();
+        if ratio >= SIDEWAYS_RATIO {
+            object = rotated(&object, angle);
+        }
     }
     if let Some((x, y, w, h)) = lit_bounds(&object) {
         object = image::imageops::crop_imm(&object, x, y, w, h).to_image();

@@ -45,6 +45,16 @@ impl Mask {
             && self.on[(y * self.w as i64 + x) as usize]
     }
 
+    /// The indices of pixel `i`'s eight neighbours inside the image.
+    fn neighbours(&self, i: usize) -> impl Iterator<Item = usize> + use<> {
+        let (w, h) = (self.w as i64, self.h as i64);
+        let (x, y) = (i as i64 % w, i as i64 / w);
+        NEIGHBOURS.into_iter().filter_map(move |(dx, dy)| {
+            let (nx, ny) = (x + dx, y + dy);
+            (nx >= 0 && ny >= 0 && nx < w && ny < h).then(|| (ny * w + nx) as usize)
+        })
+    }
+
     /// Pixels set.
     pub fn area(&self) -> usize {
         self.on.iter().filter(|&&o| o).count()
@@ -96,7 +106,6 @@ impl Mask {
 
     /// Labels of the 8-connected pieces (0 for unset pixels) and each piece's size.
     fn pieces(&self) -> (Vec<u32>, Vec<usize>) {
-        let (w, h) = (self.w as i64, self.h as i64);
         let mut label = vec![0u32; self.on.len()];
         let mut sizes = vec![0usize];
         let mut stack = Vec::new();
@@ -110,15 +119,10 @@ impl Mask {
             stack.push(start);
             while let Some(i) = stack.pop() {
                 sizes[id as usize] += 1;
-                let (x, y) = ((i as i64) % w, (i as i64) / w);
-                for (dx, dy) in NEIGHBOURS {
-                    let (nx, ny) = (x + dx, y + dy);
-                    if nx >= 0 && ny >= 0 && nx < w && ny < h {
-                        let j = (ny * w + nx) as usize;
-                        if self.on[j] && label[j] == 0 {
-                            label[j] = id;
-                            stack.push(j);
-                        }
+                for j in self.neighbours(i) {
+                    if self.on[j] && label[j] == 0 {
+                        label[j] = id;
+                        stack.push(j);
                     }
                 }
             }
@@ -202,22 +206,16 @@ impl Mask {
     /// The pixels of this mask nearer (along it, 8-connected) to the pixels labelled
     /// `keep` than to those labelled `other`.
     fn grown_from(&self, label: &[u32], keep: u32, other: u32) -> Self {
-        let (w, h) = (self.w as i64, self.h as i64);
         let mut owner: Vec<u32> = label
             .iter()
             .map(|&l| if l == keep || l == other { l } else { 0 })
             .collect();
         let mut queue: VecDeque<usize> = (0..owner.len()).filter(|&i| owner[i] != 0).collect();
         while let Some(i) = queue.pop_front() {
-            let (x, y) = ((i as i64) % w, (i as i64) / w);
-            for (dx, dy) in NEIGHBOURS {
-                let (nx, ny) = (x + dx, y + dy);
-                if nx >= 0 && ny >= 0 && nx < w && ny < h {
-                    let j = (ny * w + nx) as usize;
-                    if self.on[j] && owner[j] == 0 {
-                        owner[j] = owner[i];
-                        queue.push_back(j);
-                    }
+            for j in self.neighbours(i) {
+                if self.on[j] && owner[j] == 0 {
+                    owner[j] = owner[i];
+                    queue.push_back(j);
                 }
             }
         }

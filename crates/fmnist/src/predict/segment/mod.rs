@@ -78,12 +78,14 @@ pub fn segment(img: &RgbImage) -> Option<Segmentation> {
     }
     let b = band(w, h);
     let colours: Vec<Colour> = img.pixels().map(|p| p.0.map(|c| c as f32)).collect();
-    let in_band = |i: usize| {
-        let (x, y) = (i as u32 % w, i as u32 / w);
-        x < b || y < b || x + b >= w || y + b >= h
-    };
     let n = colours.len();
-    let band_colours: Vec<Colour> = (0..n).filter(|&i| in_band(i)).map(|i| colours[i]).collect();
+    let in_band: Vec<bool> = (0..n as u32)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            x < b || y < b || x + b >= w || y + b >= h
+        })
+        .collect();
+    let band_colours: Vec<Colour> = (0..n).filter(|&i| in_band[i]).map(|i| colours[i]).collect();
     let mut bg_model = Mixture::fit(&band_colours, COMPONENTS)?;
     // The object starts as what the border's colours explain worst: pixels less likely
     // under the background mixture than all but the least likely few of the border's
@@ -91,13 +93,13 @@ pub fn segment(img: &RgbImage) -> Option<Segmentation> {
     // mixture, and the cut then keeps that floor.
     let bg_costs: Vec<f32> = colours.iter().map(|c| bg_model.cost(c)).collect();
     let mut border_costs: Vec<f32> = (0..n)
-        .filter(|&i| in_band(i))
+        .filter(|&i| in_band[i])
         .map(|i| bg_costs[i])
         .collect();
     border_costs.sort_by(f32::total_cmp);
     let unusual = border_costs[(border_costs.len() as f64 * UNUSUAL_BORDER) as usize];
     let mut fg: Vec<bool> = (0..n)
-        .map(|i| !in_band(i) && bg_costs[i] > unusual)
+        .map(|i| !in_band[i] && bg_costs[i] > unusual)
         .collect();
     // Colours the border has are background unless the object's mixture is clearly
     // better at them, and the object's mixture is never fitted to them: otherwise its
@@ -123,7 +125,8 @@ pub fn segment(img: &RgbImage) -> Option<Segmentation> {
         }
         fg = cut(
             &colours,
-            (w, h, b),
+            w,
+            &in_band,
             (&fg_model, &bg_model),
             &smooth,
             &border_like,
@@ -197,13 +200,14 @@ fn neighbour_weights(colours: &[Colour], w: u32, h: u32) -> Vec<[i32; 4]> {
     out
 }
 
-/// One graph cut of a `w × h` image (`band` pixels of border): each pixel pays its cost under the mixture of the side it is put on,
-/// each pair of neighbours split between the sides pays their edge's weight, and the
-/// border band is background; `border_like` pixels pay [`BORDER_LIKE_COST`] more to be
-/// object. Returns the object's pixels.
+/// One graph cut of an image `w` pixels wide: each pixel pays its cost under the mixture
+/// of the side it is put on, each pair of neighbours split between the sides pays their
+/// edge's weight, and the border band (`in_band`) is background; `border_like` pixels
+/// pay [`BORDER_LIKE_COST`] more to be object. Returns the object's pixels.
 fn cut(
     colours: &[Colour],
-    (w, h, band): (u32, u32, u32),
+    w: u32,
+    in_band: &[bool],
     (fg, bg): (&Mixture, &Mixture),
     smooth: &[[i32; 4]],
     border_like: &[bool],
@@ -212,11 +216,9 @@ fn cut(
     let mut net = flow::Network::new(n, 4 * n);
     let wu = w as usize;
     for (i, c) in colours.iter().enumerate() {
-        let (x, y) = ((i % wu) as u32, (i / wu) as u32);
-        let in_band = x < band || y < band || x + band >= w || y + band >= h;
         // Source side = object: a pixel pays its background cost when cut from the
         // source, its object cost when cut from the sink; the band is background.
-        if in_band {
+        if in_band[i] {
             net.terminals(i, 0, i64::from(i32::MAX));
         } else {
             let (mut f, b) = (fg.cost(c), bg.cost(c));
