@@ -305,6 +305,14 @@ impl Classifier {
             Some(text) => serde_json::from_str(text).context("inference settings")?,
             None => Inference::default(),
         };
+        // Logits are divided by it: zero, negative or not a number would make every
+        // probability meaningless.
+        if !(inference.temperature.is_finite() && inference.temperature > 0.0) {
+            bail!(
+                "inference temperature {} is not a positive number",
+                inference.temperature
+            );
+        }
         if classes.len() != CLASS_NAMES.len() {
             bail!(
                 "{} class names, expected {}",
@@ -398,6 +406,16 @@ mod tests {
         // Files from before calibration divide by 1.
         let old: Inference = serde_json::from_str(r#"{"flip_tta":true}"#).unwrap();
         assert_eq!(old.temperature, 1.0);
+        // A file whose temperature would wreck every probability is refused.
+        for bad in [0.0, -1.0, f32::INFINITY] {
+            let mut hostile = Classifier::from_bytes(&model.to_bytes().unwrap()).unwrap();
+            hostile.inference.temperature = bad;
+            let err = Classifier::from_bytes(&hostile.to_bytes().unwrap())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("inference"), "{bad}: {err}");
+        }
     }
 
     #[test]
