@@ -38,8 +38,10 @@ proptest! {
     }
 
     /// An object on a plain background, anywhere and of any size, comes out light on
-    /// black, centred, with its brightest pixel white. (A failure found here, a square
-    /// object whose corners fill the frame, is kept in properties.proptest-regressions.)
+    /// black, centred, with its brightest pixel white. (Failures found here are kept in
+    /// properties.proptest-regressions: a square object whose corners fill the frame,
+    /// and a light object so near the edge that the border reads as not plain, on a
+    /// dark grey surround that was then taken for a light one.)
     #[test]
     fn an_object_is_found_centred_and_stretched(
         w in 40u32..300, h in 40u32..300,

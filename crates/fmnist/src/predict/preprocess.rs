@@ -101,8 +101,7 @@ pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
         if !plain_border(&border)
             && let Some(found) = segment::segment(&work)
         {
-            let invert = border[border.len() / 2] >= BLACK_SURROUND;
-            return render_masked(&work, &found, invert);
+            return render_masked(&work, &found, border[border.len() / 2]);
         }
     }
     preprocess_plain(img)
@@ -117,9 +116,14 @@ const PLAIN_SHARE: f64 = 0.95;
 /// See [`PLAIN_SHARE`].
 const PLAIN_SPREAD: u8 = 12;
 
-/// A border whose median grey is below this is a black surround: the object is already
-/// light on black, as in the dataset, and is not inverted.
+/// A border whose median grey is below this is a black surround, plain even where the
+/// object covers much of it (see [`plain_border`]).
 const BLACK_SURROUND: u8 = 32;
+
+/// A surround at least this light makes the object's grey inverted whatever its own
+/// brightness: the dataset's garments were photographed on white and inverted, so
+/// their brightness is how dark the cloth is (a white shirt comes out dim).
+const LIGHT_SURROUND: u8 = 128;
 
 /// Whether the outermost pixels (`border`, sorted) are one flat grey (a product shot, a
 /// scan, a dataset image), where the object leaves them: then contrast alone finds the
@@ -146,12 +150,14 @@ const FLAT_SURROUND_SHARE: f64 = 0.6;
 const SIDEWAYS_RATIO: f64 = 1.3;
 
 /// The object `found` in the work copy, rendered as the dataset renders garments: its
-/// grey inverted (dark cloth light) when `invert` (it does not sit in a black
-/// surround), everything else black, one of a pair turned to lie sideways, cropped,
+/// grey inverted (dark cloth light) on a light surround, and on a dark one unless it is
+/// lighter than the surround (`surround` is the border's median grey) and so already
+/// light on dark; everything else black, one of a pair turned to lie sideways, cropped,
 /// scaled and centred.
-fn render_masked(work: &RgbImage, found: &segment::Segmentation, invert: bool) -> Vec<u8> {
+fn render_masked(work: &RgbImage, found: &segment::Segmentation, surround: u8) -> Vec<u8> {
     let mask = &found.mask;
     let gray = DynamicImage::ImageRgb8(work.clone()).to_luma8();
+    let invert = surround >= LIGHT_SURROUND || mean_on(&gray, &mask.on) < surround as f64;
     let mut object = GrayImage::from_fn(gray.width(), gray.height(), |x, y| {
         if mask.on[(y * gray.width() + x) as usize] {
             let v = gray.get_pixel(x, y).0[0];
@@ -170,6 +176,17 @@ fn render_masked(work: &RgbImage, found: &segment::Segmentation, invert: bool) -
         object = image::imageops::crop_imm(&object, x, y, w, h).to_image();
     }
     fit_and_centre(&object, 0.0)
+}
+
+/// The mean grey of the pixels of `img` that are `on`.
+fn mean_on(img: &GrayImage, on: &[bool]) -> f64 {
+    let (sum, n) = img
+        .as_raw()
+        .iter()
+        .zip(on)
+        .filter(|(_, on)| **on)
+        .fold((0u64, 0u64), |(s, n), (&v, _)| (s + v as u64, n + 1));
+    sum as f64 / n.max(1) as f64
 }
 
 /// `img` turned by −`angle` radians about its centre (so a line at `angle` lies
@@ -383,6 +400,40 @@ mod tests {
         let d = mean_difference(&light, &dark);
         assert!(d < 8.0, "{d:.1}");
         assert!(light.iter().filter(|&&v| v > 128).count() > 200);
+    }
+
+    #[test]
+    fn a_light_object_on_a_dark_floor_stays_light() {
+        // A light ellipse with a darker band across its middle, on dark grey stripes (too
+        // textured to be plain, too light to be a black surround): not inverted, so the
+        // band stays darker than the rest, and the whole is where the dark ellipse on
+        // white would be.
+        let light = DynamicImage::ImageRgb8(image::RgbImage::from_fn(160, 120, |x, y| {
+            let (dx, dy) = ((x as f32 - 80.0) / 30.0, (y as f32 - 60.0) / 45.0);
+            let stripe = if ((x + y / 3) / 9).is_multiple_of(2) {
+                70
+            } else {
+                40
+            };
+            image::Rgb(if dx * dx + dy * dy > 1.0 {
+                [stripe, stripe, stripe + 5]
+            } else if dy.abs() < 0.15 {
+                [150, 150, 140]
+            } else {
+                [225, 220, 205]
+            })
+        }));
+        let found = preprocess(&light);
+        let at = |x: usize, y: usize| found[y * SIDE + x];
+        assert!(at(14, 14) + 60 < at(14, 8), "{} {}", at(14, 14), at(14, 8));
+        let lit = |px: &[u8]| px.iter().map(|&v| v > 64).collect::<Vec<_>>();
+        let on_white = preprocess(&ellipse_on(|_, _| [250, 250, 250]));
+        let differ = lit(&found)
+            .iter()
+            .zip(lit(&on_white))
+            .filter(|(a, b)| **a != *b)
+            .count();
+        assert!(differ < 40, "{differ}");
     }
 
     #[test]
