@@ -40,8 +40,8 @@ proptest! {
     /// An object on a plain background, anywhere and of any size, comes out light on
     /// black, centred, with its brightest pixel white. (Failures found here are kept in
     /// properties.proptest-regressions: a square object whose corners fill the frame,
-    /// and a light object so near the edge that the border reads as not plain, on a
-    /// dark grey surround that was then taken for a light one.)
+    /// and a light object so near the edge that the border reads as not plain, which was
+    /// segmented, inverted as a garment on a floor is, and then left nearly black.)
     #[test]
     fn an_object_is_found_centred_and_stretched(
         w in 40u32..300, h in 40u32..300,
