@@ -360,6 +360,32 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_resumes_only_in_a_precision_this_cpu_runs() {
+        // Written on another machine, a bf16 recipe loads where its instruction set runs
+        // and is otherwise refused, naming it; an unknown precision is a damaged file.
+        for isa in [nn::Bf16Isa::Amx, nn::Bf16Isa::Avx512Bf16] {
+            let mut ckpt = sample();
+            ckpt.config.precision = nn::Precision::Bf16(isa);
+            let read = Checkpoint::from_bytes(&ckpt.to_bytes().unwrap());
+            if isa.is_available() {
+                assert_eq!(read.unwrap().config.precision, nn::Precision::Bf16(isa));
+            } else {
+                let e = format!("{:#}", read.err().unwrap());
+                assert!(
+                    e.contains(&format!("bf16-{} is not available", isa.name())),
+                    "{e}"
+                );
+            }
+        }
+        let mut bytes = sample().to_bytes().unwrap();
+        let at = bytes.windows(9).position(|w| w == b"precision").unwrap();
+        let fp32 = at + bytes[at..].windows(4).position(|w| w == b"fp32").unwrap();
+        bytes[fp32..fp32 + 4].copy_from_slice(b"fp16");
+        let e = format!("{:#}", Checkpoint::from_bytes(&bytes).err().unwrap());
+        assert!(e.contains("unknown precision \"fp16\""), "{e}");
+    }
+
+    #[test]
     fn damaged_checkpoints_are_errors_not_panics() {
         let bytes = sample().to_bytes().unwrap();
         for cut in [0, 7, 8, 100, bytes.len() / 2, bytes.len() - 1] {
