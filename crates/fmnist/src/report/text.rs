@@ -87,6 +87,9 @@ pub fn recipe(cfg: &TrainConfig) -> String {
     if cfg.flip_tta {
         s.push_str(", flip TTA");
     }
+    if cfg.precision != nn::Precision::F32 {
+        let _ = write!(s, ", mixed precision {}", cfg.precision.name());
+    }
     s
 }
 
@@ -341,6 +344,21 @@ mod tests {
         );
         p.unsure = false;
         assert!(prediction(&p).starts_with("a.jpg: Bag (42.0 %)\n"));
+    }
+
+    #[test]
+    fn the_recipe_line_names_a_bf16_precision_and_not_fp32() {
+        let fp32 = TrainConfig::default();
+        assert!(!recipe(&fp32).contains("precision"), "{}", recipe(&fp32));
+        let bf16 = TrainConfig {
+            precision: nn::Precision::Bf16(nn::Bf16Isa::Avx512Bf16),
+            ..fp32
+        };
+        assert!(
+            recipe(&bf16).ends_with(", mixed precision bf16-avx512bf16"),
+            "{}",
+            recipe(&bf16)
+        );
     }
 
     #[test]
