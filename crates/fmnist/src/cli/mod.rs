@@ -276,19 +276,19 @@ fn write_report(
 /// `fmnist predict`
 pub fn run_predict(a: &PredictArgs) -> anyhow::Result<()> {
     let mut model = Classifier::load(&a.model)?;
-    let inputs = predict::preprocess_files(&a.images)?;
+    let inputs = predict::prepare_files(&a.images)?;
     let names: Vec<String> = a.images.iter().map(|p| p.display().to_string()).collect();
-    let predictions = predict::rank(&mut model, &names, &inputs, a.top as usize);
+    let predictions = predict::rank_inputs(&mut model, &names, &inputs, a.top as usize);
     if let Some(dir) = &a.show_input {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for ((image, (name, renamed)), pixels) in a
             .images
             .iter()
             .zip(predict::input_names(&a.images))
-            .zip(inputs.chunks_exact(data::PIXELS))
+            .zip(&inputs)
         {
             let path = dir.join(name);
-            plots::save(&path, &predict::input_png(pixels)?)?;
+            plots::save(&path, &predict::input_png(&pixels.pixels)?)?;
             if renamed {
                 eprintln!(
                     "note: an earlier image has the name of {}: its input is {}",

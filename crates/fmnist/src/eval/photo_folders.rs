@@ -234,12 +234,15 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
         bail!("the models disagree on the classes");
     }
     let mut inputs = Vec::new();
+    let mut pairs = Vec::new();
     let mut origin = Vec::new();
     let started = std::time::Instant::now();
     for (f, folder) in set.folders.iter().enumerate() {
         for photo in &folder.photos {
             let img = predict::image::load_image(photo)?;
-            inputs.extend(predict::preprocess::preprocess(&img));
+            let input = predict::prepare(&img);
+            inputs.extend(input.pixels);
+            pairs.push(input.pair);
             origin.push((f, photo.clone()));
         }
     }
@@ -254,6 +257,9 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
     let scale = 1.0 / models.len() as f32;
     probs.iter_mut().for_each(|p| *p *= scale);
     let c = classes.len();
+    for (row, _) in probs.chunks_exact_mut(c).zip(&pairs).filter(|(_, p)| **p) {
+        predict::pair_prior(&classes, row);
+    }
     let mut folders: Vec<FolderScore> = set
         .folders
         .iter()

@@ -107,15 +107,23 @@ pub fn robustness(
         .map(|&style| {
             let mut rng = Rng::new(seed);
             let mut inputs = Vec::with_capacity(n * PIXELS);
+            let mut pairs = Vec::with_capacity(n);
             for i in 0..n {
                 if style == Style::Unprocessed {
                     inputs.extend_from_slice(data.image(i));
+                    pairs.push(false);
                 } else {
-                    inputs.extend(predict::preprocess(&render(data.image(i), style, &mut rng)));
+                    let input = predict::prepare(&render(data.image(i), style, &mut rng));
+                    inputs.extend(input.pixels);
+                    pairs.push(input.pair);
                 }
             }
-            let probs = model.probabilities(&inputs);
+            let mut probs = model.probabilities(&inputs);
             let c = model.classes.len();
+            // Ranked as `predict` ranks them: a pair among footwear only.
+            for (row, _) in probs.chunks_exact_mut(c).zip(&pairs).filter(|(_, p)| **p) {
+                predict::pair_prior(&model.classes, row);
+            }
             let right = probs
                 .chunks_exact(c)
                 .zip(&data.labels)

@@ -11,8 +11,8 @@ use serde::Serialize;
 pub use self::image::{
     DecodeError, MAX_PIXELS, MAX_SIDE, decode_bytes, decode_cost, decode_within, load_image,
 };
-pub use self::preprocess::preprocess;
-use crate::data::{PIXELS, SIDE};
+pub use self::preprocess::{Input, prepare, preprocess};
+use crate::data::{CLASS_NAMES, PIXELS, SIDE};
 use crate::model::Classifier;
 
 /// One ranked class.
@@ -43,6 +43,9 @@ pub struct Prediction {
     pub unsure: bool,
     /// The `k` most probable classes, best first.
     pub top: Vec<Ranked>,
+    /// Whether the photo showed a pair (of shoes, say), so that only footwear was
+    /// ranked ([`pair_prior`]).
+    pub pair: bool,
 }
 
 /// Below this probability of the best class a prediction is marked unsure. With the
@@ -53,12 +56,71 @@ pub const UNSURE_BELOW: f32 = 0.5;
 
 /// Ranks the classes of each preprocessed image (784 pixels each, in `inputs`).
 pub fn rank(model: &mut Classifier, names: &[String], inputs: &[u8], k: usize) -> Vec<Prediction> {
-    let c = model.classes.len();
     let probs = model.probabilities(inputs);
+    rank_rows(model, names, &probs, &vec![false; names.len()], k)
+}
+
+/// Ranks the classes of each prepared image, a pair's among footwear only
+/// ([`pair_prior`]).
+pub fn rank_inputs(
+    model: &mut Classifier,
+    names: &[String],
+    inputs: &[Input],
+    k: usize,
+) -> Vec<Prediction> {
+    let pixels: Vec<u8> = inputs
+        .iter()
+        .flat_map(|i| i.pixels.iter().copied())
+        .collect();
+    let mut probs = model.probabilities(&pixels);
+    let c = model.classes.len();
+    for (row, input) in probs.chunks_exact_mut(c).zip(inputs) {
+        if input.pair {
+            pair_prior(&model.classes, row);
+        }
+    }
+    let pairs: Vec<bool> = inputs.iter().map(|i| i.pair).collect();
+    rank_rows(model, names, &probs, &pairs, k)
+}
+
+/// The labels of Fashion-MNIST's footwear: Sandal, Sneaker, Ankle boot.
+const FOOTWEAR: [usize; 3] = [5, 7, 9];
+
+/// For a photo of a pair: of Fashion-MNIST's ten classes only footwear comes in pairs,
+/// so `row`'s probabilities become those of the footwear classes, given that it is
+/// one (the others 0, the three scaled to sum to 1). Left alone when the classes are
+/// not Fashion-MNIST's, or the model gives footwear no probability at all.
+pub fn pair_prior(classes: &[String], row: &mut [f32]) {
+    if classes.len() != CLASS_NAMES.len() || classes.iter().zip(CLASS_NAMES).any(|(a, b)| a != b) {
+        return;
+    }
+    let footwear: f32 = FOOTWEAR.iter().map(|&l| row[l]).sum();
+    if footwear.is_nan() || footwear <= 0.0 {
+        return;
+    }
+    for (l, p) in row.iter_mut().enumerate() {
+        *p = if FOOTWEAR.contains(&l) {
+            *p / footwear
+        } else {
+            0.0
+        };
+    }
+}
+
+/// Ranks the classes of each row of probabilities (of a pair where `pairs` says so).
+fn rank_rows(
+    model: &Classifier,
+    names: &[String],
+    probs: &[f32],
+    pairs: &[bool],
+    k: usize,
+) -> Vec<Prediction> {
+    let c = model.classes.len();
     probs
         .chunks_exact(c)
         .zip(names)
-        .map(|(row, file)| {
+        .zip(pairs)
+        .map(|((row, file), &pair)| {
             let mut order: Vec<usize> = (0..c).collect();
             // Stable: equal probabilities keep label order.
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
@@ -78,6 +140,7 @@ pub fn rank(model: &mut Classifier, names: &[String], inputs: &[u8], k: usize) -
                 probability: top[0].probability,
                 unsure: top[0].probability < UNSURE_BELOW,
                 top,
+                pair,
             }
         })
         .collect()
@@ -89,18 +152,22 @@ pub fn predict_files(
     paths: &[std::path::PathBuf],
     k: usize,
 ) -> anyhow::Result<Vec<Prediction>> {
-    let inputs = preprocess_files(paths)?;
+    let inputs = prepare_files(paths)?;
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    Ok(rank(model, &names, &inputs, k))
+    Ok(rank_inputs(model, &names, &inputs, k))
 }
 
 /// The 28×28 model inputs of image files, 784 bytes each, in order.
 pub fn preprocess_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<u8>> {
-    let mut inputs = Vec::with_capacity(paths.len() * PIXELS);
-    for p in paths {
-        inputs.extend(preprocess(&load_image(p)?));
-    }
-    Ok(inputs)
+    Ok(prepare_files(paths)?
+        .into_iter()
+        .flat_map(|i| i.pixels)
+        .collect())
+}
+
+/// The prepared inputs of image files ([`prepare`]), in order.
+pub fn prepare_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<Input>> {
+    paths.iter().map(|p| Ok(prepare(&load_image(p)?))).collect()
 }
 
 /// The file names `predict --show-input` gives the inputs of `images`:
@@ -142,6 +209,28 @@ pub fn input_png(pixels: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_is_ranked_among_footwear_only() {
+        let classes: Vec<String> = CLASS_NAMES.iter().map(|c| c.to_string()).collect();
+        // Bag first, then Sneaker and Ankle boot.
+        let mut row = [0.0, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.2, 0.6, 0.1];
+        pair_prior(&classes, &mut row);
+        let expected = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0 / 3.0, 0.0, 1.0 / 3.0];
+        assert!(
+            row.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{row:?}"
+        );
+        // Other classes, or no footwear at all: left alone.
+        let mut other = [0.5, 0.5];
+        pair_prior(&["a".to_string(), "b".to_string()], &mut other);
+        assert_eq!(other, [0.5, 0.5]);
+        let mut none = [0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0, 0.0, 0.6, 0.0];
+        pair_prior(&classes, &mut none);
+        assert_eq!(none, [0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0, 0.0, 0.6, 0.0]);
+    }
+
     #[test]
     fn inputs_of_images_with_one_name_do_not_overwrite_each_other() {
         let images: Vec<std::path::PathBuf> = ["a/x.png", "b/x.png", "c/x.jpg", "x-2.png", "y.png"]

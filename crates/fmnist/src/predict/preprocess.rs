@@ -93,6 +93,21 @@ fn stretch_levels(img: &mut GrayImage, background: f64, min_contrast: f64) {
 /// [`segment`]), grey, light on black, its longest side scaled to 28 pixels keeping the
 /// aspect ratio, levels stretched from black to white, and centred. Returns 784 pixels.
 pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
+    prepare(img).pixels
+}
+
+/// A model input made from an image, and what finding the object learnt about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// The 28×28 pixels, row by row ([`preprocess`]).
+    pub pixels: Vec<u8>,
+    /// Whether the object was one of a pair (of shoes, say): see
+    /// [`super::pair_prior`].
+    pub pair: bool,
+}
+
+/// [`preprocess`], also saying whether the photo showed a pair.
+pub fn prepare(img: &DynamicImage) -> Input {
     // Images near the model's own size are drawings, scans or dataset images, not
     // photos: too small to segment, and exact through the plain path.
     if img.width().max(img.height()) > SEGMENT_ABOVE {
@@ -102,10 +117,16 @@ pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
             && let Some(found) = segment::segment(&work)
         {
             let invert = border[border.len() / 2] >= BLACK_SURROUND;
-            return render_masked(&work, &found, invert);
+            return Input {
+                pixels: render_masked(&work, &found, invert),
+                pair: found.pair,
+            };
         }
     }
-    preprocess_plain(img)
+    Input {
+        pixels: preprocess_plain(img),
+        pair: false,
+    }
 }
 
 /// Images whose longest side is at most this many pixels are never segmented.

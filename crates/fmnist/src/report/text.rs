@@ -198,6 +198,9 @@ pub fn prediction(p: &Prediction) -> String {
     } else {
         format!("{}: {} ({:.1} %)\n", p.file, p.class, 100.0 * p.probability)
     };
+    if p.pair {
+        s.insert_str(s.len() - 1, ", one of a pair: footwear only");
+    }
     for r in &p.top {
         let bar = "█".repeat((r.probability * 20.0).round() as usize);
         let _ = writeln!(
@@ -336,6 +339,7 @@ mod tests {
             probability: 0.42,
             unsure: true,
             top: vec![ranked("Bag", 0.42), ranked("Shirt", 0.3)],
+            pair: false,
         };
         let text = prediction(&p);
         assert!(
@@ -344,6 +348,12 @@ mod tests {
         );
         p.unsure = false;
         assert!(prediction(&p).starts_with("a.jpg: Bag (42.0 %)\n"));
+        (p.class, p.pair) = ("Sneaker".into(), true);
+        assert!(
+            prediction(&p).starts_with("a.jpg: Sneaker (42.0 %), one of a pair: footwear only\n"),
+            "{}",
+            prediction(&p)
+        );
     }
 
     #[test]

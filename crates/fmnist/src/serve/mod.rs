@@ -449,13 +449,18 @@ async fn predict_handler(
             let img = predict::decode_within(&bytes, max_alloc);
             drop((bytes, body_lease));
             let img = img?;
-            let input = predict::preprocess(&img);
+            let input = predict::prepare(&img);
             drop(img);
             let k = model.classes.len();
-            let prediction = predict::rank(&mut model, &["upload".to_string()], &input, k)
-                .pop()
-                .ok_or(DecodeError::Invalid("no prediction".into()))?;
-            Ok::<_, DecodeError>(PredictResponse { prediction, input })
+            let names = ["upload".to_string()];
+            let prediction =
+                predict::rank_inputs(&mut model, &names, std::slice::from_ref(&input), k)
+                    .pop()
+                    .ok_or(DecodeError::Invalid("no prediction".into()))?;
+            Ok::<_, DecodeError>(PredictResponse {
+                prediction,
+                input: input.pixels,
+            })
         })();
         shared
             .models

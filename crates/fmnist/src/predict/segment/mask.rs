@@ -203,6 +203,42 @@ impl Mask {
         None
     }
 
+    /// When the mask is a pair lying side by side and touching along its length (two
+    /// shoes seen from above, which erosion cannot part), the larger half, cut along
+    /// the line they touch on. That line is found as the one, along either axis of the
+    /// mask and through its middle half, notched at both ends, between two halves of
+    /// about one area, each at least twice as long as wide: the outline dips in
+    /// between the toes and again between the heels. A single garment has at most one
+    /// such notch (trousers between the legs, a top at the neck), and no half of it is
+    /// that long and narrow.
+    pub fn half_of_touching_pair(&self) -> Option<Self> {
+        let points: Vec<(f64, f64)> = (0..self.on.len())
+            .filter(|&i| self.on[i])
+            .map(|i| ((i as u32 % self.w) as f64, (i as u32 / self.w) as f64))
+            .collect();
+        if points.len() < 64 {
+            return None;
+        }
+        let (angle, _) = self.long_axis();
+        let mut best: Option<(f64, Cut)> = None;
+        for along in [angle, angle + std::f64::consts::FRAC_PI_2] {
+            if let Some((depth, cut)) = notched_cut(&points, along)
+                && best.as_ref().is_none_or(|(d, _)| depth > *d)
+            {
+                best = Some((depth, cut));
+            }
+        }
+        let (_, cut) = best?;
+        let (c, s) = (cut.along.cos(), cut.along.sin());
+        let on = (0..self.on.len())
+            .map(|i| {
+                let (x, y) = ((i as u32 % self.w) as f64, (i as u32 / self.w) as f64);
+                self.on[i] && cut.before((y * c - x * s - cut.v0) as i64) == Some(cut.keep_before)
+            })
+            .collect();
+        Some(Self::new(self.w, self.h, on).largest_piece())
+    }
+
     /// The pixels of this mask nearer (along it, 8-connected) to the pixels labelled
     /// `keep` than to those labelled `other`.
     fn grown_from(&self, label: &[u32], keep: u32, other: u32) -> Self {
@@ -263,9 +299,152 @@ impl Mask {
     }
 }
 
+/// Smallest notch, at each end of the line a touching pair is cut along, as a share of
+/// the mask's length along that line.
+const PAIR_NOTCH: f64 = 0.1;
+/// Smallest area of the smaller half against the larger one, for a pair.
+const PAIR_BALANCE: f64 = 0.6;
+/// Smallest ratio of each half's length to its width, for a pair: a shoe seen from
+/// above is 2.5–3 times longer than wide, half a top or a bag is not twice.
+const PAIR_ELONGATION: f64 = 2.0;
+
+/// A line cutting a mask in two: along `along` (radians), on bin `cut` of the
+/// coordinate across it, counted from `v0` in steps of one pixel.
+struct Cut {
+    along: f64,
+    v0: f64,
+    cut: i64,
+    /// Whether the half kept is the one before the cut.
+    keep_before: bool,
+}
+
+impl Cut {
+    /// Whether bin `b` lies before the cut (`Some(true)`), after it, or on it (`None`).
+    fn before(&self, b: i64) -> Option<bool> {
+        (b != self.cut).then_some(b < self.cut)
+    }
+}
+
+/// The best line along `along` that parts `points` into a touching pair (see
+/// [`Mask::half_of_touching_pair`]), with the shallower of its two notches as a share of
+/// the length, if one qualifies.
+fn notched_cut(points: &[(f64, f64)], along: f64) -> Option<(f64, Cut)> {
+    let (c, s) = (along.cos(), along.sin());
+    // u runs along the line, v across it.
+    let uv: Vec<(f64, f64)> = points
+        .iter()
+        .map(|&(x, y)| (x * c + y * s, y * c - x * s))
+        .collect();
+    let v0 = uv.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let bins = uv.iter().map(|p| (p.1 - v0) as usize).max()? + 1;
+    // Per bin across the line: how far the mask reaches each way along it, and its area.
+    let (mut front, mut back, mut area) = (
+        vec![f64::NEG_INFINITY; bins],
+        vec![f64::NEG_INFINITY; bins],
+        vec![0usize; bins],
+    );
+    for &(u, v) in &uv {
+        let b = (v - v0) as usize;
+        front[b] = front[b].max(-u);
+        back[b] = back[b].max(u);
+        area[b] += 1;
+    }
+    // The farthest reach over the bins before each bin, and over those from it on.
+    let reach = |ends: &[f64]| -> (Vec<f64>, Vec<f64>) {
+        let mut before = vec![f64::NEG_INFINITY; bins + 1];
+        let mut from = vec![f64::NEG_INFINITY; bins + 1];
+        for b in 0..bins {
+            before[b + 1] = before[b].max(ends[b]);
+        }
+        for b in (0..bins).rev() {
+            from[b] = from[b + 1].max(ends[b]);
+        }
+        (before, from)
+    };
+    let ((front_before, front_from), (back_before, back_from)) = (reach(&front), reach(&back));
+    let length = front_before[bins] + back_before[bins];
+    let (total, mut seen) = (uv.len(), 0usize);
+    let mut best: Option<(f64, Cut)> = None;
+    for b in 0..bins {
+        let (before, after) = (seen, total - seen - area[b]);
+        seen += area[b];
+        if b < bins / 4 || b >= bins - bins / 4 || area[b] == 0 {
+            continue;
+        }
+        let notch = |ends: &[f64], pre: &[f64], post: &[f64]| pre[b].min(post[b + 1]) - ends[b];
+        let depth =
+            notch(&front, &front_before, &front_from).min(notch(&back, &back_before, &back_from))
+                / length;
+        let balanced = before.min(after) as f64 >= PAIR_BALANCE * before.max(after) as f64;
+        let elongated = front_before[b] + back_before[b] >= PAIR_ELONGATION * b as f64
+            && front_from[b + 1] + back_from[b + 1] >= PAIR_ELONGATION * (bins - b - 1) as f64;
+        if depth >= PAIR_NOTCH
+            && balanced
+            && elongated
+            && best.as_ref().is_none_or(|(d, _)| depth > *d)
+        {
+            let cut = Cut {
+                along,
+                v0,
+                cut: b as i64,
+                keep_before: before >= after,
+            };
+            best = Some((depth, cut));
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 24×32 mask from a test of each pixel.
+    fn drawn(on: impl Fn(f64, f64) -> bool) -> Mask {
+        Mask::new(
+            24,
+            32,
+            (0..24 * 32)
+                .map(|i| on((i % 24) as f64, (i / 24) as f64))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_touching_pair_is_cut_and_trousers_and_tops_are_not() {
+        // Two 7×13-radius ellipses side by side, touching along their length.
+        let shoe =
+            |x: f64, y: f64, cx: f64| ((x - cx) / 5.5).powi(2) + ((y - 16.0) / 13.0).powi(2) <= 1.0;
+        let pair = drawn(|x, y| shoe(x, y, 6.5) || shoe(x, y, 16.5));
+        let one = pair.half_of_touching_pair().expect("a pair");
+        let (x, _, w, h) = one.bounds().unwrap();
+        assert!(x + w <= 13 && h >= 25, "the left shoe: {x}+{w}, {h} tall");
+        assert!(one.area() * 2 <= pair.area() && one.area() * 5 >= pair.area() * 2);
+        // The same outline on its side is found along the other axis.
+        let turned = Mask::new(
+            32,
+            24,
+            (0..32 * 24)
+                .map(|i| pair.on[(i % 32) * 24 + i / 32])
+                .collect(),
+        );
+        assert!(turned.half_of_touching_pair().is_some());
+        // Trousers: two legs apart at the bottom, joined by the waist; a notch at one end.
+        let trousers = drawn(|x, y| {
+            (3.0..21.0).contains(&x)
+                && (2.0..30.0).contains(&y)
+                && (y < 12.0 || !(10.0..14.0).contains(&x))
+        });
+        assert_eq!(trousers.half_of_touching_pair(), None);
+        // A top: sleeves out, a neck notch at the top, the hem straight.
+        let top = drawn(|x, y| {
+            let body = (5.0..19.0).contains(&x) && (3.0..30.0).contains(&y);
+            let sleeves = (1.0..23.0).contains(&x) && (3.0..11.0).contains(&y);
+            let neck = (9.0..15.0).contains(&x) && y < 6.0;
+            (body || sleeves) && !neck
+        });
+        assert_eq!(top.half_of_touching_pair(), None);
+    }
 
     fn from_rows(rows: &[&str]) -> Mask {
         let w = rows[0].len() as u32;
@@ -345,6 +524,7 @@ mod tests {
             "................",
         ]);
         assert_eq!(body.one_of_pair(), None);
+        assert_eq!(body.half_of_touching_pair(), None);
         // A bar along the diagonal: its long axis at 45°, far longer than wide.
         let bar = Mask::new(
             12,

@@ -142,13 +142,15 @@ pub fn segment(img: &RgbImage) -> Option<Segmentation> {
     if gain < MIN_GAIN * count as f64 {
         return None;
     }
-    Some(match mask.one_of_pair() {
-        Some(one) => Segmentation {
-            mask: one,
-            pair: true,
+    Some(
+        match mask.one_of_pair().or_else(|| mask.half_of_touching_pair()) {
+            Some(one) => Segmentation {
+                mask: one,
+                pair: true,
+            },
+            None => Segmentation { mask, pair: false },
         },
-        None => Segmentation { mask, pair: false },
-    })
+    )
 }
 
 /// Weights of the edges to the right, below, below-right and below-left of each pixel:
@@ -328,6 +330,29 @@ mod tests {
         assert!(x >= 50 && x + w <= 82, "{x}+{w}: only the right-hand shoe");
         assert!(y >= 9, "the wire is gone: top {y}, height {h}");
         assert!(iou(&mask, (66.0, 36.0, 14.0, 25.0)) > 0.8);
+    }
+
+    #[test]
+    fn a_pair_touching_along_its_length_is_cut_in_two() {
+        // Two shoes seen from above, toes up, side by side and overlapping a little: one
+        // blob, notched between the toes and between the heels.
+        let photo = with_ellipses(
+            floor(96, 72),
+            &[
+                ((38.0, 36.0, 10.0, 27.0), [30, 30, 35]),
+                ((57.0, 36.0, 10.0, 27.0), [30, 30, 35]),
+            ],
+        );
+        let found = segment(&photo).expect("an object");
+        assert!(found.pair);
+        let (x, _, w, h) = found.mask.bounds().unwrap();
+        assert!(
+            w * 2 < h && (x + w <= 49 || x >= 46),
+            "one shoe: {x}+{w}, {h} tall"
+        );
+        // One wide ellipse of the pair's outline has no notches: one object.
+        let one = with_ellipses(floor(96, 72), &[((48.0, 36.0, 20.0, 27.0), [30, 30, 35])]);
+        assert!(!segment(&one).expect("an object").pair);
     }
 
     #[test]
