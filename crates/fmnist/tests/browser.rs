@@ -283,10 +283,15 @@ fn the_page_classifies_uploads_samples_and_drawings_in_chromium() {
             cli["class"].as_str().unwrap().to_string(),
             100.0 * cli["probability"].as_f64().unwrap(),
         );
-        if cli["unsure"].as_bool().unwrap() {
+        let answer = if cli["unsure"].as_bool().unwrap() {
             format!("Unsure: maybe none of the 10 classes (best guess {class}, {pct:.1} %)")
         } else {
             format!("{class} ({pct:.1} %)")
+        };
+        if cli["pair"].as_bool().unwrap() {
+            answer + " — one of a pair: footwear only"
+        } else {
+            answer
         }
     };
     let expected = answer_for("boot.png");
