@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The presets' Results table: trains each preset once per seed with the release binary
 # and prints, per run, the whole command's wall time and the test accuracy, then per
-# preset the mean and spread (min–max) over the seeds.
-# Usage: bench/presets.sh [PRESET...]   (default: fast standard best; SEEDS="1 2 3")
+# preset the mean and spread (min–max) over the seeds. PRECISION=bf16 trains in bf16 mixed
+# precision (`--precision`).
+# Usage: bench/presets.sh [PRESET...]   (default: fast standard best photo; SEEDS="1 2 3")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 presets=("$@")
-[ ${#presets[@]} -gt 0 ] || presets=(fast standard best)
+[ ${#presets[@]} -gt 0 ] || presets=(fast standard best photo)
 seeds=${SEEDS:-1 2 3}
 cargo build --release -q
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-data=(--data-dir "${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}" --offline)
+data=(--data-dir "${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}" --offline
+  --precision "${PRECISION:-fp32}")
 
 printf "%-9s %5s %10s %13s\n" preset seed "wall (s)" "test acc (%)"
 for p in "${presets[@]}"; do
