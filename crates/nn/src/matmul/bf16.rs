@@ -250,9 +250,14 @@ fn multiply(
             run_rows(isa, &shape, pa, pb, mi, ks, out, false);
         });
     if accumulate {
-        let mut sum = vec![0.0; m * n];
-        sum_parts(&mut sum, parts);
-        for (d, s) in dst.iter_mut().zip(&sum) {
+        // The parts summed in order into the first, as `sum_parts` sums them, then added.
+        let (sum, rest) = parts.split_at_mut(m * n);
+        for part in rest.chunks_exact(m * n) {
+            for (s, &p) in sum.iter_mut().zip(part) {
+                *s += p;
+            }
+        }
+        for (d, s) in dst.iter_mut().zip(sum.iter()) {
             *d += s;
         }
     } else {
