@@ -165,6 +165,46 @@ fn train_then_eval_then_predict() {
         text.starts_with("t0.png: ") && text.lines().count() == 4,
         "{text}"
     );
+
+    // A pair of dark shoes seen from above, side by side and touching, on a tiled floor:
+    // one of them is cut out and the answer is footwear, whatever the model makes of it.
+    let pair = image::RgbImage::from_fn(192, 144, |x, y| {
+        let shoe =
+            |cx: f32| ((x as f32 - cx) / 20.0).powi(2) + ((y as f32 - 72.0) / 54.0).powi(2) <= 1.0;
+        if shoe(76.0) || shoe(114.0) {
+            return image::Rgb([30, 30, 35]);
+        }
+        let shade = 0.75 + 0.25 * x as f32 / 192.0;
+        let (x, y) = (x + 14, y + 14);
+        let base: [f32; 3] = if (x / 48 + y / 48) % 2 == 0 {
+            [190.0, 178.0, 160.0]
+        } else {
+            [160.0, 150.0, 128.0]
+        };
+        let grout = x % 48 < 4 || y % 48 < 4;
+        image::Rgb(base.map(|c| ((if grout { c * 0.45 } else { c }) * shade) as u8))
+    });
+    pair.save(sb.path("pair.png")).unwrap();
+    let answers: Vec<serde_json::Value> = sb
+        .ok(&["predict", "m.safetensors", "--json", "pair.png", "p0.png"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers[0]["pair"], true, "{}", answers[0]);
+    assert!(
+        [5, 7, 9].contains(&answers[0]["label"].as_u64().unwrap()),
+        "{}",
+        answers[0]
+    );
+    assert_eq!(answers[1]["pair"], false);
+    let text = sb.ok(&["predict", "m.safetensors", "pair.png"]);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .ends_with(", one of a pair: footwear only"),
+        "{text}"
+    );
 }
 
 #[test]
