@@ -12,7 +12,7 @@
 //! so results do not depend on the number of threads; long reductions (weight
 //! gradients) are split into a fixed number of `k` ranges summed in order.
 
-use super::{Mat, sum_parts};
+use super::{Mat, add_parts, sum_parts};
 use crate::precision::Bf16Isa;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -252,14 +252,8 @@ fn multiply(
     if accumulate {
         // The parts summed in order into the first, as `sum_parts` sums them, then added.
         let (sum, rest) = parts.split_at_mut(m * n);
-        for part in rest.chunks_exact(m * n) {
-            for (s, &p) in sum.iter_mut().zip(part) {
-                *s += p;
-            }
-        }
-        for (d, s) in dst.iter_mut().zip(sum.iter()) {
-            *d += s;
-        }
+        add_parts(sum, rest);
+        add_parts(&mut dst[..m * n], sum);
     } else {
         sum_parts(&mut dst[..m * n], parts);
     }

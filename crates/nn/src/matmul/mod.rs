@@ -103,7 +103,12 @@ fn row_blocks(rows: usize) -> (usize, usize) {
 /// `dst` = the sum of the `dst.len()`-sized parts, added in order.
 fn sum_parts(dst: &mut [f32], parts: &[f32]) {
     dst.copy_from_slice(&parts[..dst.len()]);
-    for part in parts.chunks_exact(dst.len()).skip(1) {
+    add_parts(dst, &parts[dst.len()..]);
+}
+
+/// `dst` += each `dst.len()`-sized part of `parts`, in order.
+fn add_parts(dst: &mut [f32], parts: &[f32]) {
+    for part in parts.chunks_exact(dst.len()) {
         for (d, &p) in dst.iter_mut().zip(part) {
             *d += p;
         }
