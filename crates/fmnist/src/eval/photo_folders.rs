@@ -257,9 +257,7 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
     let scale = 1.0 / models.len() as f32;
     probs.iter_mut().for_each(|p| *p *= scale);
     let c = classes.len();
-    for (row, _) in probs.chunks_exact_mut(c).zip(&pairs).filter(|(_, p)| **p) {
-        predict::pair_prior(&classes, row);
-    }
+    predict::pair_prior(&classes, &mut probs, &pairs);
     let mut folders: Vec<FolderScore> = set
         .folders
         .iter()

@@ -121,9 +121,7 @@ pub fn robustness(
             let mut probs = model.probabilities(&inputs);
             let c = model.classes.len();
             // Ranked as `predict` ranks them: a pair among footwear only.
-            for (row, _) in probs.chunks_exact_mut(c).zip(&pairs).filter(|(_, p)| **p) {
-                predict::pair_prior(&model.classes, row);
-            }
+            predict::pair_prior(&model.classes, &mut probs, &pairs);
             let right = probs
                 .chunks_exact(c)
                 .zip(&data.labels)

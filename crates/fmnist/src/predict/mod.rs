@@ -73,37 +73,36 @@ pub fn rank_inputs(
         .flat_map(|i| i.pixels.iter().copied())
         .collect();
     let mut probs = model.probabilities(&pixels);
-    let c = model.classes.len();
-    for (row, input) in probs.chunks_exact_mut(c).zip(inputs) {
-        if input.pair {
-            pair_prior(&model.classes, row);
-        }
-    }
     let pairs: Vec<bool> = inputs.iter().map(|i| i.pair).collect();
+    pair_prior(&model.classes, &mut probs, &pairs);
     rank_rows(model, names, &probs, &pairs, k)
 }
 
 /// The labels of Fashion-MNIST's footwear: Sandal, Sneaker, Ankle boot.
 const FOOTWEAR: [usize; 3] = [5, 7, 9];
 
-/// For a photo of a pair: of Fashion-MNIST's ten classes only footwear comes in pairs,
-/// so `row`'s probabilities become those of the footwear classes, given that it is
-/// one (the others 0, the three scaled to sum to 1). Left alone when the classes are
-/// not Fashion-MNIST's, or the model gives footwear no probability at all.
-pub fn pair_prior(classes: &[String], row: &mut [f32]) {
+/// For photos of pairs: of Fashion-MNIST's ten classes only footwear comes in pairs, so
+/// each row of `probs` (one an image, a probability a class) whose image `pairs` marks
+/// becomes the probabilities of the footwear classes, given that it is one (the others
+/// 0, the three scaled to sum to 1). Left alone when the classes are not
+/// Fashion-MNIST's; a row where the model gives footwear no probability at all, too.
+pub fn pair_prior(classes: &[String], probs: &mut [f32], pairs: &[bool]) {
     if classes.len() != CLASS_NAMES.len() || classes.iter().zip(CLASS_NAMES).any(|(a, b)| a != b) {
         return;
     }
-    let footwear: f32 = FOOTWEAR.iter().map(|&l| row[l]).sum();
-    if footwear.is_nan() || footwear <= 0.0 {
-        return;
-    }
-    for (l, p) in row.iter_mut().enumerate() {
-        *p = if FOOTWEAR.contains(&l) {
-            *p / footwear
-        } else {
-            0.0
-        };
+    let rows = probs.chunks_exact_mut(classes.len()).zip(pairs);
+    for (row, _) in rows.filter(|(_, pair)| **pair) {
+        let footwear: f32 = FOOTWEAR.iter().map(|&l| row[l]).sum();
+        if footwear.is_nan() || footwear <= 0.0 {
+            continue;
+        }
+        for (l, p) in row.iter_mut().enumerate() {
+            *p = if FOOTWEAR.contains(&l) {
+                *p / footwear
+            } else {
+                0.0
+            };
+        }
     }
 }
 
@@ -216,7 +215,7 @@ mod tests {
         let classes: Vec<String> = CLASS_NAMES.iter().map(|c| c.to_string()).collect();
         // Bag first, then Sneaker and Ankle boot.
         let mut row = [0.0, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.2, 0.6, 0.1];
-        pair_prior(&classes, &mut row);
+        pair_prior(&classes, &mut row, &[true]);
         let expected = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0 / 3.0, 0.0, 1.0 / 3.0];
         assert!(
             row.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6),
@@ -224,11 +223,21 @@ mod tests {
         );
         // Other classes, or no footwear at all: left alone.
         let mut other = [0.5, 0.5];
-        pair_prior(&["a".to_string(), "b".to_string()], &mut other);
+        pair_prior(&["a".to_string(), "b".to_string()], &mut other, &[true]);
         assert_eq!(other, [0.5, 0.5]);
         let mut none = [0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0, 0.0, 0.6, 0.0];
-        pair_prior(&classes, &mut none);
+        pair_prior(&classes, &mut none, &[true]);
         assert_eq!(none, [0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0, 0.0, 0.6, 0.0]);
+        // Only the rows of pairs: the first image of two is not one.
+        let mut two = [row, [0.0, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.2, 0.6, 0.1]].concat();
+        pair_prior(&classes, &mut two, &[false, true]);
+        assert_eq!(&two[..10], &row);
+        assert!(
+            two[10..]
+                .iter()
+                .zip(expected)
+                .all(|(a, b)| (a - b).abs() < 1e-6)
+        );
     }
 
     #[test]
