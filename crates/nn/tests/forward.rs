@@ -67,6 +67,32 @@ fn assert_same_step(fused: &mut nn::Network, plain: &mut nn::Network, x: &Tensor
     );
 }
 
+/// As [`assert_same_step`], to within rounding: a block of few input channels, ReLU and
+/// a 2×2 pool trains with its own direct kernels, which sum in another order.
+fn assert_close_step(fused: &mut nn::Network, plain: &mut nn::Network, x: &Tensor) {
+    let close = |a: &[f32], b: &[f32]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(&a, &b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
+    };
+    let yf = fused.forward(x, Mode::Train, &mut Rng::new(0)).clone();
+    let yp = plain.forward(x, Mode::Train, &mut Rng::new(0)).clone();
+    assert!(close(yf.data(), yp.data()), "outputs differ");
+    let dy = normal(yf.shape(), 8);
+    let (mut dxf, mut dxp) = (Tensor::default(), Tensor::default());
+    fused.backward(x, &dy, Some(&mut dxf));
+    plain.backward(x, &dy, Some(&mut dxp));
+    assert!(close(dxf.data(), dxp.data()), "input gradients differ");
+    assert!(dxf.data().iter().any(|&v| v != 0.0), "no gradient");
+    for (p, q) in fused.params_mut().into_iter().zip(plain.params_mut()) {
+        assert!(
+            close(p.grad.data(), q.grad.data()),
+            "parameter gradients differ"
+        );
+    }
+}
+
 #[test]
 fn conv2d_matches_the_reference_on_many_geometries() {
     // (h, w, c, filters, kernel, stride, padding, bias)
@@ -241,7 +267,7 @@ fn activations_and_residual() {
 }
 
 #[test]
-fn fused_relu_max_pool_matches_the_plain_layers_bit_for_bit() {
+fn fused_relu_max_pool_matches_the_plain_layers() {
     for (size, stride) in [(2, 2), (3, 2), (2, 1), (3, 3)] {
         let spec = nn::ModelSpec {
             name: String::new(),
@@ -271,7 +297,13 @@ fn fused_relu_max_pool_matches_the_plain_layers_bit_for_bit() {
         assert_eq!(names(&fused), names(&plain));
         assert_eq!(names(&fused), ["0.weight", "0.bias", "4.weight", "4.bias"]);
         let x = normal(&[3, 9, 9, 2], 7);
-        assert_same_step(&mut fused, &mut plain, &x, Mode::Train);
+        if (size, stride) == (2, 2) {
+            // Built with the convolution as one block, which trains with direct kernels.
+            assert_eq!(fused.layers_len(), 3, "block, flatten, linear");
+            assert_close_step(&mut fused, &mut plain, &x);
+        } else {
+            assert_same_step(&mut fused, &mut plain, &x, Mode::Train);
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 //!
 //! Training runs the plain layers ([`Conv2d`], [`BatchNorm`] with its ReLU, the pool) and
 //! keeps their outputs for backward, so its results are those of the unfused layers bit
-//! for bit. Inference folds the batch norm (running statistics) into the convolution's
+//! for bit; except a block of few input channels with ReLU and pool (a network's first
+//! layer), which trains with its own direct kernels ([`train`]): the plain layers'
+//! im2col matrix and full-size output cost that layer several times its arithmetic.
+//! Inference folds the batch norm (running statistics) into the convolution's
 //! weights and bias and never materialises the convolution's output: each 2×2 block of
 //! outputs is computed from the 4×4 input window under it and written rectified, or
 //! pooled when a pool follows, in which case only the outputs the pool reads are
@@ -15,6 +18,7 @@
 mod direct;
 mod isa;
 mod tiles;
+mod train;
 mod winograd;
 
 use rayon::prelude::*;
@@ -93,6 +97,13 @@ pub struct ConvBlock {
     /// Per-part workspaces of the inference kernels, and their results before they are
     /// stored.
     workspaces: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Whether the direct training kernels ran in the last forward pass.
+    direct_current: bool,
+    /// Which of its window's four convolution outputs each pooled output of the last
+    /// direct training pass came from (0–3, row by row).
+    won: Vec<u8>,
+    /// Per-part weight and bias gradients of the direct training kernels.
+    grad_parts: Vec<f32>,
 }
 
 impl ConvBlock {
@@ -157,12 +168,115 @@ impl ConvBlock {
             folded: Vec::new(),
             eval_current: false,
             workspaces: Vec::new(),
+            direct_current: false,
+            won: Vec::new(),
+            grad_parts: Vec::new(),
         })
     }
 
     /// Whether inference uses Winograd's algorithm (else the direct loop).
     fn uses_winograd(&self) -> bool {
         self.tiles.c >= WINOGRAD_FROM_CHANNELS
+    }
+
+    /// Whether training uses the direct kernels (else the plain layers): few input
+    /// channels, then ReLU and pool. They run in fp32 whatever the precision: products
+    /// of so few channels are too thin for bf16 to pay.
+    fn trains_direct(&self) -> bool {
+        matches!(self.tail, Tail::ReluPool(_)) && !self.uses_winograd()
+    }
+
+    /// The direct training pass with the kernels compiled for `isa`: `y`, and which
+    /// output won each pooling window, from `x`.
+    fn direct_forward(&mut self, isa: Isa, x: &Tensor, y: &mut Tensor) {
+        // No batch norm: the arranged inference weights are the convolution's.
+        self.prepare_eval_weights();
+        let t = self.tiles;
+        let images = x.batch();
+        y.resize_batch(images, &self.out_shape);
+        self.won.resize(images * t.image_values(), 0);
+        let pass = Pass {
+            t,
+            x: x.data(),
+            w: &self.eval_weights,
+            bias: &self.eval_bias,
+        };
+        y.data_mut()
+            .par_chunks_mut(t.image_values())
+            .zip(self.won.par_chunks_mut(t.image_values()))
+            .enumerate()
+            .for_each_init(
+                || vec![0.0; 16 * t.c],
+                |patch, (image, (out, won))| {
+                    isa.train_forward(&pass, image * t.per_image(), out, won, patch)
+                },
+            );
+        self.plain_current = false;
+        self.direct_current = true;
+    }
+
+    /// The direct training kernels' backward pass, after [`ConvBlock::direct_forward`]
+    /// gave `y`: the convolution's parameter gradients, and `dx` if asked for.
+    fn direct_backward(
+        &mut self,
+        isa: Isa,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) {
+        if !self.eval_current {
+            self.prepare_eval_weights();
+        }
+        let t = self.tiles;
+        let images = dy.batch();
+        let (kp, values) = (t.padded_filters(), t.image_values());
+        let per_part = 9 * t.c * kp + kp;
+        self.grad_parts
+            .resize(images.div_ceil(train::IMAGES_PER_PART) * per_part, 0.0);
+        let pass = Pass {
+            t,
+            x: x.data(),
+            w: &self.eval_weights,
+            bias: &self.eval_bias,
+        };
+        let (y, dy, won) = (y.data(), dy.data(), &self.won[..]);
+        self.grad_parts
+            .par_chunks_mut(per_part)
+            .enumerate()
+            .for_each_init(
+                || vec![0.0; 16 * t.c],
+                |patch, (part, grads)| {
+                    grads.fill(0.0);
+                    let (dw, db) = grads.split_at_mut(9 * t.c * kp);
+                    let first = part * train::IMAGES_PER_PART;
+                    let at =
+                        first * values..((first + train::IMAGES_PER_PART).min(images) * values);
+                    let (y, dy, won) = (&y[at.clone()], &dy[at.clone()], &won[at]);
+                    isa.train_weight_grads(&pass, first * t.per_image(), y, dy, won, dw, db, patch);
+                },
+            );
+        let (sum, rest) = self.grad_parts.split_at_mut(per_part);
+        crate::matmul::add_parts(sum, &rest[..rest.len() / per_part * per_part]);
+        let (dw, db) = sum.split_at(9 * t.c * kp);
+        let mut params = self.conv.params_mut().into_iter();
+        if let Some(weight) = params.next() {
+            // From `[9·c, kp]` back to the convolution's `[k, 3, 3, c]`.
+            for (i, g) in weight.grad.data_mut().iter_mut().enumerate() {
+                let (k, tap_ch) = (i / (9 * t.c), i % (9 * t.c));
+                *g = dw[tap_ch * kp + k];
+            }
+        }
+        if let Some(bias) = params.next() {
+            bias.grad.data_mut().copy_from_slice(&db[..t.k]);
+        }
+        let Some(dx) = dx else { return };
+        dx.resize_batch(images, &[t.h, t.w, t.c]);
+        dx.data_mut()
+            .par_chunks_mut(t.h * t.w * t.c)
+            .zip(y.par_chunks(values).zip(dy.par_chunks(values)))
+            .zip(won.par_chunks(values))
+            .for_each(|((d, (y, dy)), won)| isa.train_input_grad(&pass, y, dy, won, d));
     }
 
     /// Folds the batch norm into the convolution and arranges the result for the kernels.
@@ -269,54 +383,11 @@ impl ConvBlock {
             Tail::Norm(norm) => norm.forward(&self.conv_out, y, ctx),
         }
         self.plain_current = true;
-    }
-}
-
-/// A convolution's output shape as `[h, w, c]`.
-fn conv_output(conv: &Conv2d) -> Result<[usize; 3], crate::Error> {
-    match *conv.output_shape() {
-        [oh, ow, oc] => Ok([oh, ow, oc]),
-        _ => Err(crate::Error::Spec("conv2d output is not a map".into())),
-    }
-}
-
-impl Layer for ConvBlock {
-    fn output_shape(&self) -> &[usize] {
-        &self.out_shape
+        self.direct_current = false;
     }
 
-    // Training keeps the convolution's output and the batch norm's, each with its
-    // gradient, on top of the convolution's own im2col matrix.
-    fn scratch_per_example(&self) -> usize {
-        let conv_out: usize = self.conv.output_shape().iter().product();
-        self.conv
-            .scratch_per_example()
-            .saturating_add(conv_out.saturating_mul(4))
-    }
-
-    fn flops(&self) -> u64 {
-        self.conv.flops()
-    }
-
-    fn inference_flops(&self) -> u64 {
-        let t = self.tiles;
-        // Per tile: 16 products per channel pair (Winograd) or 4 outputs × 9 taps.
-        let per_pair = if self.uses_winograd() { 16 } else { 36 };
-        2 * (t.per_image() * per_pair * t.c * t.k) as u64
-    }
-
-    fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
-        if ctx.mode == Mode::Eval {
-            self.infer(Isa::detect(), x, y);
-            self.plain_current = false;
-        } else {
-            // Training moves the batch norm's running statistics.
-            self.eval_current = false;
-            self.plain_forward(x, y, ctx);
-        }
-    }
-
-    fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+    /// The plain layers' backward pass (after their forward pass, or redoing it).
+    fn plain_backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
         // Backward after an inference pass (unusual, but allowed) differentiates what the
         // plain layers infer: redo their pass, whose output (not the fused one, which may
         // differ in the last bit) tells the pool's backward where each maximum was.
@@ -347,6 +418,77 @@ impl Layer for ConvBlock {
             Tail::Norm(norm) => norm.backward(&self.conv_out, y, dy, Some(&mut self.conv_grad)),
         }
         self.conv.backward(x, &self.conv_out, &self.conv_grad, dx);
+    }
+}
+
+/// A convolution's output shape as `[h, w, c]`.
+fn conv_output(conv: &Conv2d) -> Result<[usize; 3], crate::Error> {
+    match *conv.output_shape() {
+        [oh, ow, oc] => Ok([oh, ow, oc]),
+        _ => Err(crate::Error::Spec("conv2d output is not a map".into())),
+    }
+}
+
+impl Layer for ConvBlock {
+    fn output_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    // Training keeps the convolution's output and the batch norm's, each with its
+    // gradient, on top of the convolution's own im2col matrix; the direct kernels only
+    // a byte per output (which output won its window).
+    fn scratch_per_example(&self) -> usize {
+        if self.trains_direct() {
+            return self.tiles.image_values().div_ceil(4);
+        }
+        let conv_out: usize = self.conv.output_shape().iter().product();
+        self.conv
+            .scratch_per_example()
+            .saturating_add(conv_out.saturating_mul(4))
+    }
+
+    fn flops(&self) -> u64 {
+        self.conv.flops()
+    }
+
+    fn inference_flops(&self) -> u64 {
+        let t = self.tiles;
+        // Per tile: 16 products per channel pair (Winograd) or 4 outputs × 9 taps.
+        let per_pair = if self.uses_winograd() { 16 } else { 36 };
+        2 * (t.per_image() * per_pair * t.c * t.k) as u64
+    }
+
+    fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
+        if ctx.mode == Mode::Eval {
+            self.infer(Isa::detect(), x, y);
+            self.plain_current = false;
+            self.direct_current = false;
+        } else {
+            // Training moves the batch norm's running statistics.
+            self.eval_current = false;
+            if self.trains_direct() {
+                self.direct_forward(Isa::detect(), x, y);
+            } else {
+                self.plain_forward(x, y, ctx);
+            }
+        }
+    }
+
+    fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
+        if self.trains_direct() {
+            // After an inference pass, redo the training pass: which output won each
+            // window is known only from it.
+            let isa = Isa::detect();
+            if self.direct_current {
+                self.direct_backward(isa, x, y, dy, dx);
+            } else {
+                let mut redone = Tensor::default();
+                self.direct_forward(isa, x, &mut redone);
+                self.direct_backward(isa, x, &redone, dy, dx);
+            }
+            return;
+        }
+        self.plain_backward(x, y, dy, dx);
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
@@ -637,5 +779,159 @@ mod tests {
             }
         }
         assert!(fused > 150, "only {fused} geometries fused");
+    }
+    /// Values `i/8` for integers `|i| ≤ 8`: every sum the layers form of such inputs,
+    /// weights and gradients is exact in f32, so any order of summation gives the same
+    /// bits, and ties are exact ties.
+    fn eighths(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = Rng::new(seed);
+        let n = shape.iter().product();
+        let v = (0..n).map(|_| (rng.below(17) as f32 - 8.0) / 8.0).collect();
+        Tensor::from_vec(shape, v).expect("shape")
+    }
+
+    /// A direct block (ReLU and pool, few channels) with parameters in eighths.
+    fn direct_block(case: Case) -> Option<ConvBlock> {
+        let mut l = block(Kind::ReluPool, case)?;
+        for (i, (_, t)) in l.tensors_mut().into_iter().enumerate() {
+            let v = eighths(t.shape(), 40 + i as u64);
+            t.data_mut().copy_from_slice(v.data());
+        }
+        l.trains_direct().then_some(l)
+    }
+
+    /// The training pass's output, and the input, weight and bias gradients for `dy`,
+    /// of the direct kernels (`isa`) or the plain layers.
+    fn trained(l: &mut ConvBlock, x: &Tensor, dy_seed: u64, direct: Option<Isa>) -> Vec<Vec<f32>> {
+        let mut y = Tensor::default();
+        match direct {
+            Some(isa) => l.direct_forward(isa, x, &mut y),
+            None => {
+                let mut rng = Rng::new(0);
+                let mut ctx = Context {
+                    mode: Mode::Train,
+                    rng: &mut rng,
+                    precision: crate::Precision::F32,
+                };
+                l.plain_forward(x, &mut y, &mut ctx);
+            }
+        }
+        let dy = eighths(y.shape(), dy_seed);
+        let mut dx = Tensor::default();
+        match direct {
+            Some(isa) => l.direct_backward(isa, x, &y, &dy, Some(&mut dx)),
+            None => l.plain_backward(x, &y, &dy, Some(&mut dx)),
+        }
+        let mut all = vec![y.into_vec(), dx.into_vec()];
+        all.extend(l.params_mut().into_iter().map(|p| p.grad.data().to_vec()));
+        all
+    }
+
+    /// Few-channel geometries: the `simple` network's first layer, partial lane blocks,
+    /// padding, odd maps, and random ones.
+    fn direct_cases() -> Vec<Case> {
+        let mut cases: Vec<Case> = CASES.iter().copied().filter(|c| c.0[2] < 8).collect();
+        let mut pick = Rng::new(31);
+        while cases.len() < 60 {
+            let hwc = [2 + pick.below(9), 2 + pick.below(9), 1 + pick.below(7)];
+            cases.push((hwc, 1 + pick.below(70), pick.below(3), pick.below(2) == 0));
+        }
+        cases
+    }
+
+    #[test]
+    fn direct_training_is_the_plain_layers_training_when_arithmetic_is_exact() {
+        let mut tried = 0;
+        for (i, case) in direct_cases().into_iter().enumerate() {
+            let Some(mut l) = direct_block(case) else {
+                continue;
+            };
+            tried += 1;
+            let (hwc, ..) = case;
+            let x = eighths(&[1 + i % 4, hwc[0], hwc[1], hwc[2]], i as u64);
+            let want = trained(&mut l, &x, 7, None);
+            for isa in Isa::available() {
+                let got = trained(&mut l, &x, 7, Some(isa));
+                // Output, input gradient, weight gradient, bias gradient.
+                for (part, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(g == w, "{case:?} {isa:?}: part {part} differs");
+                }
+            }
+        }
+        assert!(tried > 40, "only {tried} geometries fused");
+    }
+
+    #[test]
+    fn direct_training_matches_the_plain_layers_on_random_values() {
+        for case in [CASES[0], CASES[2], CASES[5], CASES[7]] {
+            let mut l = block(Kind::ReluPool, case).expect("fuses");
+            let (hwc, ..) = case;
+            let x = normal(&[2, hwc[0], hwc[1], hwc[2]], 3);
+            let want = trained(&mut l, &x, 8, None);
+            let got = trained(&mut l, &x, 8, Some(Isa::detect()));
+            for (part, (g, w)) in got.iter().zip(&want).enumerate() {
+                // Sums of a few hundred products in another order: a few f32 ulps of
+                // the largest term.
+                let ok = g.len() == w.len()
+                    && g.iter()
+                        .zip(w)
+                        .all(|(&g, &w)| (g - w).abs() <= 1e-4 * (1.0 + w.abs()));
+                assert!(ok, "{case:?}: part {part} differs");
+            }
+        }
+    }
+
+    #[test]
+    fn direct_training_does_not_depend_on_instruction_set_or_thread_count() {
+        let case = CASES[0];
+        let x = normal(&[9, 28, 28, 1], 12);
+        let run_with = |threads: usize, isa: Isa| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                let mut l = block(Kind::ReluPool, case).expect("fuses");
+                trained(&mut l, &x, 9, Some(isa))
+            })
+        };
+        let first = run_with(1, Isa::Generic);
+        for isa in Isa::available() {
+            for threads in [1, 2, 3] {
+                assert!(
+                    run_with(threads, isa) == first,
+                    "{isa:?} on {threads} threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn direct_training_gives_inference_output_and_follows_inference_passes() {
+        for case in direct_cases().into_iter().take(20) {
+            let Some(mut l) = direct_block(case) else {
+                continue;
+            };
+            let (hwc, ..) = case;
+            let x = normal(&[3, hwc[0], hwc[1], hwc[2]], 2);
+            let train = run(&mut l, &x, Mode::Train);
+            let dy = normal(train.shape(), 6);
+            let grads = |l: &mut ConvBlock, y: &Tensor| {
+                let mut dx = Tensor::default();
+                l.backward(&x, y, &dy, Some(&mut dx));
+                let mut all = dx.into_vec();
+                for p in l.params_mut() {
+                    all.extend_from_slice(p.grad.data());
+                }
+                all
+            };
+            let after_train = grads(&mut l, &train);
+            let infer = run(&mut l, &x, Mode::Eval);
+            // The same arithmetic as inference on the vector instruction sets.
+            if Isa::detect() != Isa::Generic {
+                assert!(infer == train, "{case:?}");
+            }
+            assert!(grads(&mut l, &infer) == after_train, "{case:?}");
+        }
     }
 }

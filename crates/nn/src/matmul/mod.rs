@@ -107,7 +107,7 @@ fn sum_parts(dst: &mut [f32], parts: &[f32]) {
 }
 
 /// `dst` += each `dst.len()`-sized part of `parts`, in order.
-fn add_parts(dst: &mut [f32], parts: &[f32]) {
+pub(crate) fn add_parts(dst: &mut [f32], parts: &[f32]) {
     for part in parts.chunks_exact(dst.len()) {
         for (d, &p) in dst.iter_mut().zip(part) {
             *d += p;

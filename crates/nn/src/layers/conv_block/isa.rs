@@ -8,7 +8,7 @@
 //! multiply-adds where the CPU has them, so the AVX-512 and AVX2 copies agree bit for bit.
 
 use super::tiles::Pass;
-use super::{direct, winograd};
+use super::{direct, train, winograd};
 
 /// Whether the generic copy may use fused multiply-adds (as fast as a multiply there).
 const GENERIC_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
@@ -88,6 +88,66 @@ impl Isa {
             Isa::Generic => direct::tiles::<GENERIC_FMA>(p, first, out, ws),
         }
     }
+    /// [`train::forward`].
+    pub(super) fn train_forward(
+        self,
+        p: &Pass,
+        first: usize,
+        out: &mut [f32],
+        won: &mut [u8],
+        patch: &mut [f32],
+    ) {
+        match self {
+            // SAFETY: `detect` chose these only where the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { train_forward_avx512(p, first, out, won, patch) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { train_forward_avx2(p, first, out, won, patch) },
+            Isa::Generic => train::forward(p, first, out, won, patch),
+        }
+    }
+
+    /// [`train::weight_grads`].
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn train_weight_grads(
+        self,
+        p: &Pass,
+        first: usize,
+        y: &[f32],
+        dy: &[f32],
+        won: &[u8],
+        dw: &mut [f32],
+        db: &mut [f32],
+        patch: &mut [f32],
+    ) {
+        match self {
+            // SAFETY: `detect` chose these only where the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { train_grads_avx512(p, first, y, dy, won, dw, db, patch) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { train_grads_avx2(p, first, y, dy, won, dw, db, patch) },
+            Isa::Generic => train::weight_grads(p, first, y, dy, won, dw, db, patch),
+        }
+    }
+
+    /// [`train::input_grad`].
+    pub(super) fn train_input_grad(
+        self,
+        p: &Pass,
+        y: &[f32],
+        dy: &[f32],
+        won: &[u8],
+        dx: &mut [f32],
+    ) {
+        match self {
+            // SAFETY: `detect` chose these only where the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { train_input_avx512(p, y, dy, won, dx) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { train_input_avx2(p, y, dy, won, dx) },
+            Isa::Generic => train::input_grad(p, y, dy, won, dx),
+        }
+    }
 }
 
 /// `unsafe fn $name`: the kernel `$kernel` compiled with the target features `$features`
@@ -110,3 +170,50 @@ compiled_with!(
 compiled_with!(winograd_avx2, "avx2,fma", winograd::group::<4, true>);
 compiled_with!(direct_avx512, "avx512f,avx2,fma", direct::tiles::<true>);
 compiled_with!(direct_avx2, "avx2,fma", direct::tiles::<true>);
+
+/// `unsafe fn`s: the training kernel `$kernel` compiled with AVX-512 (`$avx512`) and
+/// with AVX2 (`$avx2`), both with FMA (callers must check that the CPU has them).
+macro_rules! training_copies {
+    ($avx512:ident, $avx2:ident, $kernel:path, ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $avx512($($arg: $ty),*) {
+            $kernel($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $avx2($($arg: $ty),*) {
+            $kernel($($arg),*)
+        }
+    };
+}
+
+training_copies!(
+    train_forward_avx512,
+    train_forward_avx2,
+    train::forward,
+    (p: &Pass, first: usize, out: &mut [f32], won: &mut [u8], patch: &mut [f32])
+);
+training_copies!(
+    train_grads_avx512,
+    train_grads_avx2,
+    train::weight_grads,
+    (
+        p: &Pass,
+        first: usize,
+        y: &[f32],
+        dy: &[f32],
+        won: &[u8],
+        dw: &mut [f32],
+        db: &mut [f32],
+        patch: &mut [f32]
+    )
+);
+training_copies!(
+    train_input_avx512,
+    train_input_avx2,
+    train::input_grad,
+    (p: &Pass, y: &[f32], dy: &[f32], won: &[u8], dx: &mut [f32])
+);
