@@ -33,30 +33,27 @@ pub(super) fn forward(p: &Pass, first: usize, out: &mut [f32], won: &mut [u8], p
     for k0 in (0..kp).step_by(LANES) {
         let bias: [f32; LANES] = *head(&p.bias[k0..]);
         let n = LANES.min(t.k - k0);
+        // One input channel: the block's nine weights, loaded once.
+        let mut w1 = [[0.0f32; LANES]; 9];
+        if c == 1 {
+            for (tap, w) in w1.iter_mut().enumerate() {
+                *w = *head(&p.w[tap * kp + k0..]);
+            }
+        }
         for (r, (out, won)) in out
             .chunks_exact_mut(t.k)
             .zip(won.chunks_exact_mut(t.k))
             .enumerate()
         {
             t.gather(p.x, first + r, patch);
-            let acc = outputs(p, &patch[..16 * c], k0);
+            let acc = if c == 1 {
+                outputs_one_channel(&w1, patch)
+            } else {
+                outputs(p, &patch[..16 * c], k0)
+            };
             // The plain layers' comparisons: the first strictly greater value wins.
-            let mut best = [0.0f32; LANES];
-            let mut at = [0u32; LANES];
-            for l in 0..LANES {
-                best[l] = acc[0][l] + bias[l];
-            }
-            for (q, acc) in acc.iter().enumerate().skip(1) {
-                for l in 0..LANES {
-                    let v = acc[l] + bias[l];
-                    let wins = v > best[l];
-                    best[l] = if wins { v } else { best[l] };
-                    at[l] = if wins { q as u32 } else { at[l] };
-                }
-            }
-            for b in &mut best {
-                *b = if *b < 0.0 { 0.0 } else { *b };
-            }
+            // (Fresh arrays by value at each stage keep them in registers.)
+            let (best, at) = first_max(acc, bias);
             let mut at8 = [0u8; LANES];
             for (w, &a) in at8.iter_mut().zip(&at) {
                 *w = a as u8;
@@ -72,6 +69,32 @@ pub(super) fn forward(p: &Pass, first: usize, out: &mut [f32], won: &mut [u8], p
             }
         }
     }
+}
+
+/// The rectified maximum over the four outputs `acc` (plus `bias`) of each lane, and
+/// which of them was the first maximum.
+#[inline(always)]
+fn first_max(acc: [[f32; LANES]; 4], bias: [f32; LANES]) -> ([f32; LANES], [u32; LANES]) {
+    let mut best = [0.0f32; LANES];
+    for l in 0..LANES {
+        best[l] = acc[0][l] + bias[l];
+    }
+    let mut at = [0u32; LANES];
+    for (q, acc) in acc.iter().enumerate().skip(1) {
+        let (mut next, mut next_at) = ([0.0f32; LANES], [0u32; LANES]);
+        for l in 0..LANES {
+            let v = acc[l] + bias[l];
+            let wins = v > best[l];
+            next[l] = if wins { v } else { best[l] };
+            next_at[l] = if wins { q as u32 } else { at[l] };
+        }
+        (best, at) = (next, next_at);
+    }
+    let mut out = [0.0f32; LANES];
+    for l in 0..LANES {
+        out[l] = if best[l] < 0.0 { 0.0 } else { best[l] };
+    }
+    (out, at)
 }
 
 /// The four convolution outputs of a tile (without bias) for output channels `k0..`:
@@ -94,6 +117,23 @@ fn outputs(p: &Pass, patch: &[f32], k0: usize) -> [[f32; LANES]; 4] {
                 for (s, &w) in acc.iter_mut().zip(w) {
                     *s = fma(a, w, *s);
                 }
+            }
+        }
+    }
+    acc
+}
+
+/// [`outputs`] for one input channel, with the block's weights `w` (one row per tap):
+/// the same arithmetic.
+#[inline(always)]
+fn outputs_one_channel(w: &[[f32; LANES]; 9], patch: &[f32]) -> [[f32; LANES]; 4] {
+    let mut acc = [[0.0f32; LANES]; 4];
+    for (tap, w) in w.iter().enumerate() {
+        let at = tap / 3 * 4 + tap % 3;
+        let a = [patch[at], patch[at + 1], patch[at + 4], patch[at + 5]];
+        for (acc, &a) in acc.iter_mut().zip(&a) {
+            for (s, &w) in acc.iter_mut().zip(w) {
+                *s = fma(a, w, *s);
             }
         }
     }
@@ -149,6 +189,9 @@ pub(super) fn weight_grads(
     patch: &mut [f32],
 ) {
     let (t, kp, c) = (p.t, p.t.padded_filters(), p.t.c);
+    if c == 1 {
+        return weight_grads_one_channel(p, first, y, dy, won, dw, db, patch);
+    }
     for (r, ((y, dy), won)) in y
         .chunks_exact(t.k)
         .zip(dy.chunks_exact(t.k))
@@ -182,6 +225,62 @@ pub(super) fn weight_grads(
                     }
                 }
             }
+        }
+    }
+}
+
+/// [`weight_grads`] for one input channel: a block of output channels' nine tap
+/// gradients stay in registers while every tile passes under them, then are added to
+/// `dw`. Each value's sum runs over the tiles in the same order as in [`weight_grads`],
+/// but from zero rather than from `dw`'s value, which is then added.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn weight_grads_one_channel(
+    p: &Pass,
+    first: usize,
+    y: &[f32],
+    dy: &[f32],
+    won: &[u8],
+    dw: &mut [f32],
+    db: &mut [f32],
+    patch: &mut [f32],
+) {
+    let (t, kp) = (p.t, p.t.padded_filters());
+    for k0 in (0..kp).step_by(LANES) {
+        let mut acc = [[0.0f32; LANES]; 9];
+        let mut bias = [0.0f32; LANES];
+        for (r, ((y, dy), won)) in y
+            .chunks_exact(t.k)
+            .zip(dy.chunks_exact(t.k))
+            .zip(won.chunks_exact(t.k))
+            .enumerate()
+        {
+            t.gather(p.x, first + r, patch);
+            let g = shares(y, dy, won, k0);
+            for g in &g {
+                for (s, &g) in bias.iter_mut().zip(g) {
+                    *s += g;
+                }
+            }
+            for (tap, acc) in acc.iter_mut().enumerate() {
+                let at = tap / 3 * 4 + tap % 3;
+                let a = [patch[at], patch[at + 1], patch[at + 4], patch[at + 5]];
+                for (g, &a) in g.iter().zip(&a) {
+                    for (s, &g) in acc.iter_mut().zip(g) {
+                        *s = fma(a, g, *s);
+                    }
+                }
+            }
+        }
+        for (tap, acc) in acc.iter().enumerate() {
+            let row: &mut [f32; LANES] = head_mut(&mut dw[tap * kp + k0..]);
+            for (d, &v) in row.iter_mut().zip(acc) {
+                *d += v;
+            }
+        }
+        let b: &mut [f32; LANES] = head_mut(&mut db[k0..]);
+        for (d, &v) in b.iter_mut().zip(&bias) {
+            *d += v;
         }
     }
 }
