@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the kernels that dominate training the `simple` network
 //! (batch 128): each layer's forward and backward on its real shapes, each convolution
-//! stage's inference pass (fused and as plain layers), and an Adam step.
+//! stage's inference pass and training step (fused and as plain layers), and an Adam
+//! step.
 //! Run: `cargo bench -p nn` (threads: `RAYON_NUM_THREADS`, default all cores).
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -96,6 +97,46 @@ fn bench_inference(c: &mut Criterion, name: &str, input: &[usize], layers: Vec<L
     }
 }
 
+/// Benchmarks one training step's passes (forward, then backward with the input
+/// gradient when `need_dx`) through `layers` on `input`, built fused (a convolution block
+/// as one layer, with its training kernels) and as plain layers, in `precision`.
+fn bench_training(
+    c: &mut Criterion,
+    name: &str,
+    input: &[usize],
+    layers: Vec<L>,
+    need_dx: bool,
+    precision: Precision,
+) {
+    let spec = ModelSpec {
+        name: String::new(),
+        input: input.to_vec(),
+        init: nn::Init::GlorotUniform,
+        layers,
+    };
+    let mut shape = vec![BATCH];
+    shape.extend_from_slice(input);
+    let x = random(&shape);
+    let mut rng = Rng::new(2);
+    for (fused, how) in [(true, "fused"), (false, "plain layers")] {
+        let mut net = spec
+            .build_with(&mut Rng::new(0), fused)
+            .expect("benchmark layers");
+        net.set_precision(precision);
+        let dy = random(net.forward(&x, Mode::Train, &mut rng).shape());
+        let mut dx = Tensor::default();
+        c.bench_function(
+            &format!("{name}/training {} ({how})", precision.name()),
+            |b| {
+                b.iter(|| {
+                    net.forward(&x, Mode::Train, &mut rng);
+                    net.backward(&x, &dy, need_dx.then_some(&mut dx));
+                })
+            },
+        );
+    }
+}
+
 /// The machine's practical fp32 peak: a large square product (2·1024³ FLOP).
 fn peak(c: &mut Criterion) {
     let n = 1024;
@@ -178,6 +219,30 @@ fn kernels(c: &mut Criterion) {
     };
     bench_inference(c, "stage1 28x28x1->32->13x13", &[28, 28, 1], stage(32));
     bench_inference(c, "stage2 13x13x32->64->5x5", &[13, 13, 32], stage(64));
+    // Training: the first stage's direct kernels against its plain layers (weight
+    // gradients only: a first layer); the second stage in every precision (in bf16 on
+    // AMX its convolution is the implicit product, fused or not).
+    let precisions = std::iter::once(Precision::F32)
+        .chain(nn::Bf16Isa::available().into_iter().map(Precision::Bf16))
+        .collect::<Vec<_>>();
+    bench_training(
+        c,
+        "stage1 28x28x1->32->13x13",
+        &[28, 28, 1],
+        stage(32),
+        false,
+        Precision::F32,
+    );
+    for &p in &precisions {
+        bench_training(
+            c,
+            "stage2 13x13x32->64->5x5",
+            &[13, 13, 32],
+            stage(64),
+            true,
+            p,
+        );
+    }
     bench_layer(c, "relu 26x26x32", &[26, 26, 32], vec![L::Relu], true);
     bench_layer_each(
         c,

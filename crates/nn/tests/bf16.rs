@@ -288,3 +288,164 @@ fn a_network_in_bf16_follows_fp32_within_bf16_rounding() {
         );
     }
 }
+
+/// Rounded to bf16 and back, in f64.
+fn rounded(x: f32) -> f64 {
+    from_bf16(to_bf16(x)) as f64
+}
+
+#[test]
+fn bf16_convolutions_match_the_exact_products_of_the_rounded_operands() {
+    use nn::{LayerSpec as L, Mode, ModelSpec, Tensor};
+    // Channel counts that are multiples of 32 and stride 1: on AMX, the implicit product
+    // (no im2col matrix); elsewhere the packed one. Odd sizes, kernels 1 to 5, padding,
+    // and batches of several weight-gradient parts.
+    let mut pick = Rng::new(21);
+    for round in 0..24 {
+        let c = 32 * (1 + pick.below(2));
+        let oc = 32 * (1 + pick.below(3));
+        let k = [1, 2, 3, 3, 5][pick.below(5)];
+        let pad = pick.below(3).min(k - 1);
+        let (h, w) = (k + pick.below(9), k + pick.below(9));
+        let (oh, ow) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+        let n = (1 + pick.below(20)).max(32usize.div_ceil(oh * ow));
+        let spec = ModelSpec {
+            name: String::new(),
+            input: vec![h, w, c],
+            init: nn::Init::Torch,
+            layers: vec![L::Conv2d {
+                filters: oc,
+                kernel: k,
+                stride: 1,
+                padding: pad,
+                bias: true,
+            }],
+        };
+        let x = random(&mut pick, n * h * w * c);
+        let dy = random(&mut pick, n * oh * ow * oc);
+        for isa in isas() {
+            let mut net = spec.build(&mut Rng::new(round)).expect("network");
+            net.set_precision(Precision::Bf16(isa));
+            let xt = Tensor::from_vec(&[n, h, w, c], x.clone()).expect("shape");
+            let y = net.forward(&xt, Mode::Train, &mut Rng::new(1)).clone();
+            let dyt = Tensor::from_vec(&[n, oh, ow, oc], dy.clone()).expect("shape");
+            let mut dx = Tensor::default();
+            net.backward(&xt, &dyt, Some(&mut dx));
+            let params = net.params_mut();
+            let (wt, b) = (params[0].value.data(), params[1].value.data());
+            let (dw, db) = (params[0].grad.data(), params[1].grad.data());
+            // Exact sums of the rounded products, and Σ|product| (fp32 accumulation's
+            // scale), for output, input gradient and weight gradient.
+            let mut want = [
+                vec![(0.0f64, 0.0f64); y.len()],
+                vec![(0.0, 0.0); dx.len()],
+                vec![(0.0, 0.0); dw.len()],
+            ];
+            let at_x = |i, iy, ix, ch| ((i * h + iy) * w + ix) * c + ch;
+            for i in 0..n {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for o in 0..oc {
+                            let yi = ((i * oh + oy) * ow + ox) * oc + o;
+                            let g = rounded(dy[yi]);
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = (oy + ky, ox + kx);
+                                    if iy < pad || ix < pad || iy - pad >= h || ix - pad >= w {
+                                        continue;
+                                    }
+                                    for ch in 0..c {
+                                        let xi = at_x(i, iy - pad, ix - pad, ch);
+                                        let wi = ((o * k + ky) * k + kx) * c + ch;
+                                        let (xv, wv) = (rounded(x[xi]), rounded(wt[wi]));
+                                        for (part, at, v) in
+                                            [(0, yi, xv * wv), (1, xi, g * wv), (2, wi, g * xv)]
+                                        {
+                                            want[part][at].0 += v;
+                                            want[part][at].1 += v.abs();
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // The bias, added in fp32 (implicit) or as a bf16 column (packed, so within
+            // 2^-9 of itself).
+            let slack: Vec<f64> = b.iter().map(|&b| (b as f64).abs() / 256.0).collect();
+            for (y, b) in want[0].iter_mut().zip(b.iter().cycle()) {
+                y.0 += *b as f64;
+            }
+            for (name, got, want, slack) in [
+                ("output", y.data(), &want[0], &slack[..]),
+                ("input gradient", dx.data(), &want[1], &[0.0][..]),
+                ("weight gradient", dw, &want[2], &[0.0][..]),
+            ] {
+                assert_eq!(got.len(), want.len(), "{name}");
+                let slack = slack.iter().cycle();
+                for (j, ((&g, &(v, scale)), s)) in got.iter().zip(want).zip(slack).enumerate() {
+                    assert!(
+                        (g as f64 - v).abs() <= 1e-5 * scale + 1e-6 + s,
+                        "{isa:?} round {round} ({h}×{w}×{c} → {oc}, k {k} pad {pad}, n {n}) \
+                         {name}[{j}]: {g} vs {v}"
+                    );
+                }
+            }
+            // The bias gradient sums dy in fp32.
+            for (o, &g) in db.iter().enumerate() {
+                let s: f64 = dy.iter().skip(o).step_by(oc).map(|&v| v as f64).sum();
+                assert!(
+                    (g as f64 - s).abs() <= 1e-4 * (1.0 + s.abs()),
+                    "{isa:?} db[{o}]"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_convolutions_do_not_depend_on_the_thread_count() {
+    use nn::{LayerSpec as L, Mode, ModelSpec, Tensor};
+    let spec = ModelSpec {
+        name: String::new(),
+        input: vec![13, 13, 32],
+        init: nn::Init::Torch,
+        layers: vec![L::Conv2d {
+            filters: 64,
+            kernel: 3,
+            stride: 1,
+            padding: 0,
+            bias: true,
+        }],
+    };
+    let mut rng = Rng::new(5);
+    // 19 images: weight-gradient parts of different sizes.
+    let x = Tensor::from_vec(&[19, 13, 13, 32], random(&mut rng, 19 * 13 * 13 * 32)).expect("x");
+    let dy = Tensor::from_vec(&[19, 11, 11, 64], random(&mut rng, 19 * 11 * 11 * 64)).expect("dy");
+    for isa in isas() {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool");
+            pool.install(|| {
+                let mut net = spec.build(&mut Rng::new(0)).expect("network");
+                net.set_precision(Precision::Bf16(isa));
+                let y = net.forward(&x, Mode::Train, &mut Rng::new(1)).clone();
+                let mut dx = Tensor::default();
+                net.backward(&x, &dy, Some(&mut dx));
+                let mut all = vec![y, dx];
+                all.extend(net.params_mut().iter().map(|p| p.grad.clone()));
+                all
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(
+                run(threads) == one,
+                "{isa:?}: {threads} threads differ from 1"
+            );
+        }
+    }
+}

@@ -1,4 +1,6 @@
-//! 2-D convolution on NHWC activations, as im2col followed by one matrix product.
+//! 2-D convolution on NHWC activations, as im2col followed by one matrix product; in bf16
+//! on AMX, stride 1 with channel counts that are multiples of 32, as the implicit product
+//! of [`super::conv_amx`] (no im2col matrix).
 
 use rayon::prelude::*;
 
@@ -31,6 +33,13 @@ pub struct Conv2d {
     parts: Vec<f32>,
     /// The arithmetic of the last forward pass, which its backward repeats.
     precision: Precision,
+    /// The geometry of the implicit AMX product, where it applies (stride 1, channel
+    /// counts multiples of 32): in bf16 on AMX, no im2col matrix.
+    #[cfg(target_arch = "x86_64")]
+    implicit: Option<super::conv_amx::Implicit>,
+    /// Its buffers.
+    #[cfg(target_arch = "x86_64")]
+    amx: super::conv_amx::Buffers,
 }
 
 /// Sizes of one convolution.
@@ -117,11 +126,26 @@ impl Conv2d {
             weight_bias: Vec::new(),
             parts: Vec::new(),
             precision: Precision::F32,
+            #[cfg(target_arch = "x86_64")]
+            implicit: (stride == 1)
+                .then(|| super::conv_amx::Implicit::new([h, w, c], filters, kernel, padding))
+                .flatten(),
+            #[cfg(target_arch = "x86_64")]
+            amx: Default::default(),
         })
     }
 }
 
 impl Conv2d {
+    /// The implicit AMX product's geometry, if this pass runs it.
+    #[cfg(target_arch = "x86_64")]
+    fn implicit(&self) -> Option<super::conv_amx::Implicit> {
+        match self.precision {
+            Precision::Bf16(Bf16Isa::Amx) => self.implicit,
+            _ => None,
+        }
+    }
+
     /// The bf16 instruction set of this layer's products for `rows` output positions, if
     /// they run in bf16: with bf16 precision and every side of every product (positions,
     /// kernel window, filters) at least one block long, as in [`matmul_in`].
@@ -236,11 +260,17 @@ impl Layer for Conv2d {
     }
 
     // The im2col matrix, one row per output position (padding included), plus the
-    // bias column.
+    // bias column; or the implicit product's bf16 copies, if they are larger.
     fn scratch_per_example(&self) -> usize {
-        self.geom
+        let im2col = self
+            .geom
             .positions()
-            .saturating_mul(self.geom.window().saturating_add(1))
+            .saturating_mul(self.geom.window().saturating_add(1));
+        #[cfg(target_arch = "x86_64")]
+        if let Some(implicit) = &self.implicit {
+            return im2col.max(implicit.values_per_example());
+        }
+        im2col
     }
 
     fn flops(&self) -> u64 {
@@ -255,6 +285,15 @@ impl Layer for Conv2d {
         let (rows, window) = (n * g.positions(), g.window());
         let ld = window + usize::from(self.params.bias.is_some());
         let in_size = g.h * g.w * g.c;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(implicit) = self.implicit() {
+            assert!(Bf16Isa::Amx.is_available(), "AMX is not available");
+            y.resize_batch(n, &self.out_shape);
+            let bias = self.params.bias.as_ref().map(|b| b.value.data());
+            let w = self.params.weight.value.data();
+            super::conv_amx::forward(&implicit, &mut self.amx, x.data(), w, bias, y.data_mut());
+            return;
+        }
         let bf16 = self.bf16_isa(rows);
         if bf16.is_some() {
             // Each image's columns are built in fp32 in a small buffer and rounded into
@@ -321,6 +360,22 @@ impl Layer for Conv2d {
         let (rows, window) = (n * g.positions(), g.window());
         let dyv = Mat::new(dy.data(), rows, g.oc);
         let ld = window + usize::from(self.params.bias.is_some());
+        #[cfg(target_arch = "x86_64")]
+        if let Some(implicit) = self.implicit() {
+            let (w, dw) = (
+                self.params.weight.value.data(),
+                self.params.weight.grad.data_mut(),
+            );
+            let dx = dx.map(|dx| {
+                dx.resize_batch(n, &[g.h, g.w, g.c]);
+                dx.data_mut()
+            });
+            super::conv_amx::backward(&implicit, &mut self.amx, w, dy.data(), dw, dx);
+            if let Some(b) = &mut self.params.bias {
+                column_sums(b.grad.data_mut(), dy.data(), &mut self.parts);
+            }
+            return;
+        }
         let bf16 = self.bf16_isa(rows);
         let dw = self.params.weight.grad.data_mut();
         match bf16 {

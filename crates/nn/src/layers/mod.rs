@@ -6,6 +6,8 @@
 
 mod activation;
 mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_amx;
 mod conv_block;
 mod dropout;
 mod linear;

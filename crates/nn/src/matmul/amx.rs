@@ -12,13 +12,13 @@ use std::arch::asm;
 struct Config([u8; 64]);
 
 /// Tile registers configured on this thread until dropped (`tilerelease`).
-pub(super) struct Tiles(());
+pub(crate) struct Tiles(());
 
 impl Tiles {
     /// Configures the tiles on the calling thread. Callers must have checked
     /// [`crate::precision::Bf16Isa::Amx`] is available (which also asks Linux for the
     /// tile permission).
-    pub(super) fn configure() -> Self {
+    pub(crate) fn configure() -> Self {
         let mut cfg = Config([0; 64]);
         cfg.0[0] = 1;
         for t in 0..8 {
@@ -150,6 +150,104 @@ impl Tiles {
                 options(nostack),
             );
         }
+    }
+}
+
+/// A tile operand: 16 rows of 64 bytes, `stride` elements apart, from `start` in a slice.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand<'a, T> {
+    ptr: *const T,
+    stride_bytes: usize,
+    data: std::marker::PhantomData<&'a [T]>,
+}
+
+impl<'a, T> Operand<'a, T> {
+    /// The 16 rows of 64 bytes from `data[start]`, `stride` elements apart; panics unless
+    /// they all lie inside `data`.
+    #[inline(always)]
+    pub(crate) fn new(data: &'a [T], start: usize, stride: usize) -> Self {
+        let size = std::mem::size_of::<T>();
+        let row = 64 / size;
+        assert!(
+            start + 15 * stride + row <= data.len(),
+            "tile operand outside its buffer"
+        );
+        Self {
+            // SAFETY: inside `data` (just checked).
+            ptr: unsafe { data.as_ptr().add(start) },
+            stride_bytes: stride * size,
+            data: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Tiles {
+    /// Zeroes the four accumulator tiles (a 32×32 fp32 block: tiles 0–3 are its
+    /// top-left, top-right, bottom-left and bottom-right 16×16 quarters).
+    #[inline(always)]
+    pub(crate) fn zero(&mut self) {
+        // SAFETY: the tiles are configured (`self` exists) and AMX is available.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack)
+            )
+        };
+    }
+
+    /// Adds to the 32×32 block the products of the two A tiles (its top and bottom 16
+    /// rows, 32 bf16 values each) and the two B tiles (its left and right 16 columns, 16
+    /// pair rows each): one 32-value step of the inner dimension.
+    #[inline(always)]
+    pub(crate) fn step(&mut self, a: [Operand<'_, u16>; 2], b: [Operand<'_, u32>; 2]) {
+        // SAFETY: each operand's 16 rows of 64 bytes lie inside its buffer (checked when
+        // it was made; its lifetime keeps the buffer alive); AMX is configured.
+        unsafe {
+            asm!(
+                "tileloadd tmm4, [{a0} + {sa0}*1]",
+                "tileloadd tmm5, [{a1} + {sa1}*1]",
+                "tileloadd tmm6, [{b0} + {sb0}*1]",
+                "tileloadd tmm7, [{b1} + {sb1}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a[0].ptr,
+                a1 = in(reg) a[1].ptr,
+                b0 = in(reg) b[0].ptr,
+                b1 = in(reg) b[1].ptr,
+                sa0 = in(reg) a[0].stride_bytes,
+                sa1 = in(reg) a[1].stride_bytes,
+                sb0 = in(reg) b[0].stride_bytes,
+                sb1 = in(reg) b[1].stride_bytes,
+                options(nostack, readonly),
+            )
+        };
+    }
+
+    /// Stores the 32×32 block into `out` (row-major, 32 wide).
+    #[inline(always)]
+    pub(crate) fn store(&mut self, out: &mut [f32; BLOCK * BLOCK]) {
+        let o = out.as_mut_ptr();
+        let so = BLOCK * 4;
+        // SAFETY: `out` holds 32 rows of 32 values; AMX is configured.
+        unsafe {
+            asm!(
+                "tilestored [{o0} + {so}*1], tmm0",
+                "tilestored [{o1} + {so}*1], tmm1",
+                "tilestored [{o2} + {so}*1], tmm2",
+                "tilestored [{o3} + {so}*1], tmm3",
+                o0 = in(reg) o,
+                o1 = in(reg) o.add(16),
+                o2 = in(reg) o.add(16 * BLOCK),
+                o3 = in(reg) o.add(16 * BLOCK + 16),
+                so = in(reg) so,
+                options(nostack),
+            )
+        };
     }
 }
 

@@ -2,7 +2,7 @@
 //! nothing, or bf16 with fp32 accumulation through AMX or AVX512-BF16 ([`bf16`]).
 
 #[cfg(target_arch = "x86_64")]
-mod amx;
+pub(crate) mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512bf16;
 pub mod bf16;
