@@ -6,8 +6,8 @@
 //! `q + ky·wp + kx` for every row: each tap's A tile is 16 consecutive pixels of the copy,
 //! loaded in place, and the rows with `ox ≥ ow` are computed and dropped. The input
 //! gradient is the same product on the output gradient with a zero border of `k − 1`,
-//! taps mirrored; the weight gradient multiplies the transposed output gradient by pairs
-//! of consecutive input pixels (the tile's pair rows). Products of bf16 values are summed
+//! taps mirrored; the weight gradient multiplies the transposed padded input (its A
+//! tiles start at any pixel) by pairs of consecutive output-gradient rows. Products of bf16 values are summed
 //! in fp32, in a fixed order: per image, and for the weight gradient over fixed runs of
 //! images added in order, so results depend on neither the thread count nor the batch's
 //! split among threads. The bias is added in fp32 (the packed product rounds it, as a
@@ -19,7 +19,7 @@ use crate::matmul::amx::{Operand, Tiles};
 use crate::matmul::bf16::{BLOCK, round_row, to_bf16};
 
 /// Images per part of the weight gradient.
-const IMAGES_PER_PART: usize = 8;
+const IMAGES_PER_PART: usize = 16;
 
 /// Sizes of one implicit convolution.
 #[derive(Clone, Copy, Debug)]
@@ -80,13 +80,10 @@ impl Implicit {
         })
     }
 
-    /// The buffers' size per example, in f32 values: the padded copy (bf16), its pairs,
-    /// and the output gradient transposed and bordered (bf16).
+    /// The buffers' size per example, in f32 values: the padded copy and its transpose
+    /// (bf16), the output gradient's pairs, and the bordered output gradient (bf16).
     pub(super) fn values_per_example(&self) -> usize {
-        self.img_px * self.c / 2
-            + self.img_px * self.c
-            + self.oc * self.mq / 2
-            + self.d_px * self.oc / 2
+        self.img_px * self.c + self.mq / 2 * self.oc + self.d_px * self.oc / 2
     }
 
     fn taps(&self) -> usize {
@@ -105,11 +102,11 @@ pub(super) struct Buffers {
     /// Weights as B tiles of the input-gradient product: pairs along the filters,
     /// `k²·oc/2 × c` in [`tiled`] order.
     wt: Vec<u32>,
-    /// Pairs of consecutive input pixels, from even and from odd pixels:
-    /// `[n, 2, img_px/2, c]`.
-    pairs: Vec<u32>,
-    /// The output gradient transposed, `[n, oc, mq]`.
-    dyt: Vec<u16>,
+    /// The padded input transposed, `[n, c, img_px]`.
+    xt: Vec<u16>,
+    /// The output gradient as pairs of consecutive rows `q`: `[n]` of `mq/2 × oc` in
+    /// [`tiled`] order.
+    dy_pairs: Vec<u32>,
     /// The output gradient with its zero border, `[n, d_px, oc]`.
     bordered: Vec<u16>,
     /// Weight-gradient parts.
@@ -128,6 +125,31 @@ fn tiled(row: usize, col: usize, cols: usize) -> usize {
 #[inline(always)]
 fn pair(lo: u16, hi: u16) -> u32 {
     u32::from(lo) | (u32::from(hi) << 16)
+}
+
+/// `dst` (`cols × rows`) = the transpose of `src` (`rows × cols`, `cols` a multiple
+/// of 32), through 32×32 blocks held in registers-sized arrays (element by element
+/// with a stride, it cost as much as the products it feeds).
+fn transpose(src: &[u16], dst: &mut [u16], rows: usize, cols: usize) {
+    const B: usize = BLOCK;
+    for r0 in (0..rows).step_by(B) {
+        let height = B.min(rows - r0);
+        for c0 in (0..cols).step_by(B) {
+            let mut block = [[0u16; B]; B];
+            for (r, row) in block.iter_mut().take(height).enumerate() {
+                if let Some(s) = src[(r0 + r) * cols + c0..].first_chunk::<B>() {
+                    *row = *s;
+                }
+            }
+            for c in 0..B {
+                let mut col = [0u16; B];
+                for (r, v) in col.iter_mut().enumerate() {
+                    *v = block[r][c];
+                }
+                dst[(c0 + c) * rows + r0..][..height].copy_from_slice(&col[..height]);
+            }
+        }
+    }
 }
 
 /// Copies the 32×32 `block` rows that `place` maps to an offset into `out` (32 values
@@ -228,63 +250,54 @@ pub(super) fn backward(
     let (c, oc) = (g.c, g.oc);
     let n = dy.len() / (g.oh * g.ow * oc);
     assert!(b.xp.len() >= n * g.img_px * c, "backward before forward");
-    // The output gradient rounded: transposed for the weight gradient, bordered for
-    // the input gradient.
-    b.dyt.resize(n * oc * g.mq, 0);
+    // The output gradient rounded, with its border (the input gradient's A operand),
+    // and as pairs of consecutive rows `q` (the weight gradient's B operand).
     b.bordered.resize(n * g.d_px * oc, 0);
-    b.dyt
-        .par_chunks_mut(oc * g.mq)
-        .zip(b.bordered.par_chunks_mut(g.d_px * oc))
+    b.dy_pairs.resize(n * g.mq / 2 * oc, 0);
+    b.bordered
+        .par_chunks_mut(g.d_px * oc)
+        .zip(b.dy_pairs.par_chunks_mut(g.mq / 2 * oc))
         .zip(dy.par_chunks(g.oh * g.ow * oc))
-        .for_each(|((dyt, bordered), dy)| {
+        .for_each(|((bordered, pairs), dy)| {
             bordered.fill(0);
             for (oy, row) in dy.chunks_exact(g.ow * oc).enumerate() {
                 let at = ((oy + g.k - 1) * g.wd + g.k - 1) * oc;
                 round_row(&mut bordered[at..at + g.ow * oc], row);
             }
-            // Filter by filter, reading across pixels: contiguous writes.
-            for (o, row) in dyt.chunks_exact_mut(g.mq).enumerate() {
-                row.fill(0);
-                for oy in 0..g.oh {
-                    let src = &bordered[((oy + g.k - 1) * g.wd + g.k - 1) * oc + o..];
-                    let dst = &mut row[oy * g.wp..][..g.ow];
-                    for (d, s) in dst.iter_mut().zip(src.iter().step_by(oc)) {
-                        *d = *s;
+            // Row `q`'s gradient (zeros where `ox ≥ ow` or `oy ≥ oh`).
+            let zeros = vec![0u16; oc];
+            let row = |q: usize| {
+                let (oy, ox) = (q / g.wp, q % g.wp);
+                if oy < g.oh && ox < g.ow {
+                    &bordered[((oy + g.k - 1) * g.wd + ox + g.k - 1) * oc..][..oc]
+                } else {
+                    &zeros[..]
+                }
+            };
+            for j in 0..g.mq / 2 {
+                let (lo, hi) = (row(2 * j), row(2 * j + 1));
+                for o0 in (0..oc).step_by(16) {
+                    let dst = &mut pairs[tiled(j, o0, oc)..][..16];
+                    for ((d, &l), &h) in dst.iter_mut().zip(&lo[o0..]).zip(&hi[o0..]) {
+                        *d = pair(l, h);
                     }
                 }
             }
         });
-    // Pairs of consecutive pixels from even and from odd ones.
-    let half = g.img_px / 2;
-    b.pairs.resize(n * 2 * half * c, 0);
-    b.pairs
-        .par_chunks_mut(2 * half * c)
+    // The padded input transposed: channel by channel, each a row of pixels.
+    b.xt.resize(n * c * g.img_px, 0);
+    b.xt.par_chunks_mut(c * g.img_px)
         .zip(b.xp.par_chunks(g.img_px * c))
-        .for_each(|(pairs, xp)| {
-            let (even, odd) = pairs.split_at_mut(half * c);
-            let zeros = vec![0u16; c];
-            for (j, (e, o)) in even
-                .chunks_exact_mut(c)
-                .zip(odd.chunks_exact_mut(c))
-                .enumerate()
-            {
-                // Pixels 2j, 2j + 1 and 2j + 2 (past the copy's end: zeros).
-                let px = |i: usize| xp.get(i * c..(i + 1) * c).unwrap_or(&zeros);
-                let (p0, p1, p2) = (px(2 * j), px(2 * j + 1), px(2 * j + 2));
-                for ((e, &l), &h) in e.iter_mut().zip(p0).zip(p1) {
-                    *e = pair(l, h);
-                }
-                for ((o, &l), &h) in o.iter_mut().zip(p1).zip(p2) {
-                    *o = pair(l, h);
-                }
-            }
-        });
-    // Weight gradient: each part's images summed in the tiles, the parts in order.
+        .for_each(|(xt, xp)| transpose(xp, xt, g.img_px, c));
+    // Weight gradient, transposed (`[k², c, oc]`): the padded input's channels under
+    // each tap times the output gradient, over each part's images in the tiles, the
+    // parts added in order.
     let per_part = oc * g.taps() * c;
     let parts = n.div_ceil(IMAGES_PER_PART);
-    b.parts.resize(parts * per_part, 0.0);
-    let (dyt, pairs) = (&b.dyt, &b.pairs);
-    b.parts
+    b.parts.resize((parts + 1) * per_part, 0.0);
+    let (sum, part_grads) = b.parts.split_at_mut(per_part);
+    let (xt, dy_pairs) = (&b.xt, &b.dy_pairs);
+    part_grads
         .par_chunks_mut(per_part)
         .enumerate()
         .for_each(|(part, out)| {
@@ -293,31 +306,45 @@ pub(super) fn backward(
             let images = part * IMAGES_PER_PART..((part + 1) * IMAGES_PER_PART).min(n);
             for tap in 0..g.taps() {
                 let off = tap / g.k * g.wp + tap % g.k;
-                let parity = off % 2;
-                for m0 in (0..oc).step_by(BLOCK) {
-                    for n0 in (0..c).step_by(BLOCK) {
+                for m0 in (0..c).step_by(BLOCK) {
+                    for n0 in (0..oc).step_by(BLOCK) {
                         tiles.zero();
                         for img in images.clone() {
-                            let dyt = &dyt[img * oc * g.mq..][..oc * g.mq];
-                            let from = &pairs[(img * 2 + parity) * half * c..][..half * c];
+                            let xt = &xt[img * c * g.img_px..][..c * g.img_px];
+                            let dyp = &dy_pairs[img * g.mq / 2 * oc..][..g.mq / 2 * oc];
                             for kq in (0..g.mq).step_by(BLOCK) {
-                                let a = |r: usize| Operand::new(dyt, (m0 + r) * g.mq + kq, g.mq);
-                                let row = (kq + off - parity) / 2;
-                                let bt = |col: usize| Operand::new(from, row * c + n0 + col, c);
+                                let a = |r: usize| {
+                                    Operand::new(xt, (m0 + r) * g.img_px + kq + off, g.img_px)
+                                };
+                                let bt =
+                                    |col: usize| Operand::new(dyp, tiled(kq / 2, n0 + col, oc), 16);
                                 tiles.step([a(0), a(16)], [bt(0), bt(16)]);
                             }
                         }
                         tiles.store(&mut block);
-                        scatter(&block, out, None, |r| {
-                            Some(((m0 + r) * g.taps() + tap) * c + n0)
-                        });
+                        scatter(&block, out, None, |r| Some((tap * c + m0 + r) * oc + n0));
                     }
                 }
             }
         });
-    let (first, rest) = b.parts.split_at(per_part);
-    dw.copy_from_slice(first);
-    crate::matmul::add_parts(dw, rest);
+    // Each value's parts in order, values in parallel.
+    let part_grads = &part_grads[..parts * per_part];
+    sum.par_chunks_mut(BLOCK * BLOCK)
+        .enumerate()
+        .for_each(|(i, sum)| {
+            let at = i * BLOCK * BLOCK;
+            sum.copy_from_slice(&part_grads[at..at + sum.len()]);
+            for part in part_grads.chunks_exact(per_part).skip(1) {
+                for (s, &v) in sum.iter_mut().zip(&part[at..]) {
+                    *s += v;
+                }
+            }
+        });
+    // Back to the weights' `[oc, k², c]`.
+    for (i, d) in dw.iter_mut().enumerate() {
+        let (o, tap, ch) = (i / (g.taps() * c), i / c % g.taps(), i % c);
+        *d = sum[(tap * c + ch) * oc + o];
+    }
     let Some(dx) = dx else { return };
     // Input gradient: the bordered output gradient under the mirrored taps.
     b.wt.clear();
