@@ -37,7 +37,8 @@ pub(super) struct Implicit {
     hp: usize,
     /// Output rows per image, counted along the padded width, rounded up to 32.
     mq: usize,
-    /// Pixels per image of the padded copy: the rows' reach, and one more for pairs.
+    /// Pixels per image of the padded copy: the rows' reach, rounded up to 32 (rows of
+    /// the transposed copy then start on cache lines).
     img_px: usize,
     /// Width of the output gradient with its border.
     wd: usize,
@@ -57,7 +58,7 @@ impl Implicit {
         let (hp, wp) = (h + 2 * pad, w + 2 * pad);
         let (oh, ow) = (hp.checked_sub(k)? + 1, wp.checked_sub(k)? + 1);
         let mq = (oh * wp).next_multiple_of(BLOCK);
-        let img_px = (mq + (k - 1) * (wp + 1) + 2).next_multiple_of(2);
+        let img_px = (mq + (k - 1) * (wp + 1) + 2).next_multiple_of(BLOCK);
         let wd = ow + 2 * (k - 1);
         let mr = (hp * wd).next_multiple_of(BLOCK);
         let d_px = mr + (k - 1) * (wd + 1) + 1;
@@ -111,6 +112,28 @@ pub(super) struct Buffers {
     bordered: Vec<u16>,
     /// Weight-gradient parts.
     parts: Vec<f32>,
+}
+
+/// Values a 64-byte boundary may be away from a buffer's start.
+fn spare<T>() -> usize {
+    64 / std::mem::size_of::<T>()
+}
+
+/// The `len` values of `v` from its first 64-byte boundary on (a tile row then never
+/// straddles two cache lines), growing `v` to hold them. The same values as
+/// [`aligned`] gives while `v` is not grown again.
+fn aligned_mut<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len + spare::<T>() {
+        v.resize(len + spare::<T>(), T::default());
+    }
+    let at = v.as_ptr().align_offset(64).min(spare::<T>());
+    &mut v[at..at + len]
+}
+
+/// The `len` values of `v` that [`aligned_mut`] gave.
+fn aligned<T>(v: &[T], len: usize) -> &[T] {
+    let at = v.as_ptr().align_offset(64).min(spare::<T>());
+    &v[at..at + len]
 }
 
 /// Where pair row `row`, column `col` of a B operand `cols` wide is kept when each
@@ -187,8 +210,8 @@ pub(super) fn forward(
 ) {
     let (c, oc) = (g.c, g.oc);
     let n = x.len() / (g.h * g.w * c);
-    b.xp.resize(n * g.img_px * c, 0);
-    b.xp.par_chunks_mut(g.img_px * c)
+    aligned_mut(&mut b.xp, n * g.img_px * c)
+        .par_chunks_mut(g.img_px * c)
         .zip(x.par_chunks(g.h * g.w * c))
         .for_each(|(xp, img)| {
             xp.fill(0);
@@ -197,17 +220,18 @@ pub(super) fn forward(
                 round_row(&mut xp[at..at + g.w * c], row);
             }
         });
-    b.wf.clear();
-    b.wf.resize(g.taps() * c / 2 * oc, 0);
+    let wf = aligned_mut(&mut b.wf, g.taps() * c / 2 * oc);
+    wf.fill(0);
     for o in 0..oc {
         for tap in 0..g.taps() {
             let src = &weight[(o * g.taps() + tap) * c..][..c];
             for (j, two) in src.chunks_exact(2).enumerate() {
-                b.wf[tiled(tap * c / 2 + j, o, oc)] = pair(to_bf16(two[0]), to_bf16(two[1]));
+                wf[tiled(tap * c / 2 + j, o, oc)] = pair(to_bf16(two[0]), to_bf16(two[1]));
             }
         }
     }
-    let (xp, wf) = (&b.xp, &b.wf);
+    let xp = aligned(&b.xp, n * g.img_px * c);
+    let wf = aligned(&b.wf, g.taps() * c / 2 * oc);
     y.par_chunks_mut(g.oh * g.ow * oc)
         .zip(xp.par_chunks(g.img_px * c))
         .for_each(|(out, xp)| {
@@ -249,14 +273,12 @@ pub(super) fn backward(
 ) {
     let (c, oc) = (g.c, g.oc);
     let n = dy.len() / (g.oh * g.ow * oc);
-    assert!(b.xp.len() >= n * g.img_px * c, "backward before forward");
+    assert!(b.xp.len() > n * g.img_px * c, "backward before forward");
     // The output gradient rounded, with its border (the input gradient's A operand),
     // and as pairs of consecutive rows `q` (the weight gradient's B operand).
-    b.bordered.resize(n * g.d_px * oc, 0);
-    b.dy_pairs.resize(n * g.mq / 2 * oc, 0);
-    b.bordered
+    aligned_mut(&mut b.bordered, n * g.d_px * oc)
         .par_chunks_mut(g.d_px * oc)
-        .zip(b.dy_pairs.par_chunks_mut(g.mq / 2 * oc))
+        .zip(aligned_mut(&mut b.dy_pairs, n * g.mq / 2 * oc).par_chunks_mut(g.mq / 2 * oc))
         .zip(dy.par_chunks(g.oh * g.ow * oc))
         .for_each(|((bordered, pairs), dy)| {
             bordered.fill(0);
@@ -285,9 +307,9 @@ pub(super) fn backward(
             }
         });
     // The padded input transposed: channel by channel, each a row of pixels.
-    b.xt.resize(n * c * g.img_px, 0);
-    b.xt.par_chunks_mut(c * g.img_px)
-        .zip(b.xp.par_chunks(g.img_px * c))
+    aligned_mut(&mut b.xt, n * c * g.img_px)
+        .par_chunks_mut(c * g.img_px)
+        .zip(aligned(&b.xp, n * g.img_px * c).par_chunks(g.img_px * c))
         .for_each(|(xt, xp)| transpose(xp, xt, g.img_px, c));
     // Weight gradient, transposed (`[k², c, oc]`): the padded input's channels under
     // each tap times the output gradient, over each part's images in the tiles, the
@@ -296,7 +318,8 @@ pub(super) fn backward(
     let parts = n.div_ceil(IMAGES_PER_PART);
     b.parts.resize((parts + 1) * per_part, 0.0);
     let (sum, part_grads) = b.parts.split_at_mut(per_part);
-    let (xt, dy_pairs) = (&b.xt, &b.dy_pairs);
+    let xt = aligned(&b.xt, n * c * g.img_px);
+    let dy_pairs = aligned(&b.dy_pairs, n * g.mq / 2 * oc);
     part_grads
         .par_chunks_mut(per_part)
         .enumerate()
@@ -347,18 +370,19 @@ pub(super) fn backward(
     }
     let Some(dx) = dx else { return };
     // Input gradient: the bordered output gradient under the mirrored taps.
-    b.wt.clear();
-    b.wt.resize(g.taps() * oc / 2 * c, 0);
+    let wt = aligned_mut(&mut b.wt, g.taps() * oc / 2 * c);
+    wt.fill(0);
     for tap in 0..g.taps() {
         for o in (0..oc).step_by(2) {
             let lo = &weight[(o * g.taps() + tap) * c..][..c];
             let hi = &weight[((o + 1) * g.taps() + tap) * c..][..c];
             for (ch, (&l, &h)) in lo.iter().zip(hi).enumerate() {
-                b.wt[tiled((tap * oc + o) / 2, ch, c)] = pair(to_bf16(l), to_bf16(h));
+                wt[tiled((tap * oc + o) / 2, ch, c)] = pair(to_bf16(l), to_bf16(h));
             }
         }
     }
-    let (bordered, wt) = (&b.bordered, &b.wt);
+    let bordered = aligned(&b.bordered, n * g.d_px * oc);
+    let wt = aligned(&b.wt, g.taps() * oc / 2 * c);
     dx.par_chunks_mut(g.h * g.w * c)
         .zip(bordered.par_chunks(g.d_px * oc))
         .for_each(|(dx, d)| {
