@@ -299,8 +299,8 @@ impl Layer for Conv2d {
             // Each image's columns are built in fp32 in a small buffer and rounded into
             // the packed matrix: the full fp32 matrix is never written.
             let kp = bf16::padded(ld);
-            self.col_bf16.resize(bf16::padded(rows) * kp, 0);
-            let (images, tail) = self.col_bf16.split_at_mut(rows * kp);
+            let packed = bf16::aligned_mut(&mut self.col_bf16, bf16::padded(rows) * kp);
+            let (images, tail) = packed.split_at_mut(rows * kp);
             tail.fill(0);
             images
                 .par_chunks_mut(g.positions() * kp)
@@ -340,7 +340,8 @@ impl Layer for Conv2d {
         let weights = Mat::new(weights, g.oc, ld).t();
         match bf16 {
             Some(isa) => {
-                let (pa, kp) = (&self.col_bf16, bf16::padded(ld));
+                let kp = bf16::padded(ld);
+                let pa = bf16::aligned(&self.col_bf16, bf16::padded(rows) * kp);
                 bf16::matmul_bf16_packed_a(isa, y.data_mut(), pa, rows, kp, weights, false);
             }
             None => matmul_in(
@@ -381,7 +382,8 @@ impl Layer for Conv2d {
         match bf16 {
             Some(isa) => {
                 let kp = bf16::padded(ld);
-                bf16::matmul_bf16_tn_rows(isa, dw, dyv, &self.col_bf16, kp, window);
+                let packed = bf16::aligned(&self.col_bf16, bf16::padded(rows) * kp);
+                bf16::matmul_bf16_tn_rows(isa, dw, dyv, packed, kp, window);
             }
             None => {
                 let col = Mat::with_stride(&self.col, rows, window, ld);

@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::matmul::amx::{Operand, Tiles};
-use crate::matmul::bf16::{BLOCK, round_row, to_bf16};
+use crate::matmul::bf16::{BLOCK, aligned, aligned_mut, round_row, to_bf16};
 
 /// Images per part of the weight gradient.
 const IMAGES_PER_PART: usize = 16;
@@ -112,28 +112,6 @@ pub(super) struct Buffers {
     bordered: Vec<u16>,
     /// Weight-gradient parts.
     parts: Vec<f32>,
-}
-
-/// Values a 64-byte boundary may be away from a buffer's start.
-fn spare<T>() -> usize {
-    64 / std::mem::size_of::<T>()
-}
-
-/// The `len` values of `v` from its first 64-byte boundary on (a tile row then never
-/// straddles two cache lines), growing `v` to hold them. The same values as
-/// [`aligned`] gives while `v` is not grown again.
-fn aligned_mut<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
-    if v.len() < len + spare::<T>() {
-        v.resize(len + spare::<T>(), T::default());
-    }
-    let at = v.as_ptr().align_offset(64).min(spare::<T>());
-    &mut v[at..at + len]
-}
-
-/// The `len` values of `v` that [`aligned_mut`] gave.
-fn aligned<T>(v: &[T], len: usize) -> &[T] {
-    let at = v.as_ptr().align_offset(64).min(spare::<T>());
-    &v[at..at + len]
 }
 
 /// Where pair row `row`, column `col` of a B operand `cols` wide is kept when each
