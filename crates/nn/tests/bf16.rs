@@ -449,3 +449,34 @@ fn bf16_convolutions_do_not_depend_on_the_thread_count() {
         }
     }
 }
+
+#[test]
+fn bf16_convolutions_of_an_empty_batch_give_empty_outputs_and_zero_gradients() {
+    use nn::{LayerSpec as L, Mode, ModelSpec, Tensor};
+    let spec = ModelSpec {
+        name: String::new(),
+        input: vec![13, 13, 32],
+        init: nn::Init::Torch,
+        layers: vec![L::Conv2d {
+            filters: 64,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            bias: true,
+        }],
+    };
+    for isa in isas() {
+        let mut net = spec.build(&mut Rng::new(0)).expect("network");
+        net.set_precision(Precision::Bf16(isa));
+        let x = Tensor::from_vec(&[0, 13, 13, 32], Vec::new()).expect("x");
+        let y = net.forward(&x, Mode::Train, &mut Rng::new(1)).clone();
+        assert_eq!(y.len(), 0, "{isa:?}");
+        let dy = Tensor::from_vec(y.shape(), Vec::new()).expect("dy");
+        let mut dx = Tensor::default();
+        net.backward(&x, &dy, Some(&mut dx));
+        assert_eq!(dx.len(), 0, "{isa:?}");
+        for p in net.params_mut() {
+            assert!(p.grad.data().iter().all(|&g| g == 0.0), "{isa:?}");
+        }
+    }
+}

@@ -52,16 +52,22 @@ impl Implicit {
     /// The geometry of a stride-1 `k×k` convolution of `[h, w, c]` inputs to `oc`
     /// filters with padding `pad`, if both channel counts are multiples of 32.
     pub(super) fn new([h, w, c]: [usize; 3], oc: usize, k: usize, pad: usize) -> Option<Self> {
-        if c == 0 || oc == 0 || !c.is_multiple_of(BLOCK) || !oc.is_multiple_of(BLOCK) {
+        if k == 0 || c == 0 || oc == 0 || !c.is_multiple_of(BLOCK) || !oc.is_multiple_of(BLOCK) {
             return None;
         }
-        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+        // Checked: the sizes may come from an architecture file.
+        let add = |a: usize, b: usize| a.checked_add(b);
+        let mul = |a: usize, b: usize| a.checked_mul(b);
+        let round = |a: usize| a.checked_next_multiple_of(BLOCK);
+        let (hp, wp) = (add(h, mul(2, pad)?)?, add(w, mul(2, pad)?)?);
         let (oh, ow) = (hp.checked_sub(k)? + 1, wp.checked_sub(k)? + 1);
-        let mq = (oh * wp).next_multiple_of(BLOCK);
-        let img_px = (mq + (k - 1) * (wp + 1) + 2).next_multiple_of(BLOCK);
-        let wd = ow + 2 * (k - 1);
-        let mr = (hp * wd).next_multiple_of(BLOCK);
-        let d_px = mr + (k - 1) * (wd + 1) + 1;
+        let mq = round(mul(oh, wp)?)?;
+        let img_px = round(add(add(mq, mul(k - 1, add(wp, 1)?)?)?, 2)?)?;
+        let wd = add(ow, mul(2, k - 1)?)?;
+        let mr = round(mul(hp, wd)?)?;
+        let d_px = add(add(mr, mul(k - 1, add(wd, 1)?)?)?, 1)?;
+        // The buffers' size per example must be countable too.
+        add(add(mul(img_px, c)?, mul(mq / 2, oc)?)?, mul(d_px, oc)? / 2)?;
         Some(Self {
             h,
             w,
@@ -251,6 +257,10 @@ pub(super) fn backward(
 ) {
     let (c, oc) = (g.c, g.oc);
     let n = dy.len() / (g.oh * g.ow * oc);
+    if n == 0 {
+        dw.fill(0.0);
+        return;
+    }
     assert!(b.xp.len() > n * g.img_px * c, "backward before forward");
     // The output gradient rounded, with its border (the input gradient's A operand),
     // and as pairs of consecutive rows `q` (the weight gradient's B operand).
@@ -388,4 +398,34 @@ pub(super) fn backward(
                 }
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometries_that_do_not_fit_are_refused_without_overflow() {
+        // `simple`'s second layer: 11 rows of the 13-pixel padded width, rounded to 32.
+        let g = Implicit::new([13, 13, 32], 64, 3, 0).expect("fits");
+        assert_eq!((g.oh, g.ow, g.mq, g.wd), (11, 11, 160, 15));
+        assert_eq!(g.img_px % BLOCK, 0);
+        assert!(
+            g.img_px >= g.mq + 2 * (g.wp + 1) + 1,
+            "rows reach past the copy"
+        );
+        for (hwc, oc, k, pad) in [
+            ([13, 13, 33], 64, 3, 0),              // channels not a multiple of 32
+            ([13, 13, 32], 48, 3, 0),              // nor filters
+            ([13, 13, 32], 64, 0, 0),              // no kernel
+            ([2, 2, 32], 64, 5, 0),                // kernel larger than the input
+            ([13, 13, 32], 64, 3, usize::MAX / 2), // sizes that overflow
+            ([usize::MAX / 4, 13, 32], 64, 3, 1),
+        ] {
+            assert!(
+                Implicit::new(hwc, oc, k, pad).is_none(),
+                "{hwc:?} {oc} {k} {pad}"
+            );
+        }
+    }
 }

@@ -232,6 +232,15 @@ impl ConvBlock {
         let images = dy.batch();
         let (kp, values) = (t.padded_filters(), t.image_values());
         let per_part = 9 * t.c * kp + kp;
+        if images == 0 {
+            for p in self.conv.params_mut() {
+                p.grad.data_mut().fill(0.0);
+            }
+            if let Some(dx) = dx {
+                dx.resize_batch(0, &[t.h, t.w, t.c]);
+            }
+            return;
+        }
         self.grad_parts
             .resize(images.div_ceil(train::IMAGES_PER_PART) * per_part, 0.0);
         let pass = Pass {
@@ -859,6 +868,15 @@ mod tests {
             }
         }
         assert!(tried > 40, "only {tried} geometries fused");
+    }
+
+    #[test]
+    fn direct_training_of_an_empty_batch_gives_empty_outputs_and_zero_gradients() {
+        let mut l = direct_block(CASES[0]).expect("fuses");
+        let x = eighths(&[0, 28, 28, 1], 1);
+        let got = trained(&mut l, &x, 2, Some(Isa::detect()));
+        assert!(got[0].is_empty() && got[1].is_empty(), "outputs");
+        assert!(got[2..].iter().flatten().all(|&g| g == 0.0), "gradients");
     }
 
     #[test]
