@@ -13,13 +13,33 @@ use nn::{
 const BATCH: usize = 128;
 
 fn layer(input: &[usize], layers: Vec<L>) -> Network {
-    let spec = ModelSpec {
+    spec(input, layers)
+        .build(&mut Rng::new(0))
+        .expect("benchmark layer")
+}
+
+/// `layers` on `input`, Glorot-initialised.
+fn spec(input: &[usize], layers: Vec<L>) -> ModelSpec {
+    ModelSpec {
         name: String::new(),
         input: input.to_vec(),
         init: nn::Init::GlorotUniform,
         layers,
+    }
+}
+
+/// A batch of random inputs of shape `input`, and the fused and plain builds of `spec`.
+fn batch_and_builds(spec: &ModelSpec, input: &[usize]) -> (Tensor, [(Network, &'static str); 2]) {
+    let mut shape = vec![BATCH];
+    shape.extend_from_slice(input);
+    let build = |fused| {
+        spec.build_with(&mut Rng::new(0), fused)
+            .expect("benchmark layers")
     };
-    spec.build(&mut Rng::new(0)).expect("benchmark layer")
+    (
+        random(&shape),
+        [(build(true), "fused"), (build(false), "plain layers")],
+    )
 }
 
 fn random(shape: &[usize]) -> Tensor {
@@ -77,20 +97,9 @@ fn bench_layer_in(
 
 /// Benchmarks inference through `layers` on `input`, built fused and as plain layers.
 fn bench_inference(c: &mut Criterion, name: &str, input: &[usize], layers: Vec<L>) {
-    let spec = ModelSpec {
-        name: String::new(),
-        input: input.to_vec(),
-        init: nn::Init::GlorotUniform,
-        layers,
-    };
-    let mut shape = vec![BATCH];
-    shape.extend_from_slice(input);
-    let x = random(&shape);
+    let (x, builds) = batch_and_builds(&spec(input, layers), input);
     let mut rng = Rng::new(2);
-    for (fused, how) in [(true, "fused"), (false, "plain layers")] {
-        let mut net = spec
-            .build_with(&mut Rng::new(0), fused)
-            .expect("benchmark layers");
+    for (mut net, how) in builds {
         c.bench_function(&format!("{name}/inference ({how})"), |b| {
             b.iter(|| net.forward(&x, Mode::Eval, &mut rng).len())
         });
@@ -108,20 +117,9 @@ fn bench_training(
     need_dx: bool,
     precision: Precision,
 ) {
-    let spec = ModelSpec {
-        name: String::new(),
-        input: input.to_vec(),
-        init: nn::Init::GlorotUniform,
-        layers,
-    };
-    let mut shape = vec![BATCH];
-    shape.extend_from_slice(input);
-    let x = random(&shape);
+    let (x, builds) = batch_and_builds(&spec(input, layers), input);
     let mut rng = Rng::new(2);
-    for (fused, how) in [(true, "fused"), (false, "plain layers")] {
-        let mut net = spec
-            .build_with(&mut Rng::new(0), fused)
-            .expect("benchmark layers");
+    for (mut net, how) in builds {
         net.set_precision(precision);
         let dy = random(net.forward(&x, Mode::Train, &mut rng).shape());
         let mut dx = Tensor::default();

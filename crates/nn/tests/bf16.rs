@@ -289,6 +289,22 @@ fn a_network_in_bf16_follows_fp32_within_bf16_rounding() {
     }
 }
 
+/// One bias-carrying stride-1 convolution on `[h, w, c]` inputs.
+fn one_conv(input: [usize; 3], filters: usize, kernel: usize, padding: usize) -> nn::ModelSpec {
+    nn::ModelSpec {
+        name: String::new(),
+        input: input.to_vec(),
+        init: nn::Init::Torch,
+        layers: vec![nn::LayerSpec::Conv2d {
+            filters,
+            kernel,
+            stride: 1,
+            padding,
+            bias: true,
+        }],
+    }
+}
+
 /// Rounded to bf16 and back, in f64.
 fn rounded(x: f32) -> f64 {
     from_bf16(to_bf16(x)) as f64
@@ -296,7 +312,7 @@ fn rounded(x: f32) -> f64 {
 
 #[test]
 fn bf16_convolutions_match_the_exact_products_of_the_rounded_operands() {
-    use nn::{LayerSpec as L, Mode, ModelSpec, Tensor};
+    use nn::{Mode, Tensor};
     // Channel counts that are multiples of 32 and stride 1: on AMX, the implicit product
     // (no im2col matrix); elsewhere the packed one. Odd sizes, kernels 1 to 5, padding,
     // and batches of several weight-gradient parts.
@@ -309,18 +325,7 @@ fn bf16_convolutions_match_the_exact_products_of_the_rounded_operands() {
         let (h, w) = (k + pick.below(9), k + pick.below(9));
         let (oh, ow) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
         let n = (1 + pick.below(20)).max(32usize.div_ceil(oh * ow));
-        let spec = ModelSpec {
-            name: String::new(),
-            input: vec![h, w, c],
-            init: nn::Init::Torch,
-            layers: vec![L::Conv2d {
-                filters: oc,
-                kernel: k,
-                stride: 1,
-                padding: pad,
-                bias: true,
-            }],
-        };
+        let spec = one_conv([h, w, c], oc, k, pad);
         let x = random(&mut pick, n * h * w * c);
         let dy = random(&mut pick, n * oh * ow * oc);
         for isa in isas() {
@@ -406,19 +411,8 @@ fn bf16_convolutions_match_the_exact_products_of_the_rounded_operands() {
 
 #[test]
 fn bf16_convolutions_do_not_depend_on_the_thread_count() {
-    use nn::{LayerSpec as L, Mode, ModelSpec, Tensor};
-    let spec = ModelSpec {
-        name: String::new(),
-        input: vec![13, 13, 32],
-        init: nn::Init::Torch,
-        layers: vec![L::Conv2d {
-            filters: 64,
-            kernel: 3,
-            stride: 1,
-            padding: 0,
-            bias: true,
-        }],
-    };
+    use nn::{Mode, Tensor};
+    let spec = one_conv([13, 13, 32], 64, 3, 0);
     let mut rng = Rng::new(5);
     // 19 images: weight-gradient parts of different sizes.
     let x = Tensor::from_vec(&[19, 13, 13, 32], random(&mut rng, 19 * 13 * 13 * 32)).expect("x");
@@ -452,19 +446,8 @@ fn bf16_convolutions_do_not_depend_on_the_thread_count() {
 
 #[test]
 fn bf16_convolutions_of_an_empty_batch_give_empty_outputs_and_zero_gradients() {
-    use nn::{LayerSpec as L, Mode, ModelSpec, Tensor};
-    let spec = ModelSpec {
-        name: String::new(),
-        input: vec![13, 13, 32],
-        init: nn::Init::Torch,
-        layers: vec![L::Conv2d {
-            filters: 64,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            bias: true,
-        }],
-    };
+    use nn::{Mode, Tensor};
+    let spec = one_conv([13, 13, 32], 64, 3, 1);
     for isa in isas() {
         let mut net = spec.build(&mut Rng::new(0)).expect("network");
         net.set_precision(Precision::Bf16(isa));

@@ -84,14 +84,11 @@ impl Tiles {
         accumulate: bool,
     ) {
         s.check_block(a, k_offset, k_blocks, b, ni);
-        let a_stride = s.kp * 2;
-        let b_stride = s.n_pad * 4;
-        // SAFETY: every tile load reads 16 rows of 64 bytes at the given stride inside
-        // `a` or `b` (`check_block` above), and the output's loads and stores touch 32
-        // rows of 128 bytes `row_len` values apart, valid by the caller's contract.
-        unsafe {
-            let so = row_len * 4;
-            if accumulate {
+        let so = row_len * 4;
+        if accumulate {
+            // SAFETY: the output's 32 rows of 128 bytes, `row_len` values apart, are
+            // valid for reads by the caller's contract.
+            unsafe {
                 asm!(
                     "tileloadd tmm0, [{o0} + {so}*1]",
                     "tileloadd tmm1, [{o1} + {so}*1]",
@@ -104,52 +101,27 @@ impl Tiles {
                     so = in(reg) so,
                     options(nostack, readonly),
                 );
-            } else {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack)
-                );
             }
-            let a0 = a.as_ptr().add(k_offset);
-            let a1 = a0.add(16 * s.kp);
-            let b0 = b.as_ptr().add(ni * BLOCK);
-            for kb in 0..k_blocks {
-                let (pa0, pa1) = (a0.add(kb * BLOCK), a1.add(kb * BLOCK));
-                let pb = b0.add(kb * BLOCK / 2 * s.n_pad);
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) pa0,
-                    a1 = in(reg) pa1,
-                    b0 = in(reg) pb,
-                    b1 = in(reg) pb.add(16),
-                    sa = in(reg) a_stride,
-                    sb = in(reg) b_stride,
-                    options(nostack, readonly),
-                );
-            }
-            asm!(
-                "tilestored [{o0} + {so}*1], tmm0",
-                "tilestored [{o1} + {so}*1], tmm1",
-                "tilestored [{o2} + {so}*1], tmm2",
-                "tilestored [{o3} + {so}*1], tmm3",
-                o0 = in(reg) o,
-                o1 = in(reg) o.add(16),
-                o2 = in(reg) o.add(16 * row_len),
-                o3 = in(reg) o.add(16 * row_len + 16),
-                so = in(reg) so,
-                options(nostack),
+        } else {
+            self.zero();
+        }
+        for kb in 0..k_blocks {
+            let at = k_offset + kb * BLOCK;
+            let pb = ni * BLOCK + kb * BLOCK / 2 * s.n_pad;
+            self.step(
+                [
+                    Operand::new(a, at, s.kp),
+                    Operand::new(a, at + 16 * s.kp, s.kp),
+                ],
+                [
+                    Operand::new(b, pb, s.n_pad),
+                    Operand::new(b, pb + 16, s.n_pad),
+                ],
             );
         }
+        // SAFETY: the output is valid for writes of 32 rows of 32 values, `row_len`
+        // apart (the caller's contract).
+        unsafe { store_rows(o, row_len) };
     }
 }
 
@@ -231,24 +203,34 @@ impl Tiles {
     /// Stores the 32×32 block into `out` (row-major, 32 wide).
     #[inline(always)]
     pub(crate) fn store(&mut self, out: &mut [f32; BLOCK * BLOCK]) {
-        let o = out.as_mut_ptr();
-        let so = BLOCK * 4;
         // SAFETY: `out` holds 32 rows of 32 values; AMX is configured.
-        unsafe {
-            asm!(
-                "tilestored [{o0} + {so}*1], tmm0",
-                "tilestored [{o1} + {so}*1], tmm1",
-                "tilestored [{o2} + {so}*1], tmm2",
-                "tilestored [{o3} + {so}*1], tmm3",
-                o0 = in(reg) o,
-                o1 = in(reg) o.add(16),
-                o2 = in(reg) o.add(16 * BLOCK),
-                o3 = in(reg) o.add(16 * BLOCK + 16),
-                so = in(reg) so,
-                options(nostack),
-            )
-        };
+        unsafe { store_rows(out.as_mut_ptr(), BLOCK) };
     }
+}
+
+/// Stores the accumulator tiles' 32×32 block to the 32 rows of 32 values `row_len` apart
+/// from `o`.
+///
+/// # Safety
+/// AMX is configured on this thread, and `o` is valid for writes of those rows.
+#[inline(always)]
+unsafe fn store_rows(o: *mut f32, row_len: usize) {
+    let so = row_len * 4;
+    // SAFETY: by the contract above.
+    unsafe {
+        asm!(
+            "tilestored [{o0} + {so}*1], tmm0",
+            "tilestored [{o1} + {so}*1], tmm1",
+            "tilestored [{o2} + {so}*1], tmm2",
+            "tilestored [{o3} + {so}*1], tmm3",
+            o0 = in(reg) o,
+            o1 = in(reg) o.add(16),
+            o2 = in(reg) o.add(16 * row_len),
+            o3 = in(reg) o.add(16 * row_len + 16),
+            so = in(reg) so,
+            options(nostack),
+        )
+    };
 }
 
 impl Drop for Tiles {

@@ -58,16 +58,7 @@ fn one_channel<const FMA: bool>(p: &Pass, first: usize, out: &mut [f32], ws: &mu
         let b: [f32; LANES] = *head(&p.bias[k0..]);
         let n = LANES.min(t.k - k0);
         for (out, patch) in out.chunks_exact_mut(t.k).zip(patches.chunks_exact(16)) {
-            let mut acc = [[0.0f32; LANES]; 4];
-            for (tap, w) in w.iter().enumerate() {
-                let at = tap / 3 * 4 + tap % 3;
-                let a = [patch[at], patch[at + 1], patch[at + 4], patch[at + 5]];
-                for (acc, &a) in acc.iter_mut().zip(&a) {
-                    for (s, &w) in acc.iter_mut().zip(w) {
-                        *s = fmadd::<FMA>(a, w, *s);
-                    }
-                }
-            }
+            let acc = one_channel_outputs::<FMA>(&w, patch);
             out[k0..k0 + n].copy_from_slice(&pool_relu_lanes(acc, b)[..n]);
         }
     }
@@ -83,30 +74,59 @@ fn many_channels<const FMA: bool>(p: &Pass, first: usize, out: &mut [f32], ws: &
         t.gather(p.x, first + r, patch);
         let patch = &patch[..];
         for k0 in (0..kp).step_by(LANES) {
-            // acc[q]: convolution output q of the 2×2 block (row by row).
-            let mut acc = [[0.0f32; LANES]; 4];
-            for tap in 0..9 {
-                let at = (tap / 3 * 4 + tap % 3) * c;
-                let taps = &p.w[tap * c * kp..][..c * kp];
-                for ch in 0..c {
-                    let w: &[f32; LANES] = head(&taps[ch * kp + k0..]);
-                    // The input under this tap for each of the four outputs.
-                    let a = [
-                        patch[at + ch],
-                        patch[at + c + ch],
-                        patch[at + 4 * c + ch],
-                        patch[at + 5 * c + ch],
-                    ];
-                    for (acc, &a) in acc.iter_mut().zip(&a) {
-                        for (s, &w) in acc.iter_mut().zip(w) {
-                            *s = fmadd::<FMA>(a, w, *s);
-                        }
-                    }
-                }
-            }
+            let acc = outputs::<FMA>(p, patch, k0);
             let n = LANES.min(t.k - k0);
             let o = pool_relu_lanes(acc, *head(&p.bias[k0..]));
             out[k0..k0 + n].copy_from_slice(&o[..n]);
         }
     }
+}
+
+/// The four convolution outputs (row by row, without bias) of the tile whose 4×4 window
+/// is `patch` (`16·c` values), for output channels `k0..k0 + LANES`: tap by tap, channel
+/// by channel. The training kernels share it, so both passes give the same values.
+#[inline(always)]
+pub(super) fn outputs<const FMA: bool>(p: &Pass, patch: &[f32], k0: usize) -> [[f32; LANES]; 4] {
+    let (kp, c) = (p.t.padded_filters(), p.t.c);
+    let mut acc = [[0.0f32; LANES]; 4];
+    for tap in 0..9 {
+        let at = (tap / 3 * 4 + tap % 3) * c;
+        let taps = &p.w[tap * c * kp..][..c * kp];
+        for ch in 0..c {
+            let w: &[f32; LANES] = head(&taps[ch * kp + k0..]);
+            // The input under this tap for each of the four outputs.
+            let a = [
+                patch[at + ch],
+                patch[at + c + ch],
+                patch[at + 4 * c + ch],
+                patch[at + 5 * c + ch],
+            ];
+            for (acc, &a) in acc.iter_mut().zip(&a) {
+                for (s, &w) in acc.iter_mut().zip(w) {
+                    *s = fmadd::<FMA>(a, w, *s);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// [`outputs`] for one input channel, with a block's nine weights `w` already loaded
+/// (one row per tap): the same arithmetic.
+#[inline(always)]
+pub(super) fn one_channel_outputs<const FMA: bool>(
+    w: &[[f32; LANES]; 9],
+    patch: &[f32],
+) -> [[f32; LANES]; 4] {
+    let mut acc = [[0.0f32; LANES]; 4];
+    for (tap, w) in w.iter().enumerate() {
+        let at = tap / 3 * 4 + tap % 3;
+        let a = [patch[at], patch[at + 1], patch[at + 4], patch[at + 5]];
+        for (acc, &a) in acc.iter_mut().zip(&a) {
+            for (s, &w) in acc.iter_mut().zip(w) {
+                *s = fmadd::<FMA>(a, w, *s);
+            }
+        }
+    }
+    acc
 }

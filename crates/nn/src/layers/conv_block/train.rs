@@ -9,6 +9,7 @@
 //! on neither the thread count nor the instruction set: every copy uses fused
 //! multiply-adds (a library call where the CPU lacks them, slower but the same bits).
 
+use super::direct::{one_channel_outputs, outputs};
 use super::tiles::{LANES, Pass, head};
 
 /// Images per part of the weight gradient: parts are summed in order, whatever the
@@ -46,10 +47,11 @@ pub(super) fn forward(p: &Pass, first: usize, out: &mut [f32], won: &mut [u8], p
             .enumerate()
         {
             t.gather(p.x, first + r, patch);
+            // Inference's arithmetic, with fused multiply-adds on every CPU.
             let acc = if c == 1 {
-                outputs_one_channel(&w1, patch)
+                one_channel_outputs::<true>(&w1, patch)
             } else {
-                outputs(p, &patch[..16 * c], k0)
+                outputs::<true>(p, &patch[..16 * c], k0)
             };
             // The plain layers' comparisons: the first strictly greater value wins.
             // (Fresh arrays by value at each stage keep them in registers.)
@@ -95,49 +97,6 @@ fn first_max(acc: [[f32; LANES]; 4], bias: [f32; LANES]) -> ([f32; LANES], [u32;
         out[l] = if best[l] < 0.0 { 0.0 } else { best[l] };
     }
     (out, at)
-}
-
-/// The four convolution outputs of a tile (without bias) for output channels `k0..`:
-/// the arithmetic of inference's direct kernel, tap by tap and channel by channel.
-#[inline(always)]
-fn outputs(p: &Pass, patch: &[f32], k0: usize) -> [[f32; LANES]; 4] {
-    let (kp, c) = (p.t.padded_filters(), p.t.c);
-    let mut acc = [[0.0f32; LANES]; 4];
-    for tap in 0..9 {
-        let at = (tap / 3 * 4 + tap % 3) * c;
-        for ch in 0..c {
-            let w: &[f32; LANES] = head(&p.w[(tap * c + ch) * kp + k0..]);
-            let a = [
-                patch[at + ch],
-                patch[at + c + ch],
-                patch[at + 4 * c + ch],
-                patch[at + 5 * c + ch],
-            ];
-            for (acc, &a) in acc.iter_mut().zip(&a) {
-                for (s, &w) in acc.iter_mut().zip(w) {
-                    *s = fma(a, w, *s);
-                }
-            }
-        }
-    }
-    acc
-}
-
-/// [`outputs`] for one input channel, with the block's weights `w` (one row per tap):
-/// the same arithmetic.
-#[inline(always)]
-fn outputs_one_channel(w: &[[f32; LANES]; 9], patch: &[f32]) -> [[f32; LANES]; 4] {
-    let mut acc = [[0.0f32; LANES]; 4];
-    for (tap, w) in w.iter().enumerate() {
-        let at = tap / 3 * 4 + tap % 3;
-        let a = [patch[at], patch[at + 1], patch[at + 4], patch[at + 5]];
-        for (acc, &a) in acc.iter_mut().zip(&a) {
-            for (s, &w) in acc.iter_mut().zip(w) {
-                *s = fma(a, w, *s);
-            }
-        }
-    }
-    acc
 }
 
 /// Each window position's share of the output gradient for channels `k0..`: the
