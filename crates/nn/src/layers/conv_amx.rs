@@ -11,7 +11,8 @@
 //! in fp32, in a fixed order: per image, and for the weight gradient over fixed runs of
 //! images added in order, so results depend on neither the thread count nor the batch's
 //! split among threads. The bias is added in fp32 (the packed product rounds it, as a
-//! column of ones).
+//! column of ones). Inference ([`infer_relu`]) is the forward product per image, with
+//! ReLU and the 2×2 pool applied to each image's map as it leaves the tiles.
 
 use rayon::prelude::*;
 
@@ -95,6 +96,11 @@ impl Implicit {
 
     fn taps(&self) -> usize {
         self.k * self.k
+    }
+
+    /// Pairs of bf16 weights of the forward product.
+    fn weight_pairs(&self) -> usize {
+        self.taps() * self.c / 2 * self.oc
     }
 }
 
@@ -182,6 +188,60 @@ fn scatter(
     }
 }
 
+/// Rounds image `img` (`[h, w, c]`) into `xp`, its zero-padded bf16 copy.
+fn pad_round(g: &Implicit, img: &[f32], xp: &mut [u16]) {
+    xp.fill(0);
+    for (iy, row) in img.chunks_exact(g.w * g.c).enumerate() {
+        let at = ((iy + g.pad) * g.wp + g.pad) * g.c;
+        round_row(&mut xp[at..at + g.w * g.c], row);
+    }
+}
+
+/// `weight` (`[oc, k, k, c]`) as the forward product's B tiles: pairs along
+/// `(tap, channel)`, `k²·c/2 × oc` in [`tiled`] order, in `wf` from its first 64-byte
+/// boundary (where [`aligned`] finds them again).
+pub(super) fn tile_weights(g: &Implicit, weight: &[f32], wf: &mut Vec<u32>) {
+    let (c, oc) = (g.c, g.oc);
+    let wf = aligned_mut(wf, g.weight_pairs());
+    wf.fill(0);
+    for o in 0..oc {
+        for tap in 0..g.taps() {
+            let src = &weight[(o * g.taps() + tap) * c..][..c];
+            for (j, two) in src.chunks_exact(2).enumerate() {
+                wf[tiled(tap * c / 2 + j, o, oc)] = pair(to_bf16(two[0]), to_bf16(two[1]));
+            }
+        }
+    }
+}
+
+/// One image's convolution `out` (`[oh, ow, oc]`) from its padded copy `xp` and the
+/// tiled weights `wf`, plus `bias`.
+fn image_product(g: &Implicit, xp: &[u16], wf: &[u32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let (c, oc) = (g.c, g.oc);
+    let mut tiles = Tiles::configure();
+    let mut block = [0.0f32; BLOCK * BLOCK];
+    for q0 in (0..g.mq).step_by(BLOCK) {
+        for n0 in (0..oc).step_by(BLOCK) {
+            tiles.zero();
+            for tap in 0..g.taps() {
+                let off = tap / g.k * g.wp + tap % g.k;
+                for cb in (0..c).step_by(BLOCK) {
+                    let a = |r: usize| Operand::new(xp, (q0 + r + off) * c + cb, c);
+                    let kb = (tap * c + cb) / 2;
+                    let bt = |col: usize| Operand::new(wf, tiled(kb, n0 + col, oc), 16);
+                    tiles.step([a(0), a(16)], [bt(0), bt(16)]);
+                }
+            }
+            tiles.store(&mut block);
+            let bias = bias.map(|b| &b[n0..n0 + BLOCK]);
+            scatter(&block, out, bias, |r| {
+                let (oy, ox) = ((q0 + r) / g.wp, (q0 + r) % g.wp);
+                (oy < g.oh && ox < g.ow).then(|| (oy * g.ow + ox) * oc + n0)
+            });
+        }
+    }
+}
+
 /// `y` (`[n, oh, ow, oc]`) = the convolution of `x` (`[n, h, w, c]`) with `weight`
 /// (`[oc, k, k, c]`) plus `bias`. The caller has checked that AMX is available.
 pub(super) fn forward(
@@ -192,56 +252,77 @@ pub(super) fn forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let (c, oc) = (g.c, g.oc);
+    let c = g.c;
     let n = x.len() / (g.h * g.w * c);
     aligned_mut(&mut b.xp, n * g.img_px * c)
         .par_chunks_mut(g.img_px * c)
         .zip(x.par_chunks(g.h * g.w * c))
-        .for_each(|(xp, img)| {
-            xp.fill(0);
-            for (iy, row) in img.chunks_exact(g.w * c).enumerate() {
-                let at = ((iy + g.pad) * g.wp + g.pad) * c;
-                round_row(&mut xp[at..at + g.w * c], row);
-            }
-        });
-    let wf = aligned_mut(&mut b.wf, g.taps() * c / 2 * oc);
-    wf.fill(0);
-    for o in 0..oc {
-        for tap in 0..g.taps() {
-            let src = &weight[(o * g.taps() + tap) * c..][..c];
-            for (j, two) in src.chunks_exact(2).enumerate() {
-                wf[tiled(tap * c / 2 + j, o, oc)] = pair(to_bf16(two[0]), to_bf16(two[1]));
+        .for_each(|(xp, img)| pad_round(g, img, xp));
+    tile_weights(g, weight, &mut b.wf);
+    let xp = aligned(&b.xp, n * g.img_px * c);
+    let wf = aligned(&b.wf, g.weight_pairs());
+    y.par_chunks_mut(g.oh * g.ow * g.oc)
+        .zip(xp.par_chunks(g.img_px * c))
+        .for_each(|(out, xp)| image_product(g, xp, wf, bias, out));
+}
+
+/// Inference of the convolution with ReLU after it, and a 2×2 stride-2 max pool when
+/// `pool`: `y` (`[n, oh/2, ow/2, oc]` pooled, else `[n, oh, ow, oc]`) from `x`
+/// (`[n, h, w, c]`), the weights `wf` as [`tile_weights`] left them, and `bias`
+/// (`oc` values or more). Image by image: the padded copy and the convolution's output
+/// stay in the thread's buffers. The caller has checked that AMX is available.
+pub(super) fn infer_relu(
+    g: &Implicit,
+    wf: &[u32],
+    bias: &[f32],
+    pool: bool,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let oc = g.oc;
+    let out_len = if pool {
+        (g.oh / 2) * (g.ow / 2) * oc
+    } else {
+        g.oh * g.ow * oc
+    };
+    let wf = aligned(wf, g.weight_pairs());
+    let bias = &bias[..oc];
+    y.par_chunks_mut(out_len)
+        .zip(x.par_chunks(g.h * g.w * g.c))
+        .for_each_init(
+            || (Vec::new(), vec![0.0f32; g.oh * g.ow * oc]),
+            |(xp, conv), (out, img)| {
+                let xp = aligned_mut(xp, g.img_px * g.c);
+                pad_round(g, img, xp);
+                image_product(g, xp, wf, Some(bias), conv);
+                if pool {
+                    relu_pool(conv, g.ow, oc, out);
+                } else {
+                    for (o, &v) in out.iter_mut().zip(conv.iter()) {
+                        *o = v.max(0.0);
+                    }
+                }
+            },
+        );
+}
+
+/// `out` (`[h/2, w/2, c]`) = ReLU of the 2×2 stride-2 max pool of `map` (`[h, w, c]`, an
+/// odd last row or column left out): the maximum of each window, or 0 if it is below.
+fn relu_pool(map: &[f32], w: usize, c: usize, out: &mut [f32]) {
+    let (pw, row) = (w / 2, w * c);
+    for (py, out_row) in out.chunks_exact_mut(pw * c).enumerate() {
+        let (top, bottom) = (
+            &map[2 * py * row..][..row],
+            &map[(2 * py + 1) * row..][..row],
+        );
+        for (px, o) in out_row.chunks_exact_mut(c).enumerate() {
+            let at = 2 * px * c;
+            let (a, b) = (&top[at..at + 2 * c], &bottom[at..at + 2 * c]);
+            for (ch, o) in o.iter_mut().enumerate() {
+                *o = a[ch].max(a[c + ch]).max(b[ch].max(b[c + ch])).max(0.0);
             }
         }
     }
-    let xp = aligned(&b.xp, n * g.img_px * c);
-    let wf = aligned(&b.wf, g.taps() * c / 2 * oc);
-    y.par_chunks_mut(g.oh * g.ow * oc)
-        .zip(xp.par_chunks(g.img_px * c))
-        .for_each(|(out, xp)| {
-            let mut tiles = Tiles::configure();
-            let mut block = [0.0f32; BLOCK * BLOCK];
-            for q0 in (0..g.mq).step_by(BLOCK) {
-                for n0 in (0..oc).step_by(BLOCK) {
-                    tiles.zero();
-                    for tap in 0..g.taps() {
-                        let off = tap / g.k * g.wp + tap % g.k;
-                        for cb in (0..c).step_by(BLOCK) {
-                            let a = |r: usize| Operand::new(xp, (q0 + r + off) * c + cb, c);
-                            let kb = (tap * c + cb) / 2;
-                            let bt = |col: usize| Operand::new(wf, tiled(kb, n0 + col, oc), 16);
-                            tiles.step([a(0), a(16)], [bt(0), bt(16)]);
-                        }
-                    }
-                    tiles.store(&mut block);
-                    let bias = bias.map(|b| &b[n0..n0 + BLOCK]);
-                    scatter(&block, out, bias, |r| {
-                        let (oy, ox) = ((q0 + r) / g.wp, (q0 + r) % g.wp);
-                        (oy < g.oh && ox < g.ow).then(|| (oy * g.ow + ox) * oc + n0)
-                    });
-                }
-            }
-        });
 }
 
 /// The weight gradient (`dw`, `[oc, k, k, c]`) and, when asked for, the input gradient

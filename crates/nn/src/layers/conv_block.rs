@@ -13,7 +13,10 @@
 //! computed (an 11×11 map pooled to 5×5 reads 10×10). Layers with many input channels use
 //! Winograd's F(2×2, 3×3) algorithm ([`winograd`]: 16 multiplications per channel pair
 //! for a 2×2 block instead of 36), layers with few a direct loop ([`direct`]; only before
-//! a pool); both are checked against the plain layers.
+//! a pool); both are checked against the plain layers. Inference in bf16 on AMX
+//! ([`crate::Precision`]) runs the implicit tile product of [`super::conv_amx`] on the
+//! folded weights, then ReLU and the pool, for channel counts that fit it; other layers
+//! and other precisions keep the fp32 kernels.
 
 mod direct;
 mod isa;
@@ -104,6 +107,13 @@ pub struct ConvBlock {
     won: Vec<u8>,
     /// Per-part weight and bias gradients of the direct training kernels.
     grad_parts: Vec<f32>,
+    /// The implicit AMX product's geometry, where the convolution fits it: inference in
+    /// bf16 on AMX then runs it ([`ConvBlock::infer_amx`]).
+    #[cfg(target_arch = "x86_64")]
+    implicit: Option<super::conv_amx::Implicit>,
+    /// The folded weights as that product's B tiles.
+    #[cfg(target_arch = "x86_64")]
+    amx_weights: Vec<u32>,
 }
 
 impl ConvBlock {
@@ -171,6 +181,10 @@ impl ConvBlock {
             direct_current: false,
             won: Vec::new(),
             grad_parts: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            implicit: super::conv_amx::Implicit::new([h, w, c], oc, 3, pad),
+            #[cfg(target_arch = "x86_64")]
+            amx_weights: Vec::new(),
         })
     }
 
@@ -312,6 +326,10 @@ impl ConvBlock {
         } else {
             direct::arrange_weights(&t, &self.folded, &mut self.eval_weights);
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(g) = &self.implicit {
+            super::conv_amx::tile_weights(g, &self.folded, &mut self.amx_weights);
+        }
         self.eval_bias.clear();
         self.eval_bias.extend(bias.iter().map(|&b| b as f32));
         self.eval_bias.resize(t.padded_filters(), 0.0);
@@ -378,6 +396,31 @@ impl ConvBlock {
                     }
                 }
             });
+    }
+
+    /// The inference pass in bf16 on AMX tiles (the implicit product, then ReLU and the
+    /// pool), where `precision` asks for it and the convolution fits; false, and nothing
+    /// done, otherwise. Few-channel layers stay with the fp32 kernels, as in training.
+    fn infer_amx(&mut self, precision: crate::Precision, x: &Tensor, y: &mut Tensor) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let (crate::Precision::Bf16(crate::Bf16Isa::Amx), Some(g)) = (precision, self.implicit) {
+            assert!(crate::Bf16Isa::Amx.is_available(), "AMX is not available");
+            if !self.eval_current {
+                self.prepare_eval_weights();
+            }
+            y.resize_batch(x.batch(), &self.out_shape);
+            super::conv_amx::infer_relu(
+                &g,
+                &self.amx_weights,
+                &self.eval_bias,
+                self.tiles.pool,
+                x.data(),
+                y.data_mut(),
+            );
+            return true;
+        }
+        let _ = (precision, x, y);
+        false
     }
 
     /// The plain layers' pass, keeping what their backward needs.
@@ -469,7 +512,9 @@ impl Layer for ConvBlock {
 
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
         if ctx.mode == Mode::Eval {
-            self.infer(Isa::detect(), x, y);
+            if !self.infer_amx(ctx.precision, x, y) {
+                self.infer(Isa::detect(), x, y);
+            }
             self.plain_current = false;
             self.direct_current = false;
         } else {
@@ -590,6 +635,10 @@ mod tests {
     }
 
     fn run(l: &mut ConvBlock, x: &Tensor, mode: Mode) -> Tensor {
+        run_in(l, x, mode, crate::Precision::F32)
+    }
+
+    fn run_in(l: &mut ConvBlock, x: &Tensor, mode: Mode, precision: crate::Precision) -> Tensor {
         let mut y = Tensor::default();
         let mut rng = Rng::new(0);
         l.forward(
@@ -598,7 +647,7 @@ mod tests {
             &mut Context {
                 mode,
                 rng: &mut rng,
-                precision: crate::Precision::F32,
+                precision,
             },
         );
         y
@@ -789,6 +838,169 @@ mod tests {
         }
         assert!(fused > 150, "only {fused} geometries fused");
     }
+    /// Convolution outputs of the exact (f64) products of the bf16-rounded `x` and the
+    /// block's folded weights, plus its bias, each with the scale of fp32 accumulation
+    /// error (Σ|product| and |bias|); then ReLU, and the pool when there is one (a
+    /// window's maximum within the largest error of its four).
+    fn exact_bf16_inference(l: &mut ConvBlock, x: &Tensor) -> Vec<(f64, f64)> {
+        use crate::matmul::bf16::{from_bf16, to_bf16};
+        let rounded = |v: f32| from_bf16(to_bf16(v)) as f64;
+        l.prepare_eval_weights();
+        let t = l.tiles;
+        let (n, k) = (x.batch(), t.k);
+        let mut conv = vec![(0.0f64, 0.0f64); n * t.oh * t.ow * k];
+        for i in 0..n {
+            for oy in 0..t.oh {
+                for ox in 0..t.ow {
+                    for o in 0..k {
+                        let (mut sum, mut scale) = (l.eval_bias[o] as f64, 0.0);
+                        scale += sum.abs();
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (Some(iy), Some(ix)) =
+                                    ((oy + ky).checked_sub(t.pad), (ox + kx).checked_sub(t.pad))
+                                else {
+                                    continue;
+                                };
+                                if iy >= t.h || ix >= t.w {
+                                    continue;
+                                }
+                                for ch in 0..t.c {
+                                    let xv = x.data()[((i * t.h + iy) * t.w + ix) * t.c + ch];
+                                    let wv = l.folded[((o * 3 + ky) * 3 + kx) * t.c + ch];
+                                    let p = rounded(xv) * rounded(wv);
+                                    sum += p;
+                                    scale += p.abs();
+                                }
+                            }
+                        }
+                        conv[((i * t.oh + oy) * t.ow + ox) * k + o] = (sum, scale);
+                    }
+                }
+            }
+        }
+        let relu = |(v, e): (f64, f64)| (v.max(0.0), e);
+        if !t.pool {
+            return conv.into_iter().map(relu).collect();
+        }
+        let mut out = Vec::new();
+        for i in 0..n {
+            for py in 0..t.oh / 2 {
+                for px in 0..t.ow / 2 {
+                    for o in 0..k {
+                        let at = |dy: usize, dx: usize| {
+                            conv[((i * t.oh + 2 * py + dy) * t.ow + 2 * px + dx) * k + o]
+                        };
+                        let four = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                        let v = four.iter().map(|p| p.0).fold(f64::MIN, f64::max);
+                        let e = four.iter().map(|p| p.1).fold(0.0, f64::max);
+                        out.push(relu((v, e)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn amx_inference_matches_the_exact_products_of_the_rounded_operands() {
+        use crate::{Bf16Isa, Precision};
+        let amx = Precision::Bf16(Bf16Isa::Amx);
+        if !Bf16Isa::Amx.is_available() {
+            // Nothing runs it here; `bf16_inference_elsewhere_is_fp32_inference` covers the
+            // fallback.
+            eprintln!("AMX not available: its inference is not tested on this CPU");
+            return;
+        }
+        let mut pick = Rng::new(23);
+        let mut fused = 0;
+        for round in 0..15 {
+            let c = 32 * (1 + pick.below(2));
+            let hwc = [3 + pick.below(12), 3 + pick.below(12), c];
+            let case = (
+                hwc,
+                32 * (1 + pick.below(3)),
+                pick.below(2),
+                pick.below(2) == 0,
+            );
+            let kind = KINDS[round % 3];
+            let Some(mut l) = block(kind, case) else {
+                continue;
+            };
+            assert!(l.implicit.is_some(), "{case:?} fits the implicit product");
+            fused += 1;
+            let n = 1 + pick.below(5);
+            let x = normal(&[n, hwc[0], hwc[1], hwc[2]], round as u64);
+            let got = run_in(&mut l, &x, Mode::Eval, amx);
+            let want = exact_bf16_inference(&mut l, &x);
+            assert_eq!(got.len(), want.len(), "{kind:?} {case:?}");
+            for (j, (&g, &(v, scale))) in got.data().iter().zip(&want).enumerate() {
+                assert!(
+                    (g as f64 - v).abs() <= 1e-5 * scale + 1e-6,
+                    "{kind:?} {case:?} n {n} [{j}]: {g} vs {v}"
+                );
+            }
+            // bf16 did run: fp32 inference differs.
+            assert!(got != run(&mut l, &x, Mode::Eval), "{kind:?} {case:?}");
+            // Without a batch norm, the plain layers in bf16 on AMX compute the same
+            // product: the same bits.
+            if kind == Kind::ReluPool {
+                let mut plain = Tensor::default();
+                let mut rng = Rng::new(0);
+                let mut ctx = Context {
+                    mode: Mode::Eval,
+                    rng: &mut rng,
+                    precision: amx,
+                };
+                l.plain_forward(&x, &mut plain, &mut ctx);
+                assert!(plain == got, "{case:?}: not the plain layers' bits");
+            }
+            // Each image alone gives the values it gets in the batch.
+            let size = x.len() / n;
+            let last = x.data()[(n - 1) * size..].to_vec();
+            let last = Tensor::from_vec(&[1, hwc[0], hwc[1], hwc[2]], last).expect("shape");
+            let alone = run_in(&mut l, &last, Mode::Eval, amx);
+            assert!(
+                alone.data() == &got.data()[(n - 1) * alone.len()..],
+                "{kind:?} {case:?}: an image alone differs from the batch"
+            );
+        }
+        assert!(fused >= 10, "only {fused} geometries fused");
+        // And an empty batch.
+        let mut l = block(Kind::ReluPool, CASES[1]).expect("fuses");
+        let y = run_in(&mut l, &Tensor::zeros(&[0, 13, 13, 32]), Mode::Eval, amx);
+        assert_eq!(y.shape(), &[0, 5, 5, 64]);
+    }
+
+    #[test]
+    fn bf16_inference_elsewhere_is_fp32_inference() {
+        // AVX512-BF16 precision, and every precision on a layer the implicit product does
+        // not fit (channels not multiples of 32, few channels), infer with the fp32
+        // kernels: the same bits as fp32.
+        use crate::{Bf16Isa, Precision};
+        for kind in KINDS {
+            for case in [CASES[1], CASES[3], CASES[0]] {
+                let Some(mut l) = block(kind, case) else {
+                    continue;
+                };
+                let (hwc, ..) = case;
+                let x = normal(&[3, hwc[0], hwc[1], hwc[2]], 8);
+                let fp32 = run(&mut l, &x, Mode::Eval);
+                let mut precisions = vec![Precision::Bf16(Bf16Isa::Avx512Bf16)];
+                if hwc[2] % 32 != 0 || case.1 % 32 != 0 {
+                    precisions.push(Precision::Bf16(Bf16Isa::Amx));
+                }
+                for p in precisions {
+                    assert!(
+                        run_in(&mut l, &x, Mode::Eval, p) == fp32,
+                        "{kind:?} {case:?} {p:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Values `i/8` for integers `|i| ≤ 8`: every sum the layers form of such inputs,
     /// weights and gradients is exact in f32, so any order of summation gives the same
     /// bits, and ties are exact ties.
