@@ -121,6 +121,8 @@ pub fn run(
     let train_peak_rss_mb = peak_rss_mb();
     let train_images_per_s = (cfg.batches * cfg.batch_size) as f64 / train_s;
 
+    // Inference in the same arithmetic as training: bf16 benches bf16 inference.
+    model.net.set_precision(cfg.precision);
     model.probabilities(&data.test.images[..1000.min(data.test.len()) * PIXELS]);
     let start = Instant::now();
     let probs = model.probabilities(&data.test.images);

@@ -241,6 +241,59 @@ fn fused_inference_classifies_the_test_set_as_the_plain_layers_do() {
 }
 
 #[test]
+fn bf16_inference_classifies_the_test_set_as_fp32_does() {
+    let sb = Sandbox::new();
+    sb.quick_model(6000, 1000);
+    let args = |p: &'static str| {
+        [
+            "eval",
+            "m.safetensors",
+            "--json",
+            "--offline",
+            "--precision",
+            p,
+        ]
+    };
+    let Some(isa) = nn::Bf16Isa::detect() else {
+        // Without bf16 instructions: one clear error line, and fp32 still works.
+        sb.fails(&args("bf16"), "needs a CPU with AVX512-BF16 or AMX-BF16");
+        sb.ok(&args("fp32"));
+        return;
+    };
+    let data = test_set();
+    let mut model = fmnist::Classifier::load(&sb.path("m.safetensors")).unwrap();
+    let fp32 = model.probabilities(&data.test.images);
+    model.net.set_precision(nn::Precision::Bf16(isa));
+    let bf16 = model.probabilities(&data.test.images);
+    let worst = fp32
+        .iter()
+        .zip(&bf16)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    // bf16 operands carry 8 significant bits: probabilities move, by a few per cent at most.
+    assert!(worst > 0.0, "bf16 inference computed in fp32");
+    assert!(worst < 0.1, "probabilities differ by up to {worst}");
+    let accuracy = |p: &[f32]| {
+        let class = |p: &[f32]| (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        let right = p
+            .chunks(10)
+            .zip(&data.test.labels)
+            .filter(|(p, l)| class(p) == **l as usize)
+            .count();
+        right as f64 / data.test.len() as f64
+    };
+    let (a32, a16) = (accuracy(&fp32), accuracy(&bf16));
+    assert!((a32 - a16).abs() <= 0.003, "fp32 {a32}, bf16 {a16}");
+    // The command line's bf16 is the library's.
+    let eval = |p: &'static str| -> f64 {
+        let json: serde_json::Value = serde_json::from_str(&sb.ok(&args(p))).unwrap();
+        json["accuracy"].as_f64().unwrap()
+    };
+    assert_eq!(eval("fp32"), a32);
+    assert_eq!(eval("bf16"), a16);
+}
+
+#[test]
 fn same_seed_and_threads_give_the_same_model_bit_for_bit() {
     let sb = Sandbox::new();
     let args = |out: &'static str, seed: &'static str| {

@@ -279,6 +279,10 @@ pub struct EvalArgs {
     /// after the classes]
     #[arg(long, value_name = "FILE.json", requires = "photos_dir")]
     pub labels: Option<PathBuf>,
+    /// Arithmetic of inference: fp32, or bf16 (bf16 operands, fp32 sums; its convolutions
+    /// run on AMX tiles where the CPU has them), on the instructions named or the fastest
+    #[arg(long, default_value = "fp32", value_parser = PRECISIONS)]
+    pub precision: String,
     #[command(flatten)]
     pub source: DataSource,
 }
@@ -301,6 +305,10 @@ pub struct PredictArgs {
     /// (as IMAGE-NAME.input.png; created if missing)
     #[arg(long, value_name = "DIR")]
     pub show_input: Option<PathBuf>,
+    /// Arithmetic of inference: fp32, or bf16 (bf16 operands, fp32 sums; its convolutions
+    /// run on AMX tiles where the CPU has them), on the instructions named or the fastest
+    #[arg(long, default_value = "fp32", value_parser = PRECISIONS)]
+    pub precision: String,
 }
 
 /// `fmnist serve`
@@ -318,6 +326,10 @@ pub struct ServeArgs {
     /// Requests decoded and classified at once (more wait their turn), on --threads workers
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
+    /// Arithmetic of inference: fp32, or bf16 (bf16 operands, fp32 sums; its convolutions
+    /// run on AMX tiles where the CPU has them), on the instructions named or the fastest
+    #[arg(long, default_value = "fp32", value_parser = PRECISIONS)]
+    pub precision: String,
     #[command(flatten)]
     pub source: DataSource,
 }

@@ -144,6 +144,10 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| Classifier::load(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let precision = parse_precision(&a.precision)?;
+    for model in &mut models {
+        model.net.set_precision(precision);
+    }
     if a.photos.is_some() && models.len() > 1 {
         anyhow::bail!("--photos measures one model at a time");
     }
@@ -276,6 +280,7 @@ fn write_report(
 /// `fmnist predict`
 pub fn run_predict(a: &PredictArgs) -> anyhow::Result<()> {
     let mut model = Classifier::load(&a.model)?;
+    model.net.set_precision(parse_precision(&a.precision)?);
     let inputs = predict::prepare_files(&a.images)?;
     let names: Vec<String> = a.images.iter().map(|p| p.display().to_string()).collect();
     let predictions = predict::rank_inputs(&mut model, &names, &inputs, a.top as usize);
@@ -321,7 +326,7 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     let cfg = bench::BenchConfig {
         batches: a.batches as usize,
         batch_size: a.batch_size as usize,
-        precision: nn::Precision::parse(&a.precision).map_err(anyhow::Error::msg)?,
+        precision: parse_precision(&a.precision)?,
         ..Default::default()
     };
     let r = bench::run(&data, spec, &cfg)?;
@@ -332,9 +337,15 @@ pub fn run_bench(a: &BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// A `--precision` value, or its one-line error where this CPU lacks the instructions.
+fn parse_precision(name: &str) -> anyhow::Result<nn::Precision> {
+    nn::Precision::parse(name).map_err(anyhow::Error::msg)
+}
+
 /// `fmnist serve`
 pub fn run_serve(a: &ServeArgs) -> anyhow::Result<()> {
-    let model = Classifier::load(&a.model)?;
+    let mut model = Classifier::load(&a.model)?;
+    model.net.set_precision(parse_precision(&a.precision)?);
     // Test images for the page's "random test image"; the server works without them.
     let mut options = a.source.options();
     options.offline = true;
