@@ -1,8 +1,9 @@
 //! Fully connected (dense) layer.
 
-use super::{Context, Layer, Param, ParamKind, TensorKey, WeightBias, batch_and_rest};
+use super::{Context, Layer, Mode, Param, ParamKind, TensorKey, WeightBias, batch_and_rest};
 use crate::Precision;
 use crate::copy::broadcast_rows;
+use crate::matmul::bf16::{BLOCK, PackedB, matmul_bf16_packed_b};
 use crate::matmul::{Mat, column_sums, matmul_in};
 use crate::{Init, Rng, Tensor};
 
@@ -16,6 +17,10 @@ pub struct Linear {
     parts: Vec<f32>,
     /// The arithmetic of the last forward pass, which its backward repeats.
     precision: Precision,
+    /// The weights packed for bf16 inference, kept while they do not change.
+    packed: PackedB,
+    /// Whether `packed` holds the current weights.
+    packed_current: bool,
 }
 
 impl Linear {
@@ -48,6 +53,8 @@ impl Linear {
             out_shape: vec![units],
             parts: Vec::new(),
             precision: Precision::F32,
+            packed: PackedB::default(),
+            packed_current: false,
         })
     }
 }
@@ -70,13 +77,24 @@ impl Layer for Linear {
         if let Some(b) = &self.params.bias {
             broadcast_rows(y.data_mut(), b.value.data());
         }
-        matmul_in(
-            self.precision,
-            y.data_mut(),
+        let w = Mat::new(self.params.weight.value.data(), out, self.inputs).t();
+        let (xv, bias) = (
             Mat::new(x.data(), n, self.inputs),
-            Mat::new(self.params.weight.value.data(), out, self.inputs).t(),
             self.params.bias.is_some(),
         );
+        match self.precision {
+            // The condition under which matmul_in multiplies in bf16, and the same values.
+            Precision::Bf16(isa)
+                if ctx.mode == Mode::Eval && n.min(self.inputs).min(out) >= BLOCK =>
+            {
+                if !self.packed_current {
+                    self.packed.pack(isa, w);
+                    self.packed_current = true;
+                }
+                matmul_bf16_packed_b(isa, y.data_mut(), xv, &self.packed, bias);
+            }
+            _ => matmul_in(self.precision, y.data_mut(), xv, w, bias),
+        }
     }
 
     // dW = dyᵀ · x;  db = Σ_n dy;  dx = dy · W
@@ -102,6 +120,7 @@ impl Layer for Linear {
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.packed_current = false;
         self.params.params_mut()
     }
 
@@ -110,6 +129,54 @@ impl Layer for Linear {
     }
 
     fn tensors_mut(&mut self) -> Vec<(TensorKey, &mut Tensor)> {
+        self.packed_current = false;
         self.params.tensors_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Bf16Isa;
+
+    fn run(l: &mut Linear, x: &Tensor, mode: Mode, precision: Precision) -> Vec<f32> {
+        let mut y = Tensor::default();
+        let mut rng = Rng::new(0);
+        let ctx = &mut Context {
+            mode,
+            rng: &mut rng,
+            precision,
+        };
+        l.forward(x, &mut y, ctx);
+        y.data().to_vec()
+    }
+
+    #[test]
+    fn bf16_inference_reuses_the_packed_weights_until_they_change() {
+        let isas = Bf16Isa::available();
+        if isas.is_empty() {
+            eprintln!("no bf16 instructions here: the packed path cannot run");
+            return;
+        }
+        let mut rng = Rng::new(7);
+        let mut l = Linear::new(&[100], 40, true, Init::Torch, &mut rng).unwrap();
+        let values = |n: usize, rng: &mut Rng| (0..n).map(|_| rng.uniform() - 0.5).collect();
+        let x = Tensor::from_vec(&[64, 100], values(6400, &mut rng)).unwrap();
+        for isa in isas {
+            let p = Precision::Bf16(isa);
+            // Train mode multiplies through matmul_in, which packs the weights each time.
+            let eval = run(&mut l, &x, Mode::Eval, p);
+            assert_eq!(eval, run(&mut l, &x, Mode::Train, p), "{isa:?}");
+            assert_ne!(eval, run(&mut l, &x, Mode::Eval, Precision::F32), "{isa:?}");
+            assert_eq!(eval, run(&mut l, &x, Mode::Eval, p), "{isa:?}");
+            l.params_mut()[0].value.data_mut()[3] += 0.25;
+            let changed = run(&mut l, &x, Mode::Eval, p);
+            assert_ne!(changed, eval, "{isa:?}: stale packed weights");
+            assert_eq!(changed, run(&mut l, &x, Mode::Train, p), "{isa:?}");
+            l.tensors_mut()[0].1.data_mut()[5] -= 0.25;
+            let again = run(&mut l, &x, Mode::Eval, p);
+            assert_ne!(again, changed, "{isa:?}: stale packed weights");
+            assert_eq!(again, run(&mut l, &x, Mode::Train, p), "{isa:?}");
+        }
     }
 }

@@ -79,6 +79,59 @@ pub(crate) fn matmul_bf16_packed_a(
     });
 }
 
+/// `b` rounded and packed once, for products that reuse it: a dense layer's weights
+/// across inference batches (packing them cost a sixth of bf16 inference).
+#[derive(Default)]
+pub(crate) struct PackedB {
+    pairs: Vec<u32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    /// Rounds and packs `b` as [`matmul_bf16`] would, on `isa`'s CPU (checked).
+    pub(crate) fn pack(&mut self, isa: Bf16Isa, b: Mat<'_>) {
+        assert!(
+            isa.is_available(),
+            "bf16 instruction set {isa:?} is not available"
+        );
+        let (k, n) = (b.rows, b.cols);
+        let pb = grown(&mut self.pairs, padded(k) / 2 * padded(n));
+        // SAFETY: as in matmul_bf16.
+        unsafe { pack_b(pb, b, padded(n)) };
+        (self.k, self.n) = (k, n);
+    }
+}
+
+/// [`matmul_bf16`] with `b` packed beforehand: the same values, bit for bit.
+pub(crate) fn matmul_bf16_packed_b(
+    isa: Bf16Isa,
+    dst: &mut [f32],
+    a: Mat<'_>,
+    b: &PackedB,
+    accumulate: bool,
+) {
+    assert_eq!(a.cols, b.k, "inner dimensions differ");
+    assert!(
+        isa.is_available(),
+        "bf16 instruction set {isa:?} is not available"
+    );
+    let (m, n) = (a.rows, b.n);
+    assert!(dst.len() >= m * n, "destination too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (kp, n_pad) = (padded(b.k), padded(n));
+    let pb = aligned(&b.pairs, kp / 2 * n_pad);
+    PACKED.with_borrow_mut(|(pa, _, parts)| {
+        let pa = grown(pa, padded(m) * kp);
+        // SAFETY: as in matmul_bf16.
+        unsafe { pack_a(pa, a, kp) };
+        let shape = Shape { m, n, kp, n_pad };
+        multiply(isa, dst, pa, pb, shape, accumulate, parts);
+    });
+}
+
 /// `dst = aᵀ · r` for `a` (`rows × m` fp32) and `r` the first `n` columns of rows of
 /// bf16 values `stride` apart (a packed im2col matrix): a convolution's weight gradient
 /// from the columns its forward pass rounded.
