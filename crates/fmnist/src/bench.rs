@@ -20,7 +20,7 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Single-image predictions timed for the latency percentiles.
     pub latency_samples: usize,
-    /// The arithmetic of the training steps (inference is fp32).
+    /// The arithmetic of the training steps and of inference.
     pub precision: nn::Precision,
 }
 
@@ -45,7 +45,7 @@ pub struct BenchReport {
     pub threads: usize,
     /// Images per training step.
     pub batch_size: usize,
-    /// The training steps' arithmetic and instruction set: `fp32`, `bf16-amx` or
+    /// The arithmetic (and instruction set) of training and inference: `fp32`, `bf16-amx` or
     /// `bf16-avx512bf16`.
     pub precision: String,
     /// Training throughput.
@@ -167,7 +167,7 @@ pub fn run(
 /// The report as a table.
 pub fn table(r: &BenchReport) -> String {
     format!(
-        "model {} on {} threads, batch {}, training in {}\n\
+        "model {} on {} threads, batch {}, training and inference in {}\n\
          training      {:>9.0} images/s  ({:.2} ms/step, {:.1} GFLOP/s at {:.1} MFLOP/image)\n\
          inference     {:>9.0} images/s  ({:.1} GFLOP/s at {:.2} MFLOP/image, {:.2} as plain layers)\n\
          predict 1     p50 {:.3} ms, p99 {:.3} ms\n\

@@ -338,3 +338,57 @@ fn every_refusal_has_its_status_and_a_json_body() {
     // The server still answers.
     assert_eq!(get(&base, "/api/health").0, 200);
 }
+
+#[test]
+fn every_copy_of_the_served_model_infers_in_the_precision_asked_for() {
+    let sb = Sandbox::new();
+    sb.quick_model(3000, 500);
+    let png = boot_png(&sb);
+    let Some(isa) = nn::Bf16Isa::detect() else {
+        sb.fails(
+            &["serve", "m.safetensors", "--precision", "bf16"],
+            "needs a CPU with AVX512-BF16 or AMX-BF16",
+        );
+        return;
+    };
+    let predict = |p: &str| -> serde_json::Value {
+        let args = [
+            "predict",
+            "m.safetensors",
+            "boot.png",
+            "--json",
+            "--top",
+            "10",
+        ];
+        let out = sb.ok(&[&args[..], &["--precision", p]].concat());
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["top"].clone()
+    };
+    let (bf16, fp32) = (predict("bf16"), predict("fp32"));
+    assert_ne!(
+        bf16, fp32,
+        "the image does not tell bf16 from fp32 inference"
+    );
+    // Two copies of the model (one per thread): requests at once reach both.
+    let server = Server::start(&sb, &["--precision", "bf16", "--threads", "2"]);
+    let base = server.base.clone();
+    let (_, info) = get(&base, "/api/model");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["precision"], nn::Precision::Bf16(isa).name());
+    let answers: Vec<serde_json::Value> = std::thread::scope(|s| -> Vec<_> {
+        let calls: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| post(&base, "image/png", &png)))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    })
+    .into_iter()
+    .chain((0..4).map(|_| post(&base, "image/png", &png)))
+    .map(|(status, body)| {
+        assert_eq!(status, 200, "{body}");
+        body["top"].clone()
+    })
+    .collect();
+    for top in answers {
+        assert_eq!(top, bf16);
+    }
+    server.stop();
+}

@@ -349,7 +349,7 @@ pub struct BenchArgs {
     /// Images per training step
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub batch_size: u32,
-    /// Arithmetic of the training steps (as `train --precision`)
+    /// Arithmetic of the training steps and of inference (as `train --precision`)
     #[arg(long, default_value = "fp32", value_parser = PRECISIONS)]
     pub precision: String,
     /// Print one JSON object

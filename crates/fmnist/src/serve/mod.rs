@@ -151,13 +151,18 @@ pub fn app(
         "architecture": model.spec,
         "training": model.summary,
         "inference": model.inference,
+        "precision": model.net.precision().name(),
     });
     let threads = cfg.threads.max(1);
     let copies = cfg.concurrency.clamp(1, threads);
     let bytes = model.to_bytes()?;
+    // The file holds the weights, not the arithmetic: every copy infers as the first.
+    let precision = model.net.precision();
     let mut models = vec![model];
     for _ in 1..copies {
-        models.push(Classifier::from_bytes(&bytes)?);
+        let mut copy = Classifier::from_bytes(&bytes)?;
+        copy.net.set_precision(precision);
+        models.push(copy);
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
