@@ -95,12 +95,24 @@ fn bench_layer_in(
     });
 }
 
-/// Benchmarks inference through `layers` on `input`, built fused and as plain layers.
-fn bench_inference(c: &mut Criterion, name: &str, input: &[usize], layers: Vec<L>) {
+/// Benchmarks inference through `layers` on `input`, built fused and as plain layers, in
+/// `precision` (named after "inference" unless fp32).
+fn bench_inference(
+    c: &mut Criterion,
+    name: &str,
+    input: &[usize],
+    layers: Vec<L>,
+    precision: Precision,
+) {
     let (x, builds) = batch_and_builds(&spec(input, layers), input);
     let mut rng = Rng::new(2);
+    let arithmetic = match precision {
+        Precision::F32 => String::new(),
+        p => format!(" {}", p.name()),
+    };
     for (mut net, how) in builds {
-        c.bench_function(&format!("{name}/inference ({how})"), |b| {
+        net.set_precision(precision);
+        c.bench_function(&format!("{name}/inference{arithmetic} ({how})"), |b| {
             b.iter(|| net.forward(&x, Mode::Eval, &mut rng).len())
         });
     }
@@ -215,14 +227,19 @@ fn kernels(c: &mut Criterion) {
         layers.extend([L::Relu, pool.clone()]);
         layers
     };
-    bench_inference(c, "stage1 28x28x1->32->13x13", &[28, 28, 1], stage(32));
-    bench_inference(c, "stage2 13x13x32->64->5x5", &[13, 13, 32], stage(64));
-    // Training: the first stage's direct kernels against its plain layers (weight
-    // gradients only: a first layer); the second stage in every precision (in bf16 on
-    // AMX its convolution is the implicit product, fused or not).
+    // The second stage also in every bf16 instruction set (on AMX, the implicit product
+    // with ReLU and the pool on each image's tiles).
     let precisions = std::iter::once(Precision::F32)
         .chain(nn::Bf16Isa::available().into_iter().map(Precision::Bf16))
         .collect::<Vec<_>>();
+    let (stage1, stage2) = ("stage1 28x28x1->32->13x13", "stage2 13x13x32->64->5x5");
+    bench_inference(c, stage1, &[28, 28, 1], stage(32), Precision::F32);
+    for &p in &precisions {
+        bench_inference(c, stage2, &[13, 13, 32], stage(64), p);
+    }
+    // Training: the first stage's direct kernels against its plain layers (weight
+    // gradients only: a first layer); the second stage in every precision (in bf16 on
+    // AMX its convolution is the implicit product, fused or not).
     bench_training(
         c,
         "stage1 28x28x1->32->13x13",
