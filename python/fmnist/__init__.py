@@ -253,13 +253,17 @@ class Model:
         ema: Optional[float] = None,
         patience: Optional[int] = None,
         tta: Optional[bool] = None,
+        precision: Optional[str] = None,
     ) -> None:
         """Sets the recipe, with the options of ``fmnist train``: ``optimizer`` ("adam",
         "adamw", "sgd"), ``lr`` (or Keras' ``learning_rate``), ``schedule`` ("constant",
         "cosine", "one-cycle"), ``weight_decay``, ``label_smoothing``, ``shift`` (pixels),
-        ``flip``, ``erase`` (probability), ``ema`` (decay), ``patience`` (epochs) and
-        ``tta``. Settings not given keep their value. ``loss`` and ``metrics`` are accepted
-        for Keras code: fmnist always trains with cross-entropy and reports accuracy.
+        ``flip``, ``erase`` (probability), ``ema`` (decay), ``patience`` (epochs), ``tta``
+        and ``precision`` ("fp32", or "bf16" mixed precision on CPUs with bf16
+        instructions, like Keras' ``mixed_bfloat16`` policy: for ``fit``, ``predict`` and
+        ``evaluate``; the saved model stays fp32). Settings not given keep their value.
+        ``loss`` and ``metrics`` are accepted for Keras code: fmnist always trains with
+        cross-entropy and reports accuracy.
         """
         if loss is not None and loss not in (
             "sparse_categorical_crossentropy", "categorical_crossentropy", "crossentropy",
@@ -287,13 +291,15 @@ class Model:
         for name, v in (("shift", shift), ("patience", patience)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
                 raise InvalidInput(f"{name} must be a non-negative integer, not {v!r}")
+        if precision is not None and not isinstance(precision, str):
+            raise InvalidInput(f"precision must be a name (\"fp32\", \"bf16\"), not {precision!r}")
         for name, v in (("flip", flip), ("tta", tta)):
             if v is not None and not isinstance(v, (bool, np.bool_)):
                 raise InvalidInput(f"{name} must be True or False, not {v!r}")
         _wrap(lambda: self._engine.compile(
             optimizer=optimizer, lr=lr, schedule=schedule, weight_decay=weight_decay,
             label_smoothing=label_smoothing, shift=shift, flip=flip, erase=erase, ema=ema,
-            patience=patience, tta=tta,
+            patience=patience, tta=tta, precision=precision,
         ))
 
     # -- fit ------------------------------------------------------------------------

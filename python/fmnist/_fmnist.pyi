@@ -43,6 +43,7 @@ class Engine:
         ema: Optional[float] = None,
         patience: Optional[int] = None,
         tta: Optional[bool] = None,
+        precision: Optional[str] = None,
     ) -> None: ...
     def fit(
         self,

@@ -248,6 +248,15 @@ impl Engine {
             .get_mut()
             .map_err(|_| Error::new_err("the model is unusable after a panic"))
     }
+
+    /// The model, set to infer in the recipe's precision (as Keras' policy covers both
+    /// training and inference); training leaves it in fp32.
+    fn inferring(&mut self) -> PyResult<&mut Classifier> {
+        let precision = self.config.precision;
+        let model = self.model_mut()?;
+        model.net.set_precision(precision);
+        Ok(model)
+    }
 }
 
 #[pymethods]
@@ -326,7 +335,7 @@ impl Engine {
     /// Changes the recipe; `None` keeps a setting.
     #[pyo3(signature = (optimizer=None, lr=None, schedule=None, weight_decay=None,
         label_smoothing=None, shift=None, flip=None, erase=None, ema=None, patience=None,
-        tta=None))]
+        tta=None, precision=None))]
     #[allow(clippy::too_many_arguments)]
     fn compile(
         &mut self,
@@ -341,6 +350,7 @@ impl Engine {
         ema: Option<f32>,
         patience: Option<usize>,
         tta: Option<bool>,
+        precision: Option<&str>,
     ) -> PyResult<()> {
         let overrides = recipes::Overrides {
             lr,
@@ -354,6 +364,7 @@ impl Engine {
             ema,
             patience,
             flip_tta: tta,
+            precision: precision.map(str::to_string),
             ..recipes::Overrides::default()
         };
         let c = overrides
@@ -455,7 +466,7 @@ impl Engine {
             .as_slice()
             .map_err(|_| Error::new_err("images must be a contiguous array"))?;
         let n = pixels.len() / PIXELS;
-        let model = self.model_mut()?;
+        let model = self.inferring()?;
         let c = model.classes.len();
         let probs = compute(py, || model.probabilities(pixels))?;
         probs
@@ -472,7 +483,7 @@ impl Engine {
         labels: PyReadonlyArray1<'py, u8>,
     ) -> PyResult<(f64, f64, String)> {
         let data = dataset(&images, &labels)?;
-        let model = self.model_mut()?;
+        let model = self.inferring()?;
         let metrics = compute(py, || {
             let e = fmnist::eval::evaluate(model, &data);
             fmnist::eval::metrics(&e, &data.labels, &model.classes)
@@ -489,7 +500,7 @@ impl Engine {
         paths: Vec<PathBuf>,
         top: usize,
     ) -> PyResult<String> {
-        let model = self.model_mut()?;
+        let model = self.inferring()?;
         let predictions =
             compute(py, || fmnist::predict::predict_files(model, &paths, top))?.map_err(error)?;
         serde_json::to_string(&predictions).map_err(|e| error(e.into()))

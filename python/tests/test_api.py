@@ -147,6 +147,31 @@ def test_predict_image_takes_the_command_lines_photo_path(tmp_path, data, traine
     assert [w["probability"] for w in want] == pytest.approx([m["probability"] for m in many], abs=1e-6)
 
 
+def test_bf16_mixed_precision_is_one_compile_option(data, tmp_path):
+    (x, y), (xt, yt) = data
+    model = fmnist.Model("simple")
+    try:
+        model.compile(precision="bf16")
+    except fmnist.Error as e:  # a CPU without bf16 instructions: one clear error
+        assert "AVX512-BF16 or AMX-BF16" in str(e)
+        assert model.recipe["precision"] == "fp32"
+        return
+    assert model.recipe["precision"].startswith("bf16-")
+    model.fit(x[:6000], y[:6000], epochs=1, batch_size=128, seed=3, verbose=0)
+    bf16 = model.predict(xt[:2000])
+    bf16_accuracy = model.evaluate(xt[:2000], yt[:2000])[1]
+    model.compile(precision="fp32")
+    fp32 = model.predict(xt[:2000])
+    # The same weights, operands rounded to 8 significant bits: close, not equal.
+    assert 0 < np.abs(bf16 - fp32).max() < 0.1
+    assert abs(bf16_accuracy - model.evaluate(xt[:2000], yt[:2000])[1]) <= 0.005
+    assert (bf16.argmax(1) == yt[:2000]).mean() == pytest.approx(bf16_accuracy)
+    # The file holds fp32 weights; a loaded model infers in fp32 until told otherwise.
+    model.save(tmp_path / "m.safetensors")
+    again = fmnist.load_model(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(again.predict(xt[:2000]), fp32)
+
+
 def test_presets_bring_their_recipe_and_compile_changes_it():
     model = fmnist.Model("fast")
     recipe = model.recipe
@@ -275,6 +300,8 @@ def test_bad_architectures_raise_one_clear_error(arch, says):
     (dict(metrics=["auc"]), "accuracy"),
     (dict(label_smoothing=2.0), "smoothing"),
     (dict(flip="yes"), "True or False"),
+    (dict(precision="bf8"), "precision"),
+    (dict(precision=16), "precision"),
 ])
 def test_bad_compile_options_raise_one_clear_error(kwargs, says):
     with pytest.raises(fmnist.Error, match=says):

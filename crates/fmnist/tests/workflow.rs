@@ -285,12 +285,19 @@ fn bf16_inference_classifies_the_test_set_as_fp32_does() {
     let (a32, a16) = (accuracy(&fp32), accuracy(&bf16));
     assert!((a32 - a16).abs() <= 0.003, "fp32 {a32}, bf16 {a16}");
     // The command line's bf16 is the library's.
-    let eval = |p: &'static str| -> f64 {
+    let eval = |p: &'static str| -> (f64, String) {
         let json: serde_json::Value = serde_json::from_str(&sb.ok(&args(p))).unwrap();
-        json["accuracy"].as_f64().unwrap()
+        let precision = json["precision"].as_str().unwrap_or_default().to_string();
+        (json["accuracy"].as_f64().unwrap(), precision)
     };
-    assert_eq!(eval("fp32"), a32);
-    assert_eq!(eval("bf16"), a16);
+    assert_eq!(eval("fp32"), (a32, "fp32".to_string()));
+    assert_eq!(eval("bf16"), (a16, nn::Precision::Bf16(isa).name()));
+    let table = sb.ok(&["eval", "m.safetensors", "--offline", "--precision", "bf16"]);
+    let named = format!(", inference in {})", nn::Precision::Bf16(isa).name());
+    assert!(
+        table.lines().next().unwrap_or_default().ends_with(&named),
+        "{table}"
+    );
 }
 
 #[test]

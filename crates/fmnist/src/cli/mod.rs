@@ -175,6 +175,7 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
     }
     if a.json {
         let mut json = serde_json::to_value(&metrics)?;
+        json["precision"] = precision.name().into();
         if let Some(real) = &real {
             json["photos_dir"] = serde_json::to_value(real)?;
         }
@@ -199,13 +200,17 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
             (None, n) => format!("trained {n} epochs"),
         };
         text.push_str(&format!(
-            "model {} ({name}, {} parameters, {origin}{})\n",
+            "model {} ({name}, {} parameters, {origin}{}{})\n",
             path.display(),
             report::thousands(model.net.num_params()),
             if model.inference.flip_tta {
                 ", flip TTA"
             } else {
                 ""
+            },
+            match precision {
+                nn::Precision::F32 => String::new(),
+                p => format!(", inference in {}", p.name()),
             }
         ));
     }

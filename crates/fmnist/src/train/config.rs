@@ -41,7 +41,8 @@ pub struct TrainConfig {
     #[serde(default)]
     pub normalization: crate::data::Normalization,
     /// The arithmetic of the training passes' matrix products: fp32, or bf16 with fp32
-    /// accumulation (mixed precision). Inference, and so the saved model, is fp32.
+    /// accumulation (mixed precision). Validation and the test during training, and the
+    /// saved model, are fp32.
     #[serde(default)]
     pub precision: nn::Precision,
 }
