@@ -118,13 +118,20 @@ pub(super) fn one_channel_outputs<const FMA: bool>(
     w: &[[f32; LANES]; 9],
     patch: &[f32],
 ) -> [[f32; LANES]; 4] {
+    // Pixel by pixel of the window, each multiplied into every output it lies under:
+    // each value is broadcast once instead of once per tap and output (the broadcasts,
+    // shuffles on AVX-512, were the limit). An output still takes its taps in order.
     let mut acc = [[0.0f32; LANES]; 4];
-    for (tap, w) in w.iter().enumerate() {
-        let at = tap / 3 * 4 + tap % 3;
-        let a = [patch[at], patch[at + 1], patch[at + 4], patch[at + 5]];
-        for (acc, &a) in acc.iter_mut().zip(&a) {
-            for (s, &w) in acc.iter_mut().zip(w) {
-                *s = fmadd::<FMA>(a, w, *s);
+    for wy in 0..4 {
+        for wx in 0..4 {
+            let a = patch[wy * 4 + wx];
+            for (o, acc) in acc.iter_mut().enumerate() {
+                let (ky, kx) = (wy.wrapping_sub(o / 2), wx.wrapping_sub(o % 2));
+                if ky < 3 && kx < 3 {
+                    for (s, &w) in acc.iter_mut().zip(&w[ky * 3 + kx]) {
+                        *s = fmadd::<FMA>(a, w, *s);
+                    }
+                }
             }
         }
     }
