@@ -3,8 +3,8 @@
 use super::{Context, Layer, Mode, Param, ParamKind, TensorKey, WeightBias, batch_and_rest};
 use crate::Precision;
 use crate::copy::broadcast_rows;
-use crate::matmul::bf16::{BLOCK, PackedB, matmul_bf16_packed_b};
-use crate::matmul::{Mat, column_sums, matmul_in};
+use crate::matmul::bf16::{PackedB, matmul_bf16_packed_b};
+use crate::matmul::{Mat, bf16_isa, column_sums, matmul_in};
 use crate::{Init, Rng, Tensor};
 
 /// Dense layer `y = x · Wᵀ + b`: `x` is `[n, in]`, `W` is `[out, in]`, `b` is `[out]`,
@@ -82,11 +82,9 @@ impl Layer for Linear {
             Mat::new(x.data(), n, self.inputs),
             self.params.bias.is_some(),
         );
-        match self.precision {
-            // The condition under which matmul_in multiplies in bf16, and the same values.
-            Precision::Bf16(isa)
-                if ctx.mode == Mode::Eval && n.min(self.inputs).min(out) >= BLOCK =>
-            {
+        // Where matmul_in would multiply in bf16, the same values from weights packed once.
+        match bf16_isa(self.precision, &xv, &w) {
+            Some(isa) if ctx.mode == Mode::Eval => {
                 if !self.packed_current {
                     self.packed.pack(isa, w);
                     self.packed_current = true;

@@ -7,7 +7,7 @@ pub(crate) mod amx;
 mod avx512bf16;
 pub mod bf16;
 
-use crate::precision::Precision;
+use crate::precision::{Bf16Isa, Precision};
 use gemm::Parallelism;
 
 /// A read-only row-major matrix view, optionally transposed.
@@ -150,15 +150,22 @@ pub fn matmul(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
     matmul_with(dst, a, b, accumulate, parallelism());
 }
 
-/// [`matmul`] in the given precision. A bf16 product with a side shorter than 32 (the
-/// 1-channel first convolution, 10-class output) runs in fp32: its blocks would be
-/// mostly padding, and such products are bound by memory, not arithmetic.
-pub fn matmul_in(precision: Precision, dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+/// The bf16 instruction set that `a · b` runs on in `precision`, or `None` for fp32. A
+/// bf16 product with a side shorter than 32 (the 1-channel first convolution, 10-class
+/// output) runs in fp32: its blocks would be mostly padding, and such products are bound
+/// by memory, not arithmetic.
+pub(crate) fn bf16_isa(precision: Precision, a: &Mat<'_>, b: &Mat<'_>) -> Option<Bf16Isa> {
     match precision {
-        Precision::Bf16(isa) if a.rows.min(a.cols).min(b.cols) >= bf16::BLOCK => {
-            bf16::matmul_bf16(isa, dst, a, b, accumulate)
-        }
-        _ => matmul(dst, a, b, accumulate),
+        Precision::Bf16(isa) if a.rows.min(a.cols).min(b.cols) >= bf16::BLOCK => Some(isa),
+        _ => None,
+    }
+}
+
+/// [`matmul`] in the given precision (in fp32 where [`bf16_isa`] says so).
+pub fn matmul_in(precision: Precision, dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool) {
+    match bf16_isa(precision, &a, &b) {
+        Some(isa) => bf16::matmul_bf16(isa, dst, a, b, accumulate),
+        None => matmul(dst, a, b, accumulate),
     }
 }
 
@@ -171,11 +178,9 @@ pub fn matmul_tn_reduce_in<'a>(
     b: Mat<'a>,
     parts: &mut Vec<f32>,
 ) {
-    match precision {
-        Precision::Bf16(isa) if a.rows.min(a.cols).min(b.cols) >= bf16::BLOCK => {
-            bf16::matmul_bf16(isa, dst, a.t(), b, false)
-        }
-        _ => matmul_tn_reduce(dst, a, b, parts),
+    match bf16_isa(precision, &a.t(), &b) {
+        Some(isa) => bf16::matmul_bf16(isa, dst, a.t(), b, false),
+        None => matmul_tn_reduce(dst, a, b, parts),
     }
 }
 
