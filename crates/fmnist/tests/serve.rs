@@ -79,20 +79,25 @@ fn boot_png(sb: &Sandbox) -> Vec<u8> {
     std::fs::read(sb.path("boot.png")).unwrap()
 }
 
-#[test]
-fn every_endpoint_and_error_then_a_graceful_stop() {
-    let sb = Sandbox::new();
-    sb.quick_model(3000, 500);
-    let png = boot_png(&sb);
-    let cli: serde_json::Value = serde_json::from_str(&sb.ok(&[
+/// `fmnist predict --json --top 10` of boot.png with `extra` arguments.
+fn predict_boot(sb: &Sandbox, extra: &[&str]) -> serde_json::Value {
+    let args = [
         "predict",
         "m.safetensors",
         "boot.png",
         "--json",
         "--top",
         "10",
-    ]))
-    .unwrap();
+    ];
+    serde_json::from_str(&sb.ok(&[&args[..], extra].concat())).unwrap()
+}
+
+#[test]
+fn every_endpoint_and_error_then_a_graceful_stop() {
+    let sb = Sandbox::new();
+    sb.quick_model(3000, 500);
+    let png = boot_png(&sb);
+    let cli = predict_boot(&sb, &[]);
     let server = Server::start(&sb, &["--max-upload-mib", "1"]);
     let base = server.base.clone();
 
@@ -351,18 +356,7 @@ fn every_copy_of_the_served_model_infers_in_the_precision_asked_for() {
         );
         return;
     };
-    let predict = |p: &str| -> serde_json::Value {
-        let args = [
-            "predict",
-            "m.safetensors",
-            "boot.png",
-            "--json",
-            "--top",
-            "10",
-        ];
-        let out = sb.ok(&[&args[..], &["--precision", p]].concat());
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()["top"].clone()
-    };
+    let predict = |p: &str| predict_boot(&sb, &["--precision", p])["top"].clone();
     let (bf16, fp32) = (predict("bf16"), predict("fp32"));
     assert_ne!(
         bf16, fp32,

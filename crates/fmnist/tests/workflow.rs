@@ -32,6 +32,14 @@ fn save_png(data: &fmnist::FashionMnist, i: usize, path: &std::path::Path, photo
     }
 }
 
+/// The largest difference between two sets of probabilities.
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
 #[test]
 fn data_reports_where_it_found_the_data_and_the_counts() {
     let sb = Sandbox::new();
@@ -224,11 +232,7 @@ fn fused_inference_classifies_the_test_set_as_the_plain_layers_do() {
     plain.copy_tensors_from(&model.net);
     model.net = plain;
     let reference = model.probabilities(&data.test.images);
-    let worst = fused
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = largest_difference(&fused, &reference);
     assert!(worst < 1e-4, "probabilities differ by up to {worst}");
     let class = |p: &[f32]| (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
     let differ = fused
@@ -265,20 +269,15 @@ fn bf16_inference_classifies_the_test_set_as_fp32_does() {
     let fp32 = model.probabilities(&data.test.images);
     model.net.set_precision(nn::Precision::Bf16(isa));
     let bf16 = model.probabilities(&data.test.images);
-    let worst = fp32
-        .iter()
-        .zip(&bf16)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = largest_difference(&fp32, &bf16);
     // bf16 operands carry 8 significant bits: probabilities move, by a few per cent at most.
     assert!(worst > 0.0, "bf16 inference computed in fp32");
     assert!(worst < 0.1, "probabilities differ by up to {worst}");
     let accuracy = |p: &[f32]| {
-        let class = |p: &[f32]| (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
         let right = p
             .chunks(10)
             .zip(&data.test.labels)
-            .filter(|(p, l)| class(p) == **l as usize)
+            .filter(|(p, l)| nn::loss::argmax(p) == **l as usize)
             .count();
         right as f64 / data.test.len() as f64
     };

@@ -203,6 +203,15 @@ pub struct TrainArgs {
     pub source: DataSource,
 }
 
+/// `--precision` of the commands that only infer (`eval`, `predict`, `serve`).
+#[derive(Args, Debug)]
+pub struct InferencePrecision {
+    /// Arithmetic of inference: fp32, or bf16 (bf16 operands, fp32 sums; its convolutions
+    /// run on AMX tiles where the CPU has them), on the instructions named or the fastest
+    #[arg(long, default_value = "fp32", value_parser = PRECISIONS)]
+    pub precision: String,
+}
+
 /// The `--precision` names ([`nn::Precision::parse`]).
 const PRECISIONS: [&str; 4] = ["fp32", "bf16", "bf16-amx", "bf16-avx512bf16"];
 
@@ -279,10 +288,8 @@ pub struct EvalArgs {
     /// after the classes]
     #[arg(long, value_name = "FILE.json", requires = "photos_dir")]
     pub labels: Option<PathBuf>,
-    /// Arithmetic of inference: fp32, or bf16 (bf16 operands, fp32 sums; its convolutions
-    /// run on AMX tiles where the CPU has them), on the instructions named or the fastest
-    #[arg(long, default_value = "fp32", value_parser = PRECISIONS)]
-    pub precision: String,
+    #[command(flatten)]
+    pub inference: InferencePrecision,
     #[command(flatten)]
     pub source: DataSource,
 }
@@ -305,10 +312,8 @@ pub struct PredictArgs {
     /// (as IMAGE-NAME.input.png; created if missing)
     #[arg(long, value_name = "DIR")]
     pub show_input: Option<PathBuf>,
-    /// Arithmetic of inference: fp32, or bf16 (bf16 operands, fp32 sums; its convolutions
-    /// run on AMX tiles where the CPU has them), on the instructions named or the fastest
-    #[arg(long, default_value = "fp32", value_parser = PRECISIONS)]
-    pub precision: String,
+    #[command(flatten)]
+    pub inference: InferencePrecision,
 }
 
 /// `fmnist serve`
@@ -326,10 +331,8 @@ pub struct ServeArgs {
     /// Requests decoded and classified at once (more wait their turn), on --threads workers
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
-    /// Arithmetic of inference: fp32, or bf16 (bf16 operands, fp32 sums; its convolutions
-    /// run on AMX tiles where the CPU has them), on the instructions named or the fastest
-    #[arg(long, default_value = "fp32", value_parser = PRECISIONS)]
-    pub precision: String,
+    #[command(flatten)]
+    pub inference: InferencePrecision,
     #[command(flatten)]
     pub source: DataSource,
 }

@@ -144,7 +144,7 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| Classifier::load(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let precision = parse_precision(&a.precision)?;
+    let precision = parse_precision(&a.inference.precision)?;
     for model in &mut models {
         model.net.set_precision(precision);
     }
@@ -285,7 +285,9 @@ fn write_report(
 /// `fmnist predict`
 pub fn run_predict(a: &PredictArgs) -> anyhow::Result<()> {
     let mut model = Classifier::load(&a.model)?;
-    model.net.set_precision(parse_precision(&a.precision)?);
+    model
+        .net
+        .set_precision(parse_precision(&a.inference.precision)?);
     let inputs = predict::prepare_files(&a.images)?;
     let names: Vec<String> = a.images.iter().map(|p| p.display().to_string()).collect();
     let predictions = predict::rank_inputs(&mut model, &names, &inputs, a.top as usize);
@@ -350,7 +352,9 @@ fn parse_precision(name: &str) -> anyhow::Result<nn::Precision> {
 /// `fmnist serve`
 pub fn run_serve(a: &ServeArgs) -> anyhow::Result<()> {
     let mut model = Classifier::load(&a.model)?;
-    model.net.set_precision(parse_precision(&a.precision)?);
+    model
+        .net
+        .set_precision(parse_precision(&a.inference.precision)?);
     // Test images for the page's "random test image"; the server works without them.
     let mut options = a.source.options();
     options.offline = true;
