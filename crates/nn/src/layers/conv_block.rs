@@ -23,6 +23,7 @@ mod isa;
 mod tiles;
 mod train;
 mod winograd;
+mod winograd_train;
 
 use rayon::prelude::*;
 
@@ -38,6 +39,17 @@ pub(crate) const WINOGRAD_FROM_CHANNELS: usize = 8;
 /// Parallel parts of an inference pass per thread (more than one, so that a thread slowed
 /// by other work is helped out).
 const PARTS_PER_THREAD: usize = 4;
+
+/// The kernels that train a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernels {
+    /// The plain layers.
+    Plain,
+    /// The direct kernels ([`train`]): few input channels, ReLU and pool.
+    Direct,
+    /// Winograd's algorithm ([`winograd_train`]): more input channels, ReLU and pool, fp32.
+    Winograd,
+}
 
 /// What follows the convolution.
 enum Tail {
@@ -100,13 +112,19 @@ pub struct ConvBlock {
     /// Per-part workspaces of the inference kernels, and their results before they are
     /// stored.
     workspaces: Vec<(Vec<f32>, Vec<f32>)>,
-    /// Whether the direct training kernels ran in the last forward pass.
-    direct_current: bool,
+    /// Whether fused training kernels (direct or Winograd, as [`ConvBlock::kernels`]
+    /// says) ran in the last forward pass.
+    fused_current: bool,
+    /// The arithmetic of the last training pass, which its backward repeats.
+    precision: crate::Precision,
     /// Which of its window's four convolution outputs each pooled output of the last
-    /// direct training pass came from (0–3, row by row).
+    /// fused training pass came from (0–3, row by row).
     won: Vec<u8>,
-    /// Per-part weight and bias gradients of the direct training kernels.
+    /// Per-part weight and bias gradients of the fused training kernels.
     grad_parts: Vec<f32>,
+    /// The Winograd weights transposed for the input gradient
+    /// ([`winograd_train::transpose_weights`]).
+    weights_t: Vec<f32>,
     /// The implicit AMX product's geometry, where the convolution fits it: inference in
     /// bf16 on AMX then runs it ([`ConvBlock::infer_amx`]).
     #[cfg(target_arch = "x86_64")]
@@ -178,9 +196,11 @@ impl ConvBlock {
             folded: Vec::new(),
             eval_current: false,
             workspaces: Vec::new(),
-            direct_current: false,
+            fused_current: false,
+            precision: crate::Precision::F32,
             won: Vec::new(),
             grad_parts: Vec::new(),
+            weights_t: Vec::new(),
             #[cfg(target_arch = "x86_64")]
             implicit: super::conv_amx::Implicit::new([h, w, c], oc, 3, pad),
             #[cfg(target_arch = "x86_64")]
@@ -193,11 +213,137 @@ impl ConvBlock {
         self.tiles.c >= WINOGRAD_FROM_CHANNELS
     }
 
-    /// Whether training uses the direct kernels (else the plain layers): few input
-    /// channels, then ReLU and pool. They run in fp32 whatever the precision: products
-    /// of so few channels are too thin for bf16 to pay.
+    /// Whether training uses the direct kernels: few input channels, then ReLU and pool.
+    /// They run in fp32 whatever the precision: products of so few channels are too thin
+    /// for bf16 to pay.
     fn trains_direct(&self) -> bool {
         matches!(self.tail, Tail::ReluPool(_)) && !self.uses_winograd()
+    }
+
+    /// Which kernels train the block in the arithmetic of its last training pass.
+    fn kernels(&self) -> Kernels {
+        if self.trains_direct() {
+            Kernels::Direct
+        } else if matches!(self.tail, Tail::ReluPool(_)) && self.precision == crate::Precision::F32
+        {
+            Kernels::Winograd
+        } else {
+            Kernels::Plain
+        }
+    }
+
+    /// The Winograd training pass with the kernels compiled for `isa`: `y`, and which
+    /// output won each pooling window, from `x`.
+    fn winograd_forward(&mut self, isa: Isa, x: &Tensor, y: &mut Tensor) {
+        self.prepare_eval_weights();
+        let t = self.tiles;
+        let images = x.batch();
+        y.resize_batch(images, &self.out_shape);
+        self.won.resize(images * t.image_values(), 0);
+        let group = isa.winograd_group();
+        let ws_len = winograd::workspace_len(&t, group);
+        let pass = Pass {
+            t,
+            x: x.data(),
+            w: &self.eval_weights,
+            bias: &self.eval_bias,
+        };
+        // A few parts per thread, each a run of whole images; a tile's result does not
+        // depend on its part or group.
+        let parts = images
+            .min(PARTS_PER_THREAD * rayon::current_num_threads())
+            .max(1);
+        let per_part = images.div_ceil(parts);
+        // (At least 1: an empty batch or map has no chunks to run.)
+        let values = (per_part * t.image_values()).max(1);
+        y.data_mut()
+            .par_chunks_mut(values)
+            .zip(self.won.par_chunks_mut(values))
+            .enumerate()
+            .for_each_init(
+                || vec![0.0; ws_len],
+                |ws, (part, (out, won))| {
+                    let first = part * per_part * t.per_image();
+                    for (g, (out, won)) in out
+                        .chunks_mut(group * t.k)
+                        .zip(won.chunks_mut(group * t.k))
+                        .enumerate()
+                    {
+                        isa.winograd_train_forward(&pass, first + g * group, out, won, ws);
+                    }
+                },
+            );
+        self.plain_current = false;
+        self.fused_current = true;
+    }
+
+    /// The Winograd training kernels' backward pass, after
+    /// [`ConvBlock::winograd_forward`] gave `y`: the convolution's parameter gradients,
+    /// and `dx` if asked for.
+    fn winograd_backward(
+        &mut self,
+        isa: Isa,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) {
+        if !self.eval_current {
+            self.prepare_eval_weights();
+        }
+        let t = self.tiles;
+        let images = dy.batch();
+        winograd_train::transpose_weights(&t, &self.eval_weights, &mut self.weights_t);
+        let per_part = winograd_train::part_values(&t);
+        let parts = images.div_ceil(winograd_train::IMAGES_PER_PART);
+        self.grad_parts.resize(parts.max(1) * per_part, 0.0);
+        let (values, image_len) = (t.image_values(), t.h * t.w * t.c);
+        let chunk = winograd_train::IMAGES_PER_PART;
+        let dx_parts: Vec<Option<&mut [f32]>> = match dx {
+            Some(dx) => {
+                dx.resize_batch(images, &[t.h, t.w, t.c]);
+                dx.data_mut()
+                    .chunks_mut(chunk * image_len)
+                    .map(Some)
+                    .collect()
+            }
+            None => (0..parts).map(|_| None).collect(),
+        };
+        let pass = Pass {
+            t,
+            x: x.data(),
+            w: &self.eval_weights,
+            bias: &self.eval_bias,
+        };
+        let (y, dy, won, ut) = (y.data(), dy.data(), &self.won[..], &self.weights_t[..]);
+        let ws_len = winograd_train::backward_workspace_len(&t, isa.winograd_backward_group());
+        self.grad_parts[..parts * per_part]
+            .par_chunks_mut(per_part)
+            .zip(dx_parts)
+            .enumerate()
+            .for_each_init(
+                || vec![0.0; ws_len],
+                |ws, (part, (grads, dx))| {
+                    grads.fill(0.0);
+                    let image = part * chunk;
+                    let at = image * values..((image + chunk).min(images) * values);
+                    let (y, dy, won) = (&y[at.clone()], &dy[at.clone()], &won[at]);
+                    isa.winograd_train_backward(&pass, ut, image, y, dy, won, grads, dx, ws);
+                },
+            );
+        if parts == 0 {
+            self.grad_parts[..per_part].fill(0.0);
+        }
+        let (sum, rest) = self.grad_parts.split_at_mut(per_part);
+        crate::matmul::add_parts(sum, &rest[..(parts.max(1) - 1) * per_part]);
+        let (du, db) = sum.split_at(16 * t.c * t.padded_filters());
+        let mut params = self.conv.params_mut().into_iter();
+        if let Some(weight) = params.next() {
+            winograd_train::weight_grad(&t, du, weight.grad.data_mut());
+        }
+        if let Some(bias) = params.next() {
+            bias.grad.data_mut().copy_from_slice(&db[..t.k]);
+        }
     }
 
     /// The direct training pass with the kernels compiled for `isa`: `y`, and which
@@ -226,7 +372,7 @@ impl ConvBlock {
                 },
             );
         self.plain_current = false;
-        self.direct_current = true;
+        self.fused_current = true;
     }
 
     /// The direct training kernels' backward pass, after [`ConvBlock::direct_forward`]
@@ -435,7 +581,7 @@ impl ConvBlock {
             Tail::Norm(norm) => norm.forward(&self.conv_out, y, ctx),
         }
         self.plain_current = true;
-        self.direct_current = false;
+        self.fused_current = false;
     }
 
     /// The plain layers' backward pass (after their forward pass, or redoing it).
@@ -516,33 +662,42 @@ impl Layer for ConvBlock {
                 self.infer(Isa::detect(), x, y);
             }
             self.plain_current = false;
-            self.direct_current = false;
+            self.fused_current = false;
         } else {
             // Training moves the batch norm's running statistics.
             self.eval_current = false;
-            if self.trains_direct() {
-                self.direct_forward(Isa::detect(), x, y);
-            } else {
-                self.plain_forward(x, y, ctx);
+            self.precision = ctx.precision;
+            match self.kernels() {
+                Kernels::Direct => self.direct_forward(Isa::detect(), x, y),
+                Kernels::Winograd => self.winograd_forward(Isa::detect(), x, y),
+                Kernels::Plain => self.plain_forward(x, y, ctx),
             }
         }
     }
 
     fn backward(&mut self, x: &Tensor, y: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>) {
-        if self.trains_direct() {
-            // After an inference pass, redo the training pass: which output won each
-            // window is known only from it.
-            let isa = Isa::detect();
-            if self.direct_current {
-                self.direct_backward(isa, x, y, dy, dx);
-            } else {
-                let mut redone = Tensor::default();
+        let isa = Isa::detect();
+        let kernels = self.kernels();
+        // After an inference pass, redo the training pass: which output won each window
+        // is known only from it.
+        let mut redone = Tensor::default();
+        let y = match kernels {
+            Kernels::Plain => return self.plain_backward(x, y, dy, dx),
+            _ if self.fused_current => y,
+            Kernels::Direct => {
                 self.direct_forward(isa, x, &mut redone);
-                self.direct_backward(isa, x, &redone, dy, dx);
+                &redone
             }
-            return;
+            Kernels::Winograd => {
+                self.winograd_forward(isa, x, &mut redone);
+                &redone
+            }
+        };
+        if kernels == Kernels::Direct {
+            self.direct_backward(isa, x, y, dy, dx);
+        } else {
+            self.winograd_backward(isa, x, y, dy, dx);
         }
-        self.plain_backward(x, y, dy, dx);
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
@@ -1011,23 +1166,27 @@ mod tests {
         Tensor::from_vec(shape, v).expect("shape")
     }
 
-    /// A direct block (ReLU and pool, few channels) with parameters in eighths.
-    fn direct_block(case: Case) -> Option<ConvBlock> {
+    /// A block that trains by its own kernels (ReLU and pool), with parameters in
+    /// eighths.
+    fn fused_block(case: Case) -> Option<ConvBlock> {
         let mut l = block(Kind::ReluPool, case)?;
         for (i, (_, t)) in l.tensors_mut().into_iter().enumerate() {
             let v = eighths(t.shape(), 40 + i as u64);
             t.data_mut().copy_from_slice(v.data());
         }
-        l.trains_direct().then_some(l)
+        (l.kernels() != Kernels::Plain).then_some(l)
     }
 
     /// The training pass's output, and the input, weight and bias gradients for `dy`,
-    /// of the direct kernels (`isa`) or the plain layers.
-    fn trained(l: &mut ConvBlock, x: &Tensor, dy_seed: u64, direct: Option<Isa>) -> Vec<Vec<f32>> {
+    /// of the fused kernels (`Some`: the block's own, compiled for `isa`) or the plain
+    /// layers.
+    fn trained(l: &mut ConvBlock, x: &Tensor, dy_seed: u64, fused: Option<Isa>) -> Vec<Vec<f32>> {
         let mut y = Tensor::default();
-        match direct {
-            Some(isa) => l.direct_forward(isa, x, &mut y),
-            None => {
+        let kernels = l.kernels();
+        match (fused, kernels) {
+            (Some(isa), Kernels::Direct) => l.direct_forward(isa, x, &mut y),
+            (Some(isa), Kernels::Winograd) => l.winograd_forward(isa, x, &mut y),
+            _ => {
                 let mut rng = Rng::new(0);
                 let mut ctx = Context {
                     mode: Mode::Train,
@@ -1039,35 +1198,41 @@ mod tests {
         }
         let dy = eighths(y.shape(), dy_seed);
         let mut dx = Tensor::default();
-        match direct {
-            Some(isa) => l.direct_backward(isa, x, &y, &dy, Some(&mut dx)),
-            None => l.plain_backward(x, &y, &dy, Some(&mut dx)),
+        match (fused, kernels) {
+            (Some(isa), Kernels::Direct) => l.direct_backward(isa, x, &y, &dy, Some(&mut dx)),
+            (Some(isa), Kernels::Winograd) => l.winograd_backward(isa, x, &y, &dy, Some(&mut dx)),
+            _ => l.plain_backward(x, &y, &dy, Some(&mut dx)),
         }
         let mut all = vec![y.into_vec(), dx.into_vec()];
         all.extend(l.params_mut().into_iter().map(|p| p.grad.data().to_vec()));
         all
     }
 
-    /// Few-channel geometries: the `simple` network's first layer, partial lane blocks,
-    /// padding, odd maps, and random ones.
-    fn direct_cases() -> Vec<Case> {
-        let mut cases: Vec<Case> = CASES.iter().copied().filter(|c| c.0[2] < 8).collect();
+    /// Geometries of both fused kernels: the `simple` network's layers, partial lane
+    /// blocks, padding, odd maps, and random ones (few channels for the direct kernels,
+    /// more for Winograd's).
+    fn fused_cases() -> Vec<Case> {
+        let mut cases: Vec<Case> = CASES.to_vec();
         let mut pick = Rng::new(31);
         while cases.len() < 60 {
             let hwc = [2 + pick.below(9), 2 + pick.below(9), 1 + pick.below(7)];
+            cases.push((hwc, 1 + pick.below(70), pick.below(3), pick.below(2) == 0));
+        }
+        while cases.len() < 100 {
+            let hwc = [2 + pick.below(12), 2 + pick.below(12), 8 + pick.below(41)];
             cases.push((hwc, 1 + pick.below(70), pick.below(3), pick.below(2) == 0));
         }
         cases
     }
 
     #[test]
-    fn direct_training_is_the_plain_layers_training_when_arithmetic_is_exact() {
-        let mut tried = 0;
-        for (i, case) in direct_cases().into_iter().enumerate() {
-            let Some(mut l) = direct_block(case) else {
+    fn fused_training_is_the_plain_layers_training_when_arithmetic_is_exact() {
+        let mut tried = [0, 0];
+        for (i, case) in fused_cases().into_iter().enumerate() {
+            let Some(mut l) = fused_block(case) else {
                 continue;
             };
-            tried += 1;
+            tried[usize::from(l.kernels() == Kernels::Winograd)] += 1;
             let (hwc, ..) = case;
             let x = eighths(&[1 + i % 4, hwc[0], hwc[1], hwc[2]], i as u64);
             let want = trained(&mut l, &x, 7, None);
@@ -1079,22 +1244,28 @@ mod tests {
                 }
             }
         }
-        assert!(tried > 40, "only {tried} geometries fused");
+        assert!(
+            tried[0] > 40 && tried[1] > 30,
+            "only {tried:?} geometries fused"
+        );
     }
 
     #[test]
-    fn direct_training_of_an_empty_batch_gives_empty_outputs_and_zero_gradients() {
-        let mut l = direct_block(CASES[0]).expect("fuses");
-        let x = eighths(&[0, 28, 28, 1], 1);
-        let got = trained(&mut l, &x, 2, Some(Isa::detect()));
-        assert!(got[0].is_empty() && got[1].is_empty(), "outputs");
-        assert!(got[2..].iter().flatten().all(|&g| g == 0.0), "gradients");
+    fn fused_training_of_an_empty_batch_gives_empty_outputs_and_zero_gradients() {
+        for (case, hwc) in [(CASES[0], [0, 28, 28, 1]), (CASES[1], [0, 13, 13, 32])] {
+            let mut l = fused_block(case).expect("fuses");
+            let x = eighths(&hwc, 1);
+            let got = trained(&mut l, &x, 2, Some(Isa::detect()));
+            assert!(got[0].is_empty() && got[1].is_empty(), "outputs");
+            assert!(got[2..].iter().flatten().all(|&g| g == 0.0), "gradients");
+        }
     }
 
     #[test]
-    fn direct_training_matches_the_plain_layers_on_random_values() {
-        for case in [CASES[0], CASES[2], CASES[5], CASES[7]] {
+    fn fused_training_matches_the_plain_layers_on_random_values() {
+        for case in CASES {
             let mut l = block(Kind::ReluPool, case).expect("fuses");
+            assert!(l.kernels() != Kernels::Plain, "{case:?}");
             let (hwc, ..) = case;
             let x = normal(&[2, hwc[0], hwc[1], hwc[2]], 3);
             let want = trained(&mut l, &x, 8, None);
@@ -1112,34 +1283,39 @@ mod tests {
     }
 
     #[test]
-    fn direct_training_does_not_depend_on_instruction_set_or_thread_count() {
-        let case = CASES[0];
-        let x = normal(&[9, 28, 28, 1], 12);
-        let run_with = |threads: usize, isa: Isa| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool");
-            pool.install(|| {
-                let mut l = block(Kind::ReluPool, case).expect("fuses");
-                trained(&mut l, &x, 9, Some(isa))
-            })
-        };
-        let first = run_with(1, Isa::Generic);
-        for isa in Isa::available() {
-            for threads in [1, 2, 3] {
-                assert!(
-                    run_with(threads, isa) == first,
-                    "{isa:?} on {threads} threads"
-                );
+    fn fused_training_does_not_depend_on_instruction_set_or_thread_count() {
+        // `simple`'s two layers, 17 images: parts of both kernels and a short last one.
+        for case in [CASES[0], CASES[1]] {
+            let (hwc, ..) = case;
+            let x = normal(&[17, hwc[0], hwc[1], hwc[2]], 12);
+            let run_with = |threads: usize, isa: Isa| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("pool");
+                pool.install(|| {
+                    let mut l = block(Kind::ReluPool, case).expect("fuses");
+                    assert!(l.kernels() != Kernels::Plain, "{case:?}");
+                    trained(&mut l, &x, 9, Some(isa))
+                })
+            };
+            let first = run_with(1, Isa::Generic);
+            for isa in Isa::available() {
+                for threads in [1, 2, 3] {
+                    assert!(
+                        run_with(threads, isa) == first,
+                        "{case:?}: {isa:?} on {threads} threads"
+                    );
+                }
             }
         }
     }
 
     #[test]
-    fn direct_training_gives_inference_output_and_follows_inference_passes() {
-        for case in direct_cases().into_iter().take(20) {
-            let Some(mut l) = direct_block(case) else {
+    fn fused_training_gives_inference_output_and_follows_inference_passes() {
+        let cases = fused_cases();
+        for case in cases[..20].iter().chain(&cases[60..75]).copied() {
+            let Some(mut l) = fused_block(case) else {
                 continue;
             };
             let (hwc, ..) = case;

@@ -8,7 +8,7 @@
 //! multiply-adds where the CPU has them, so the AVX-512 and AVX2 copies agree bit for bit.
 
 use super::tiles::Pass;
-use super::{direct, train, winograd};
+use super::{direct, train, winograd, winograd_train};
 
 /// Whether the generic copy may use fused multiply-adds (as fast as a multiply there).
 const GENERIC_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
@@ -65,6 +65,18 @@ impl Isa {
         }
     }
 
+    /// Tiles per group of [`winograd_train::backward`]: each keeps one block of output
+    /// channels of its transformed gradient in registers.
+    pub(super) fn winograd_backward_group(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => 12,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => 2,
+            Isa::Generic => 2,
+        }
+    }
+
     /// [`winograd::group`] with [`Isa::winograd_group`] tiles.
     pub(super) fn winograd(self, p: &Pass, first: usize, out: &mut [f32], ws: &mut [f32]) {
         match self {
@@ -104,6 +116,51 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { train_forward_avx2(p, first, out, won, patch) },
             Isa::Generic => train::forward(p, first, out, won, patch),
+        }
+    }
+
+    /// [`winograd_train::forward`] with [`Isa::winograd_group`] tiles.
+    pub(super) fn winograd_train_forward(
+        self,
+        p: &Pass,
+        first: usize,
+        out: &mut [f32],
+        won: &mut [u8],
+        ws: &mut [f32],
+    ) {
+        match self {
+            // SAFETY: `detect` chose these only where the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { winograd_forward_avx512(p, first, out, won, ws) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { winograd_forward_avx2(p, first, out, won, ws) },
+            Isa::Generic => winograd_train::forward::<4>(p, first, out, won, ws),
+        }
+    }
+
+    /// [`winograd_train::backward`] with [`Isa::winograd_backward_group`] tiles.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn winograd_train_backward(
+        self,
+        p: &Pass,
+        ut: &[f32],
+        image: usize,
+        y: &[f32],
+        dy: &[f32],
+        won: &[u8],
+        grads: &mut [f32],
+        dx: Option<&mut [f32]>,
+        ws: &mut [f32],
+    ) {
+        match self {
+            // SAFETY: `detect` chose these only where the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe {
+                winograd_backward_avx512(p, ut, image, y, dy, won, grads, dx, ws)
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { winograd_backward_avx2(p, ut, image, y, dy, won, grads, dx, ws) },
+            Isa::Generic => winograd_train::backward::<2>(p, ut, image, y, dy, won, grads, dx, ws),
         }
     }
 
@@ -171,21 +228,25 @@ compiled_with!(winograd_avx2, "avx2,fma", winograd::group::<4, true>);
 compiled_with!(direct_avx512, "avx512f,avx2,fma", direct::tiles::<true>);
 compiled_with!(direct_avx2, "avx2,fma", direct::tiles::<true>);
 
-/// `unsafe fn`s: the training kernel `$kernel` compiled with AVX-512 (`$avx512`) and
-/// with AVX2 (`$avx2`), both with FMA (callers must check that the CPU has them).
+/// `unsafe fn`s: the training kernel `$kernel` (or a pair of them, one for each)
+/// compiled with AVX-512 (`$avx512`) and with AVX2 (`$avx2`), both with FMA (callers
+/// must check that the CPU has them).
 macro_rules! training_copies {
     ($avx512:ident, $avx2:ident, $kernel:path, ($($arg:ident: $ty:ty),*)) => {
+        training_copies!($avx512, $avx2, ($kernel, $kernel), ($($arg: $ty),*));
+    };
+    ($avx512:ident, $avx2:ident, ($k512:expr, $k2:expr), ($($arg:ident: $ty:ty),*)) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f,avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $avx512($($arg: $ty),*) {
-            $kernel($($arg),*)
+            $k512($($arg),*)
         }
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $avx2($($arg: $ty),*) {
-            $kernel($($arg),*)
+            $k2($($arg),*)
         }
     };
 }
@@ -216,4 +277,26 @@ training_copies!(
     train_input_avx2,
     train::input_grad,
     (p: &Pass, y: &[f32], dy: &[f32], won: &[u8], dx: &mut [f32])
+);
+training_copies!(
+    winograd_forward_avx512,
+    winograd_forward_avx2,
+    (winograd_train::forward::<12>, winograd_train::forward::<4>),
+    (p: &Pass, first: usize, out: &mut [f32], won: &mut [u8], ws: &mut [f32])
+);
+training_copies!(
+    winograd_backward_avx512,
+    winograd_backward_avx2,
+    (winograd_train::backward::<12>, winograd_train::backward::<2>),
+    (
+        p: &Pass,
+        ut: &[f32],
+        image: usize,
+        y: &[f32],
+        dy: &[f32],
+        won: &[u8],
+        grads: &mut [f32],
+        dx: Option<&mut [f32]>,
+        ws: &mut [f32]
+    )
 );

@@ -76,15 +76,18 @@ pub(super) fn forward(p: &Pass, first: usize, out: &mut [f32], won: &mut [u8], p
 /// The rectified maximum over the four outputs `acc` (plus `bias`) of each lane, and
 /// which of them was the first maximum.
 #[inline(always)]
-fn first_max(acc: [[f32; LANES]; 4], bias: [f32; LANES]) -> ([f32; LANES], [u32; LANES]) {
-    let mut best = [0.0f32; LANES];
-    for l in 0..LANES {
+pub(super) fn first_max<const N: usize>(
+    acc: [[f32; N]; 4],
+    bias: [f32; N],
+) -> ([f32; N], [u32; N]) {
+    let mut best = [0.0f32; N];
+    for l in 0..N {
         best[l] = acc[0][l] + bias[l];
     }
-    let mut at = [0u32; LANES];
+    let mut at = [0u32; N];
     for (q, acc) in acc.iter().enumerate().skip(1) {
-        let (mut next, mut next_at) = ([0.0f32; LANES], [0u32; LANES]);
-        for l in 0..LANES {
+        let (mut next, mut next_at) = ([0.0f32; N], [0u32; N]);
+        for l in 0..N {
             let v = acc[l] + bias[l];
             let wins = v > best[l];
             next[l] = if wins { v } else { best[l] };
@@ -92,8 +95,8 @@ fn first_max(acc: [[f32; LANES]; 4], bias: [f32; LANES]) -> ([f32; LANES], [u32;
         }
         (best, at) = (next, next_at);
     }
-    let mut out = [0.0f32; LANES];
-    for l in 0..LANES {
+    let mut out = [0.0f32; N];
+    for l in 0..N {
         out[l] = if best[l] < 0.0 { 0.0 } else { best[l] };
     }
     (out, at)
@@ -103,7 +106,7 @@ fn first_max(acc: [[f32; LANES]; 4], bias: [f32; LANES]) -> ([f32; LANES], [u32;
 /// gradient `dy` where the output is positive (else ReLU blocks it), at the position
 /// that won, zero at the other three.
 #[inline(always)]
-fn shares(y: &[f32], dy: &[f32], won: &[u8], k0: usize) -> [[f32; LANES]; 4] {
+pub(super) fn shares(y: &[f32], dy: &[f32], won: &[u8], k0: usize) -> [[f32; LANES]; 4] {
     let mut g = [[0.0f32; LANES]; 4];
     let (mut yv, mut gv, mut wv) = ([0.0f32; LANES], [0.0f32; LANES], [0u8; LANES]);
     if let (Some(a), Some(b), Some(c)) = (
@@ -287,7 +290,7 @@ pub(super) fn input_grad(p: &Pass, y: &[f32], dy: &[f32], won: &[u8], dx: &mut [
 
 /// The first `N` values of `s` as an array, for change.
 #[inline(always)]
-fn head_mut<const N: usize>(s: &mut [f32]) -> &mut [f32; N] {
+pub(super) fn head_mut<const N: usize>(s: &mut [f32]) -> &mut [f32; N] {
     match s.first_chunk_mut() {
         Some(a) => a,
         None => panic!("fewer than {N} values"),

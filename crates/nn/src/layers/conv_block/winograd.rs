@@ -27,7 +27,7 @@ use super::tiles::{LANES, Pass, Tiles, fmadd, head, pool_relu, relu};
 use crate::copy::copy_row;
 
 /// Channels per block in the transforms (one AVX-512 register).
-const BLOCK: usize = 16;
+pub(super) const BLOCK: usize = 16;
 
 /// Fills `u` with the transformed weights `U[ξ][c][k] = (G g Gᵀ)[ξ]` for the kernel
 /// `g = w[k, :, :, c]` of `w` (`[k, 3, 3, c]`), output channels padded with zeros to
@@ -65,7 +65,7 @@ pub(super) fn transform_weights(t: &Tiles, w: &[f32], u: &mut Vec<f32>) {
 
 /// Workspace values for groups of `group` tiles: `V`, `M` and one gathered window.
 pub(super) fn workspace_len(t: &Tiles, group: usize) -> usize {
-    16 * group * t.c + group * 16 * t.padded_filters() + 16 * t.c
+    windows_len(t.c, group) + group * 16 * t.padded_filters() + 16 * t.c
 }
 
 /// `Bᵀ d B` for a block of channels: `d` and the result are 4×4 grids, row by row.
@@ -101,7 +101,7 @@ fn input_transform(d: &[[f32; BLOCK]; 16]) -> [[f32; BLOCK]; 16] {
 
 /// `Aᵀ m A` for one lane: the 2×2 block of convolution outputs, row by row.
 #[inline(always)]
-fn output_transform(m: [f32; 16]) -> [f32; 4] {
+pub(super) fn output_transform(m: [f32; 16]) -> [f32; 4] {
     let mut s = [[0.0; 4]; 2];
     for j in 0..4 {
         s[0][j] = m[j] + m[4 + j] + m[8 + j];
@@ -126,67 +126,10 @@ pub(super) fn group<const R: usize, const FMA: bool>(
     out: &mut [f32],
     ws: &mut [f32],
 ) {
-    let (t, u, bias) = (p.t, p.w, p.bias);
-    let (c, kp) = (t.c, t.padded_filters());
+    let (t, bias) = (p.t, p.bias);
+    let kp = t.padded_filters();
     let tiles = out.len() / t.tile_values();
-    let (v, rest) = ws.split_at_mut(16 * R * c);
-    let (m, patch) = rest.split_at_mut(R * 16 * kp);
-
-    // V[ξ][r][c]: the transformed windows; missing tiles of a last, short group are zeros.
-    for r in 0..R {
-        if r >= tiles {
-            for xi in 0..16 {
-                v[(xi * R + r) * c..][..c].fill(0.0);
-            }
-            continue;
-        }
-        t.gather(p.x, first + r, patch);
-        for c0 in (0..c).step_by(BLOCK) {
-            let n = BLOCK.min(c - c0);
-            // (Plain loops here and below rather than `array::map` or `from_fn`, whose
-            // closures the compiler does not always inline, leaving registers in memory.)
-            let mut d = [[0.0; BLOCK]; 16];
-            for (i, di) in d.iter_mut().enumerate() {
-                let px = &patch[i * c + c0..];
-                if n == BLOCK {
-                    *di = *head::<BLOCK>(px);
-                } else {
-                    // The last, partial block of channels: padded with zeros.
-                    di[..n].copy_from_slice(&px[..n]);
-                }
-            }
-            let tv = input_transform(&d);
-            for (xi, tv) in tv.iter().enumerate() {
-                copy_row(&mut v[(xi * R + r) * c + c0..][..n], &tv[..n]);
-            }
-        }
-    }
-
-    // M[r][ξ][k] = Σ_c V[ξ][r][c] · U[ξ][c][k], one block of LANES output channels at a time
-    // with R × LANES accumulators in registers.
-    for xi in 0..16 {
-        let vx = &v[xi * R * c..][..R * c];
-        let ux = &u[xi * c * kp..][..c * kp];
-        for k0 in (0..kp).step_by(LANES) {
-            let mut rows: [&[f32]; R] = [&[]; R];
-            for (r, row) in rows.iter_mut().enumerate() {
-                *row = &vx[r * c..][..c];
-            }
-            let mut acc = [[0.0f32; LANES]; R];
-            for ch in 0..c {
-                let w: [f32; LANES] = *head(&ux[ch * kp + k0..]);
-                for (acc, row) in acc.iter_mut().zip(&rows) {
-                    let a = row[ch];
-                    for (s, &w) in acc.iter_mut().zip(&w) {
-                        *s = fmadd::<FMA>(a, w, *s);
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                copy_row(&mut m[(r * 16 + xi) * kp + k0..][..LANES], acc);
-            }
-        }
-    }
+    let m = transformed_products::<R, FMA>(p, first, tiles, ws);
 
     // Back to 2×2 blocks, then bias, ReLU and the max pool if any, a block of channels at
     // a time (`kp` is a whole number of lane blocks, so every block can be read in full).
@@ -216,6 +159,112 @@ pub(super) fn group<const R: usize, const FMA: bool>(
             let n = BLOCK.min(t.k - k0);
             for (q, o) in o.iter().take(t.tile_values() / t.k).enumerate() {
                 copy_row(&mut out[q * t.k + k0..][..n], &o[..n]);
+            }
+        }
+    }
+}
+
+/// The transformed products `M[r][ξ][k]` (`16·kp` values per tile, in `ws`'s `M` part,
+/// returned) of the `tiles` tiles (at most `R`) from tile `first` on. `p.w` as
+/// [`transform_weights`]; `ws` of [`workspace_len`]`(t, R)`.
+#[inline(always)]
+pub(super) fn transformed_products<'w, const R: usize, const FMA: bool>(
+    p: &Pass,
+    first: usize,
+    tiles: usize,
+    ws: &'w mut [f32],
+) -> &'w [f32] {
+    let (t, u) = (p.t, p.w);
+    let (c, kp) = (t.c, t.padded_filters());
+    let (v, rest) = ws.split_at_mut(windows_len(c, R));
+    let (m, patch) = rest.split_at_mut(R * 16 * kp);
+    transform_windows::<R>(p, first, tiles, v, patch);
+
+    // M[r][ξ][k] = Σ_c V[ξ][c][r] · U[ξ][c][k], one block of LANES output channels at a time
+    // with R × LANES accumulators in registers.
+    let blocks = c.div_ceil(BLOCK);
+    for xi in 0..16 {
+        let ux = &u[xi * c * kp..][..c * kp];
+        for k0 in (0..kp).step_by(LANES) {
+            let mut acc = [[0.0f32; LANES]; R];
+            for ch in 0..c {
+                let (b, l) = (ch / BLOCK, ch % BLOCK);
+                let panel = panel::<R>(&v[(xi * blocks + b) * R * BLOCK..]);
+                // (The weights by value: a reference would leave the accumulators in
+                // memory.)
+                let w: [f32; LANES] = *head(&ux[ch * kp + k0..]);
+                for (acc, a) in acc.iter_mut().zip(panel) {
+                    let a = a[l];
+                    for (s, &w) in acc.iter_mut().zip(&w) {
+                        *s = fmadd::<FMA>(a, w, *s);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                copy_row(&mut m[(r * 16 + xi) * kp + k0..][..LANES], acc);
+            }
+        }
+    }
+    m
+}
+
+/// The `R` rows of `BLOCK` values at the start of `s` (a panel of [`transform_windows`]).
+#[inline(always)]
+pub(super) fn panel<const R: usize>(s: &[f32]) -> &[[f32; BLOCK]; R] {
+    match s.as_chunks::<BLOCK>().0.first_chunk::<R>() {
+        Some(p) => p,
+        None => panic!("fewer than {R} rows"),
+    }
+}
+
+/// Values of the transformed windows of `R` tiles (see [`transform_windows`]).
+pub(super) fn windows_len(c: usize, r: usize) -> usize {
+    16 * c.div_ceil(BLOCK) * r * BLOCK
+}
+
+/// The transformed input windows `V[ξ][c][r] = (Bᵀ d B)[ξ]` (into `v`, of
+/// [`windows_len`]) of the `tiles` tiles (at most `R`) from tile `first` on, in panels:
+/// `v[ξ][c / BLOCK][r][c % BLOCK]`, channels padded with zeros to whole blocks, so that
+/// a channel's values for the `R` tiles lie a fixed step apart (the products broadcast
+/// them from one base). Missing tiles of a last, short group are zeros. `patch` holds
+/// `16·c` values.
+#[inline(always)]
+pub(super) fn transform_windows<const R: usize>(
+    p: &Pass,
+    first: usize,
+    tiles: usize,
+    v: &mut [f32],
+    patch: &mut [f32],
+) {
+    let (t, c) = (p.t, p.t.c);
+    let blocks = c.div_ceil(BLOCK);
+    for r in 0..R {
+        if r >= tiles {
+            for xi in 0..16 {
+                for b in 0..blocks {
+                    v[((xi * blocks + b) * R + r) * BLOCK..][..BLOCK].fill(0.0);
+                }
+            }
+            continue;
+        }
+        t.gather(p.x, first + r, patch);
+        for (b, c0) in (0..c).step_by(BLOCK).enumerate() {
+            let n = BLOCK.min(c - c0);
+            // (Plain loops here and below rather than `array::map` or `from_fn`, whose
+            // closures the compiler does not always inline, leaving registers in memory.)
+            let mut d = [[0.0; BLOCK]; 16];
+            for (i, di) in d.iter_mut().enumerate() {
+                let px = &patch[i * c + c0..];
+                if n == BLOCK {
+                    *di = *head::<BLOCK>(px);
+                } else {
+                    // The last, partial block of channels: padded with zeros.
+                    di[..n].copy_from_slice(&px[..n]);
+                }
+            }
+            let tv = input_transform(&d);
+            for (xi, tv) in tv.iter().enumerate() {
+                copy_row(&mut v[((xi * blocks + b) * R + r) * BLOCK..][..BLOCK], tv);
             }
         }
     }
