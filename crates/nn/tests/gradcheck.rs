@@ -227,6 +227,20 @@ fn fused_convolution_relu_and_max_pool() {
         spaced(&[1, 5, 4, 1], 26),
         KINKED,
     );
+    // Eight or more input channels: Winograd's training kernels. One window per filter
+    // and image, as few kinks as a check of many channels can have near its steps.
+    check(
+        &[4, 4, 8],
+        triple(0, true),
+        spaced(&[1, 4, 4, 8], 37),
+        KINKED,
+    );
+    check(
+        &[3, 3, 9],
+        triple(1, false),
+        spaced(&[1, 3, 3, 9], 28),
+        KINKED,
+    );
 }
 
 #[test]
@@ -419,3 +433,4 @@ fn fused_batch_norm_and_relu() {
     );
     check(&[4], pair, symmetric_rows(&[8, 4]), KINKED);
 }
+
