@@ -343,10 +343,9 @@ fn fused_convolution_stages_infer_what_the_plain_layers_do() {
     assert_eq!(fused.layers_len(), 4, "two fused stages, flatten, linear");
     let x = normal(&[9, 28, 28, 1], 4);
     assert_infers_close(&mut fused, &mut plain, &x);
-    // Training runs the plain layers' arithmetic exactly.
-    let tf = fused.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
-    let tp = plain.forward(&x, Mode::Train, &mut Rng::new(0)).clone();
-    assert!(tf == tp, "training passes differ");
+    // Training runs both stages' own kernels (direct, Winograd): the plain layers'
+    // results within rounding.
+    assert_close_step(&mut fused, &mut plain, &x);
 }
 
 #[test]

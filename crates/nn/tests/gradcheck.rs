@@ -433,4 +433,3 @@ fn fused_batch_norm_and_relu() {
     );
     check(&[4], pair, symmetric_rows(&[8, 4]), KINKED);
 }
-

@@ -23,6 +23,8 @@ mod isa;
 mod tiles;
 mod train;
 mod winograd;
+#[cfg(target_arch = "x86_64")]
+mod winograd_bf16;
 mod winograd_train;
 
 use rayon::prelude::*;
@@ -111,7 +113,7 @@ pub struct ConvBlock {
     eval_current: bool,
     /// Per-part workspaces of the inference kernels, and their results before they are
     /// stored.
-    workspaces: Vec<(Vec<f32>, Vec<f32>)>,
+    workspaces: Vec<(Vec<f32>, Vec<f32>, Vec<u32>)>,
     /// Whether fused training kernels (direct or Winograd, as [`ConvBlock::kernels`]
     /// says) ran in the last forward pass.
     fused_current: bool,
@@ -125,6 +127,11 @@ pub struct ConvBlock {
     /// The Winograd weights transposed for the input gradient
     /// ([`winograd_train::transpose_weights`]).
     weights_t: Vec<f32>,
+    /// The Winograd weights as bf16 pairs, for products on AVX512-BF16.
+    #[cfg(target_arch = "x86_64")]
+    bf16_weights: winograd_bf16::Weights,
+    /// Whether `bf16_weights` follow `eval_weights`.
+    bf16_current: bool,
     /// The implicit AMX product's geometry, where the convolution fits it: inference in
     /// bf16 on AMX then runs it ([`ConvBlock::infer_amx`]).
     #[cfg(target_arch = "x86_64")]
@@ -202,6 +209,9 @@ impl ConvBlock {
             grad_parts: Vec::new(),
             weights_t: Vec::new(),
             #[cfg(target_arch = "x86_64")]
+            bf16_weights: Default::default(),
+            bf16_current: false,
+            #[cfg(target_arch = "x86_64")]
             implicit: super::conv_amx::Implicit::new([h, w, c], oc, 3, pad),
             #[cfg(target_arch = "x86_64")]
             amx_weights: Vec::new(),
@@ -220,11 +230,30 @@ impl ConvBlock {
         matches!(self.tail, Tail::ReluPool(_)) && !self.uses_winograd()
     }
 
+    /// Whether Winograd's products run in bf16 in `precision`: on AVX512-BF16 (AMX runs
+    /// its implicit tile product instead), for layers of enough channels.
+    fn winograd_in_bf16(&self, precision: crate::Precision) -> bool {
+        cfg!(target_arch = "x86_64")
+            && self.uses_winograd()
+            && precision == crate::Precision::Bf16(crate::Bf16Isa::Avx512Bf16)
+    }
+
+    /// Packs the bf16 Winograd weights if they are behind (after
+    /// [`ConvBlock::prepare_eval_weights`]).
+    fn prepare_bf16_weights(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if !self.bf16_current {
+            self.bf16_weights.pack(&self.tiles, &self.eval_weights);
+            self.bf16_current = true;
+        }
+    }
+
     /// Which kernels train the block in the arithmetic of its last training pass.
     fn kernels(&self) -> Kernels {
         if self.trains_direct() {
             Kernels::Direct
-        } else if matches!(self.tail, Tail::ReluPool(_)) && self.precision == crate::Precision::F32
+        } else if matches!(self.tail, Tail::ReluPool(_))
+            && (self.precision == crate::Precision::F32 || self.winograd_in_bf16(self.precision))
         {
             Kernels::Winograd
         } else {
@@ -236,11 +265,15 @@ impl ConvBlock {
     /// output won each pooling window, from `x`.
     fn winograd_forward(&mut self, isa: Isa, x: &Tensor, y: &mut Tensor) {
         self.prepare_eval_weights();
+        let bf16 = self.winograd_in_bf16(self.precision);
+        if bf16 {
+            self.prepare_bf16_weights();
+        }
         let t = self.tiles;
         let images = x.batch();
         y.resize_batch(images, &self.out_shape);
         self.won.resize(images * t.image_values(), 0);
-        let group = isa.winograd_group();
+        let (group, scratch_len) = self.winograd_group(isa, bf16);
         let ws_len = winograd::workspace_len(&t, group);
         let pass = Pass {
             t,
@@ -248,6 +281,9 @@ impl ConvBlock {
             w: &self.eval_weights,
             bias: &self.eval_bias,
         };
+        #[cfg(target_arch = "x86_64")]
+        let prods = bf16
+            .then(|| winograd_bf16::Bf16Products::new(&self.bf16_weights).expect("AVX512-BF16"));
         // A few parts per thread, each a run of whole images; a tile's result does not
         // depend on its part or group.
         let parts = images
@@ -261,20 +297,47 @@ impl ConvBlock {
             .zip(self.won.par_chunks_mut(values))
             .enumerate()
             .for_each_init(
-                || vec![0.0; ws_len],
-                |ws, (part, (out, won))| {
+                || (vec![0.0; ws_len], vec![0u32; scratch_len]),
+                |(ws, scratch), (part, (out, won))| {
                     let first = part * per_part * t.per_image();
                     for (g, (out, won)) in out
                         .chunks_mut(group * t.k)
                         .zip(won.chunks_mut(group * t.k))
                         .enumerate()
                     {
-                        isa.winograd_train_forward(&pass, first + g * group, out, won, ws);
+                        let first = first + g * group;
+                        #[cfg(target_arch = "x86_64")]
+                        if let Some(prods) = &prods {
+                            // SAFETY: `Bf16Products::new` checked for AVX512-BF16 (whose
+                            // CPUs have AVX-512F, BW and FMA).
+                            unsafe {
+                                winograd_bf16::train_forward(
+                                    prods, &pass, first, out, won, ws, scratch,
+                                )
+                            };
+                            continue;
+                        }
+                        let _ = &scratch;
+                        isa.winograd_train_forward(&pass, first, out, won, ws);
                     }
                 },
             );
         self.plain_current = false;
         self.fused_current = true;
+    }
+
+    /// Tiles per Winograd training group and the bf16 scratch it needs, for the kernels
+    /// of `isa` or (`bf16`) the bf16 products.
+    fn winograd_group(&self, isa: Isa, bf16: bool) -> (usize, usize) {
+        #[cfg(target_arch = "x86_64")]
+        if bf16 {
+            return (
+                winograd_bf16::GROUP,
+                winograd_bf16::scratch_len(&self.tiles),
+            );
+        }
+        let _ = bf16;
+        (isa.winograd_group(), 0)
     }
 
     /// The Winograd training kernels' backward pass, after
@@ -293,7 +356,11 @@ impl ConvBlock {
         }
         let t = self.tiles;
         let images = dy.batch();
-        winograd_train::transpose_weights(&t, &self.eval_weights, &mut self.weights_t);
+        if self.winograd_in_bf16(self.precision) {
+            self.prepare_bf16_weights();
+        } else {
+            winograd_train::transpose_weights(&t, &self.eval_weights, &mut self.weights_t);
+        }
         let per_part = winograd_train::part_values(&t);
         let parts = images.div_ceil(winograd_train::IMAGES_PER_PART);
         self.grad_parts.resize(parts.max(1) * per_part, 0.0);
@@ -316,18 +383,39 @@ impl ConvBlock {
             bias: &self.eval_bias,
         };
         let (y, dy, won, ut) = (y.data(), dy.data(), &self.won[..], &self.weights_t[..]);
-        let ws_len = winograd_train::backward_workspace_len(&t, isa.winograd_backward_group());
+        let bf16 = self.winograd_in_bf16(self.precision);
+        let (group, scratch_len) = if bf16 {
+            self.winograd_group(isa, true)
+        } else {
+            (isa.winograd_backward_group(), 0)
+        };
+        let ws_len = winograd_train::backward_workspace_len(&t, group);
+        #[cfg(target_arch = "x86_64")]
+        let prods = bf16
+            .then(|| winograd_bf16::Bf16Products::new(&self.bf16_weights).expect("AVX512-BF16"));
         self.grad_parts[..parts * per_part]
             .par_chunks_mut(per_part)
             .zip(dx_parts)
             .enumerate()
             .for_each_init(
-                || vec![0.0; ws_len],
-                |ws, (part, (grads, dx))| {
+                || (vec![0.0; ws_len], vec![0u32; scratch_len]),
+                |(ws, scratch), (part, (grads, dx))| {
                     grads.fill(0.0);
                     let image = part * chunk;
                     let at = image * values..((image + chunk).min(images) * values);
                     let (y, dy, won) = (&y[at.clone()], &dy[at.clone()], &won[at]);
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(prods) = &prods {
+                        // SAFETY: `Bf16Products::new` checked for AVX512-BF16 (whose CPUs
+                        // have AVX-512F, BW and FMA).
+                        unsafe {
+                            winograd_bf16::train_backward(
+                                prods, &pass, image, y, dy, won, grads, dx, ws, scratch,
+                            )
+                        };
+                        return;
+                    }
+                    let _ = &scratch;
                     isa.winograd_train_backward(&pass, ut, image, y, dy, won, grads, dx, ws);
                 },
             );
@@ -480,11 +568,12 @@ impl ConvBlock {
         self.eval_bias.extend(bias.iter().map(|&b| b as f32));
         self.eval_bias.resize(t.padded_filters(), 0.0);
         self.eval_current = true;
+        self.bf16_current = false;
     }
 
     /// The inference pass: `y` straight from `x`, without the convolution's output, with
     /// the kernels compiled for `isa`.
-    fn infer(&mut self, isa: Isa, x: &Tensor, y: &mut Tensor) {
+    fn infer(&mut self, isa: Isa, precision: crate::Precision, x: &Tensor, y: &mut Tensor) {
         let t = self.tiles;
         let images = x.batch();
         y.resize_batch(images, &self.out_shape);
@@ -492,11 +581,26 @@ impl ConvBlock {
             self.prepare_eval_weights();
         }
         let winograd = self.uses_winograd();
-        let (group, ws_len) = if winograd {
-            let group = isa.winograd_group();
-            (group, winograd::workspace_len(&t, group))
-        } else {
-            (direct::GROUP, direct::workspace_len(&t))
+        let bf16 = self.winograd_in_bf16(precision);
+        if bf16 {
+            assert!(
+                crate::Bf16Isa::Avx512Bf16.is_available(),
+                "AVX512-BF16 is not available"
+            );
+            self.prepare_bf16_weights();
+        }
+        let (group, ws_len, scratch_len) = match (winograd, bf16) {
+            #[cfg(target_arch = "x86_64")]
+            (true, true) => (
+                winograd_bf16::GROUP,
+                winograd::workspace_len(&t, winograd_bf16::GROUP),
+                winograd_bf16::scratch_len(&t),
+            ),
+            (true, _) => {
+                let group = isa.winograd_group();
+                (group, winograd::workspace_len(&t, group), 0)
+            }
+            (false, _) => (direct::GROUP, direct::workspace_len(&t), 0),
         };
         // A few parts per thread, each a run of whole images with its own workspace, kept
         // between batches. A tile's result does not depend on its part or group.
@@ -505,9 +609,10 @@ impl ConvBlock {
             .max(1);
         let per_part = images.div_ceil(parts);
         self.workspaces.resize_with(parts, Default::default);
-        for (ws, res) in &mut self.workspaces {
+        for (ws, res, scratch) in &mut self.workspaces {
             ws.resize(ws_len, 0.0);
             res.resize(if t.pool { 0 } else { group * t.tile_values() }, 0.0);
+            scratch.resize(scratch_len, 0);
         }
         let pass = Pass {
             t,
@@ -515,14 +620,18 @@ impl ConvBlock {
             w: &self.eval_weights,
             bias: &self.eval_bias,
         };
+        #[cfg(target_arch = "x86_64")]
+        let bf16_weights = &self.bf16_weights;
+        // (At least 1: an empty batch or map has no chunks to run.)
+        let chunk = (per_part * t.image_values()).max(1);
         y.data_mut()
-            .par_chunks_mut(per_part * t.image_values())
+            .par_chunks_mut(chunk)
             .zip(self.workspaces.par_iter_mut())
             .enumerate()
-            .for_each(|(part, (out, (ws, res)))| {
+            .for_each(|(part, (out, (ws, res, scratch)))| {
                 let image = part * per_part;
                 let first = image * t.per_image();
-                let end = first + out.len() / t.image_values() * t.per_image();
+                let end = first + out.len() / t.image_values().max(1) * t.per_image();
                 for g in (first..end).step_by(group) {
                     let count = group.min(end - g);
                     // Pooled outputs are in tile order: straight into the output. Blocks
@@ -532,10 +641,15 @@ impl ConvBlock {
                     } else {
                         &mut res[..count * t.tile_values()]
                     };
-                    if winograd {
-                        isa.winograd(&pass, g, dst, ws);
-                    } else {
-                        isa.direct(&pass, g, dst, ws);
+                    match (winograd, bf16) {
+                        // SAFETY: AVX512-BF16 is available (asserted above; every CPU
+                        // with it has AVX-512F, BW and FMA).
+                        #[cfg(target_arch = "x86_64")]
+                        (true, true) => unsafe {
+                            winograd_bf16::infer(bf16_weights, &pass, g, dst, ws, scratch)
+                        },
+                        (true, _) => isa.winograd(&pass, g, dst, ws),
+                        (false, _) => isa.direct(&pass, g, dst, ws),
                     }
                     if !t.pool {
                         t.store_blocks(res, g, count, out, image);
@@ -659,7 +773,7 @@ impl Layer for ConvBlock {
     fn forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
         if ctx.mode == Mode::Eval {
             if !self.infer_amx(ctx.precision, x, y) {
-                self.infer(Isa::detect(), x, y);
+                self.infer(Isa::detect(), ctx.precision, x, y);
             }
             self.plain_current = false;
             self.fused_current = false;
@@ -742,7 +856,7 @@ fn next_layer(mut key: TensorKey) -> TensorKey {
 mod tests {
     use super::*;
     use crate::layers::Role;
-    use crate::{Init, Rng};
+    use crate::{Bf16Isa, Init, Rng};
 
     /// Which layers follow the convolution.
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -863,7 +977,7 @@ mod tests {
                     let want = plain(&mut l, &x);
                     for isa in Isa::available() {
                         let mut got = Tensor::default();
-                        l.infer(isa, &x, &mut got);
+                        l.infer(isa, crate::Precision::F32, &x, &mut got);
                         assert!(close(&got, &want), "{kind:?} {case:?} n {n} {isa:?}");
                     }
                 }
@@ -887,7 +1001,7 @@ mod tests {
                     .filter(|&isa| isa != Isa::Generic)
                     .map(|isa| {
                         let mut y = Tensor::default();
-                        l.infer(isa, &x, &mut y);
+                        l.infer(isa, crate::Precision::F32, &x, &mut y);
                         y
                     })
                     .collect();
@@ -987,7 +1101,7 @@ mod tests {
             let want = plain(&mut l, &x);
             for isa in Isa::available() {
                 let mut got = Tensor::default();
-                l.infer(isa, &x, &mut got);
+                l.infer(isa, crate::Precision::F32, &x, &mut got);
                 assert!(close(&got, &want), "{kind:?} {case:?} {isa:?}");
             }
         }
@@ -1130,10 +1244,11 @@ mod tests {
 
     #[test]
     fn bf16_inference_elsewhere_is_fp32_inference() {
-        // AVX512-BF16 precision, and every precision on a layer the implicit product does
-        // not fit (channels not multiples of 32, few channels), infer with the fp32
-        // kernels: the same bits as fp32.
-        use crate::{Bf16Isa, Precision};
+        // AVX512-BF16 precision on a layer of few channels (the direct kernels), and
+        // every precision on a layer the implicit product does not fit (channels not
+        // multiples of 32, few channels), infer with the fp32 kernels: the same bits as
+        // fp32.
+        use crate::Precision;
         for kind in KINDS {
             for case in [CASES[1], CASES[3], CASES[0]] {
                 let Some(mut l) = block(kind, case) else {
@@ -1142,7 +1257,10 @@ mod tests {
                 let (hwc, ..) = case;
                 let x = normal(&[3, hwc[0], hwc[1], hwc[2]], 8);
                 let fp32 = run(&mut l, &x, Mode::Eval);
-                let mut precisions = vec![Precision::Bf16(Bf16Isa::Avx512Bf16)];
+                let mut precisions = Vec::new();
+                if !l.uses_winograd() {
+                    precisions.push(Precision::Bf16(Bf16Isa::Avx512Bf16));
+                }
                 if hwc[2] % 32 != 0 || case.1 % 32 != 0 {
                     precisions.push(Precision::Bf16(Bf16Isa::Amx));
                 }
@@ -1243,11 +1361,144 @@ mod tests {
                     assert!(g == w, "{case:?} {isa:?}: part {part} differs");
                 }
             }
+            // In bf16 too: transformed eighths and their gradients are bf16 values.
+            if let Some(bf16) = bf16_winograd(&l) {
+                l.precision = bf16;
+                let got = trained(&mut l, &x, 7, Some(Isa::detect()));
+                l.precision = crate::Precision::F32;
+                for (part, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(g == w, "{case:?} in bf16: part {part} differs");
+                }
+            }
         }
         assert!(
             tried[0] > 40 && tried[1] > 30,
             "only {tried:?} geometries fused"
         );
+    }
+
+    /// The bf16 precision in which the Winograd block `l` runs bf16 products, where the
+    /// CPU has them (every CPU that reports AVX512-BF16 must).
+    fn bf16_winograd(l: &ConvBlock) -> Option<crate::Precision> {
+        let p = crate::Precision::Bf16(Bf16Isa::Avx512Bf16);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512bf16") {
+            assert!(
+                Bf16Isa::Avx512Bf16.is_available(),
+                "AVX512-BF16 not offered"
+            );
+        }
+        (Bf16Isa::Avx512Bf16.is_available() && l.winograd_in_bf16(p)).then_some(p)
+    }
+
+    #[test]
+    fn bf16_winograd_is_fp32_within_bf16_rounding() {
+        // `simple`'s second layer and odd geometries, every block kind (inference);
+        // random values, so that every operand is rounded. Each operand is rounded to 8
+        // significant bits (relative error ≤ 2⁻⁹), then many products are summed: the
+        // error is a small fraction of the values' scale, and not zero (the products did
+        // run in bf16).
+        let norm = |v: &[f32]| v.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+        let off = |got: &[f32], want: &[f32]| {
+            assert_eq!(got.len(), want.len());
+            let diff: Vec<f32> = got.iter().zip(want).map(|(a, b)| a - b).collect();
+            norm(&diff) / norm(want).max(1e-30)
+        };
+        let mut tried = 0;
+        for case in [CASES[1], CASES[3], CASES[4], CASES[6]] {
+            let (hwc, ..) = case;
+            let x = normal(&[3, hwc[0], hwc[1], hwc[2]], 13);
+            for kind in KINDS {
+                let Some(mut l) = block(kind, case) else {
+                    continue;
+                };
+                let Some(bf16) = bf16_winograd(&l) else {
+                    eprintln!("no AVX512-BF16 here: bf16 Winograd not tested");
+                    return;
+                };
+                let want = run(&mut l, &x, Mode::Eval);
+                let rel = off(run_in(&mut l, &x, Mode::Eval, bf16).data(), want.data());
+                assert!(
+                    rel < 2e-2 && rel > 1e-6,
+                    "{kind:?} {case:?}: inference off by {rel:.2e}"
+                );
+                tried += 1;
+            }
+            // Training: forward, then backward with the same winners (a window whose two
+            // best outputs lie within rounding of each other may pick another in bf16,
+            // and send its gradient elsewhere).
+            let mut l = block(Kind::ReluPool, case).expect("fuses");
+            let bf16 = bf16_winograd(&l).expect("checked above");
+            let isa = Isa::detect();
+            let mut y = Tensor::default();
+            l.winograd_forward(isa, &x, &mut y);
+            l.precision = bf16;
+            let mut y16 = Tensor::default();
+            l.winograd_forward(isa, &x, &mut y16);
+            let rel = off(y16.data(), y.data());
+            assert!(
+                rel < 2e-2 && rel > 1e-6,
+                "{case:?}: training output off by {rel:.2e}"
+            );
+            l.precision = crate::Precision::F32;
+            l.winograd_forward(isa, &x, &mut y);
+            let dy = normal(y.shape(), 5);
+            let grads = |l: &mut ConvBlock| {
+                let mut dx = Tensor::default();
+                l.winograd_backward(isa, &x, &y, &dy, Some(&mut dx));
+                let mut all = vec![dx.into_vec()];
+                all.extend(l.params_mut().into_iter().map(|p| p.grad.data().to_vec()));
+                all
+            };
+            let want = grads(&mut l);
+            l.precision = bf16;
+            let got = grads(&mut l);
+            // Input, weight and bias gradients (the bias's sums no products).
+            for (part, (g, w)) in got.iter().zip(&want).enumerate() {
+                let rel = off(g, w);
+                assert!(rel < 2e-2, "{case:?}: gradient {part} off by {rel:.2e}");
+                assert!(
+                    part == 2 || rel > 1e-6,
+                    "{case:?}: gradient {part} is fp32's"
+                );
+            }
+        }
+        assert!(tried >= 10, "only {tried} blocks tried");
+    }
+
+    #[test]
+    fn bf16_winograd_does_not_depend_on_thread_count_and_inference_agrees() {
+        let case = CASES[1];
+        let (hwc, ..) = case;
+        let x = normal(&[17, hwc[0], hwc[1], hwc[2]], 14);
+        let mut probe = block(Kind::ReluPool, case).expect("fuses");
+        let Some(bf16) = bf16_winograd(&probe) else {
+            eprintln!("no AVX512-BF16 here: bf16 Winograd not tested");
+            return;
+        };
+        let run_with = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                let mut l = block(Kind::ReluPool, case).expect("fuses");
+                l.precision = bf16;
+                trained(&mut l, &x, 9, Some(Isa::detect()))
+            })
+        };
+        let first = run_with(1);
+        for threads in [2, 3] {
+            assert!(run_with(threads) == first, "{threads} threads");
+        }
+        // Inference in bf16 runs the same products and gives the training pass's output.
+        let infer = run_in(&mut probe, &x, Mode::Eval, bf16);
+        assert!(
+            infer.data() == &first[0][..],
+            "inference differs from training"
+        );
+        let fp32 = run_in(&mut probe, &x, Mode::Eval, crate::Precision::F32);
+        assert!(infer.data() != fp32.data(), "inference in bf16 is fp32's");
     }
 
     #[test]

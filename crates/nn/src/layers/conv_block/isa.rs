@@ -134,7 +134,7 @@ impl Isa {
             Isa::Avx512 => unsafe { winograd_forward_avx512(p, first, out, won, ws) },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { winograd_forward_avx2(p, first, out, won, ws) },
-            Isa::Generic => winograd_train::forward::<4>(p, first, out, won, ws),
+            Isa::Generic => winograd_train::forward_f32::<4>(p, first, out, won, ws),
         }
     }
 
@@ -160,7 +160,9 @@ impl Isa {
             },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { winograd_backward_avx2(p, ut, image, y, dy, won, grads, dx, ws) },
-            Isa::Generic => winograd_train::backward::<2>(p, ut, image, y, dy, won, grads, dx, ws),
+            Isa::Generic => {
+                winograd_train::backward_f32::<2>(p, ut, image, y, dy, won, grads, dx, ws)
+            }
         }
     }
 
@@ -281,13 +283,13 @@ training_copies!(
 training_copies!(
     winograd_forward_avx512,
     winograd_forward_avx2,
-    (winograd_train::forward::<12>, winograd_train::forward::<4>),
+    (winograd_train::forward_f32::<12>, winograd_train::forward_f32::<4>),
     (p: &Pass, first: usize, out: &mut [f32], won: &mut [u8], ws: &mut [f32])
 );
 training_copies!(
     winograd_backward_avx512,
     winograd_backward_avx2,
-    (winograd_train::backward::<12>, winograd_train::backward::<2>),
+    (winograd_train::backward_f32::<12>, winograd_train::backward_f32::<2>),
     (
         p: &Pass,
         ut: &[f32],

@@ -126,14 +126,20 @@ pub(super) fn group<const R: usize, const FMA: bool>(
     out: &mut [f32],
     ws: &mut [f32],
 ) {
+    let tiles = out.len() / p.t.tile_values();
+    let at = transformed_products::<R, FMA>(p, first, tiles, ws);
+    finish::<R>(p, &ws[at..], out);
+}
+
+/// The end of [`group`]: the tiles' transformed products `m` (`M[r][ξ][k]`) back to 2×2
+/// blocks, then bias, ReLU and the max pool if any, into `out`.
+#[inline(always)]
+pub(super) fn finish<const R: usize>(p: &Pass, m: &[f32], out: &mut [f32]) {
     let (t, bias) = (p.t, p.bias);
     let kp = t.padded_filters();
-    let tiles = out.len() / t.tile_values();
-    let m = transformed_products::<R, FMA>(p, first, tiles, ws);
-
-    // Back to 2×2 blocks, then bias, ReLU and the max pool if any, a block of channels at
-    // a time (`kp` is a whole number of lane blocks, so every block can be read in full).
-    for (r, out) in out.chunks_exact_mut(t.tile_values()).enumerate() {
+    // A block of channels at a time (`kp` is a whole number of lane blocks, so every
+    // block can be read in full).
+    for (r, out) in out.chunks_exact_mut(t.tile_values()).take(R).enumerate() {
         let mr = &m[r * 16 * kp..][..16 * kp];
         for k0 in (0..t.k).step_by(BLOCK) {
             let mut mb = [[0.0; BLOCK]; 16];
@@ -165,15 +171,15 @@ pub(super) fn group<const R: usize, const FMA: bool>(
 }
 
 /// The transformed products `M[r][ξ][k]` (`16·kp` values per tile, in `ws`'s `M` part,
-/// returned) of the `tiles` tiles (at most `R`) from tile `first` on. `p.w` as
-/// [`transform_weights`]; `ws` of [`workspace_len`]`(t, R)`.
+/// which starts at the returned offset) of the `tiles` tiles (at most `R`) from tile
+/// `first` on. `p.w` as [`transform_weights`]; `ws` of [`workspace_len`]`(t, R)`.
 #[inline(always)]
-pub(super) fn transformed_products<'w, const R: usize, const FMA: bool>(
+pub(super) fn transformed_products<const R: usize, const FMA: bool>(
     p: &Pass,
     first: usize,
     tiles: usize,
-    ws: &'w mut [f32],
-) -> &'w [f32] {
+    ws: &mut [f32],
+) -> usize {
     let (t, u) = (p.t, p.w);
     let (c, kp) = (t.c, t.padded_filters());
     let (v, rest) = ws.split_at_mut(windows_len(c, R));
@@ -205,7 +211,7 @@ pub(super) fn transformed_products<'w, const R: usize, const FMA: bool>(
             }
         }
     }
-    m
+    windows_len(c, R)
 }
 
 /// The `R` rows of `BLOCK` values at the start of `s` (a panel of [`transform_windows`]).

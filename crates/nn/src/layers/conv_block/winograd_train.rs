@@ -70,23 +70,125 @@ pub(super) fn transpose_weights(t: &Tiles, u: &[f32], ut: &mut Vec<f32>) {
     }
 }
 
+/// The products in the transformed domain, in fp32 ([`F32Products`]) or bf16
+/// ([`super::winograd_bf16`]).
+pub(super) trait Products {
+    /// The transformed products `M[r][ξ][k]` of the `tiles` tiles (at most `R`) from tile
+    /// `first` on, into `ws` (of [`super::winograd::workspace_len`]`(t, R)`) from the
+    /// returned offset on.
+    fn forward<const R: usize>(
+        &self,
+        p: &Pass,
+        first: usize,
+        tiles: usize,
+        ws: &mut [f32],
+        scratch: &mut [u32],
+    ) -> usize;
+
+    /// `dU[ξ][c][k] += Σ_r V[ξ][c][r] · dM[ξ][r][k]` over the first `count` of the group's
+    /// `R` tiles (`v` as [`transform_windows`] lays it out, `dm` likewise; both zeros for
+    /// missing tiles).
+    fn weight<const R: usize>(
+        &self,
+        t: &Tiles,
+        v: &[f32],
+        dm: &[f32],
+        du: &mut [f32],
+        count: usize,
+        scratch: &mut [u32],
+    );
+
+    /// `dV[r][ξ][c] = Σ_k dM[ξ][r][k] · U[ξ][c][k]` for the group's `R` tiles.
+    fn input<const R: usize>(&self, t: &Tiles, dm: &[f32], dv: &mut [f32], scratch: &mut [u32]);
+}
+
+/// The fp32 products, with fused multiply-adds on every CPU. `ut` as
+/// [`transpose_weights`].
+pub(super) struct F32Products<'a> {
+    pub ut: &'a [f32],
+}
+
+impl Products for F32Products<'_> {
+    #[inline(always)]
+    fn forward<const R: usize>(
+        &self,
+        p: &Pass,
+        first: usize,
+        tiles: usize,
+        ws: &mut [f32],
+        _: &mut [u32],
+    ) -> usize {
+        transformed_products::<R, true>(p, first, tiles, ws)
+    }
+
+    #[inline(always)]
+    fn weight<const R: usize>(
+        &self,
+        t: &Tiles,
+        v: &[f32],
+        dm: &[f32],
+        du: &mut [f32],
+        count: usize,
+        _: &mut [u32],
+    ) {
+        // Only the group's tiles: adding a missing one's zero could turn a −0 into a +0,
+        // and groups differ between instruction sets.
+        if count == R {
+            weight_products::<R>(t, v, dm, du, R);
+        } else {
+            weight_products::<R>(t, v, dm, du, count);
+        }
+    }
+
+    #[inline(always)]
+    fn input<const R: usize>(&self, t: &Tiles, dm: &[f32], dv: &mut [f32], _: &mut [u32]) {
+        let (kp, cp) = (t.padded_filters(), padded_channels(t));
+        let kblocks = kp / BLOCK;
+        // dV[r][ξ][c] = Σ_k dM[ξ][r][k] · U[ξ][c][k], the output channels in order.
+        for xi in 0..16 {
+            let utx = &self.ut[xi * kp * cp..][..kp * cp];
+            for c0 in (0..cp).step_by(LANES) {
+                let mut acc = [[0.0f32; LANES]; R];
+                for k in 0..t.k {
+                    let (b, l) = (k / BLOCK, k % BLOCK);
+                    let panel = panel::<R>(&dm[(xi * kblocks + b) * R * BLOCK..]);
+                    let w: [f32; LANES] = *head(&utx[k * cp + c0..]);
+                    for (acc, a) in acc.iter_mut().zip(panel) {
+                        let a = a[l];
+                        for (s, &w) in acc.iter_mut().zip(&w) {
+                            *s = fma(a, w, *s);
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    copy_row(&mut dv[(r * 16 + xi) * cp + c0..][..LANES], acc);
+                }
+            }
+        }
+    }
+}
+
 /// The pooled, rectified outputs (`k` per tile, into `out`) of the `out.len() / k` tiles
 /// (at most `R`) from tile `first` on, and for each which of its window's four outputs
 /// (0–3, row by row) was the first maximum (into `won`). `p.w` as
 /// [`super::winograd::transform_weights`]; `ws` of
 /// [`super::winograd::workspace_len`]`(t, R)`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(super) fn forward<const R: usize>(
+pub(super) fn forward<const R: usize, P: Products>(
+    prods: &P,
     p: &Pass,
     first: usize,
     out: &mut [f32],
     won: &mut [u8],
     ws: &mut [f32],
+    scratch: &mut [u32],
 ) {
     let t = p.t;
     let kp = t.padded_filters();
     let tiles = out.len() / t.k;
-    let m = transformed_products::<R, true>(p, first, tiles, ws);
+    let at = prods.forward::<R>(p, first, tiles, ws, scratch);
+    let m = &ws[at..];
     for (r, (out, won)) in out
         .chunks_exact_mut(t.k)
         .zip(won.chunks_exact_mut(t.k))
@@ -120,6 +222,36 @@ pub(super) fn forward<const R: usize>(
     }
 }
 
+/// [`forward`] in fp32.
+#[inline(always)]
+pub(super) fn forward_f32<const R: usize>(
+    p: &Pass,
+    first: usize,
+    out: &mut [f32],
+    won: &mut [u8],
+    ws: &mut [f32],
+) {
+    forward::<R, _>(&F32Products { ut: &[] }, p, first, out, won, ws, &mut []);
+}
+
+/// [`backward`] in fp32; `ut` as [`transpose_weights`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn backward_f32<const R: usize>(
+    p: &Pass,
+    ut: &[f32],
+    image: usize,
+    y: &[f32],
+    dy: &[f32],
+    won: &[u8],
+    grads: &mut [f32],
+    dx: Option<&mut [f32]>,
+    ws: &mut [f32],
+) {
+    let prods = F32Products { ut };
+    backward::<R, _>(&prods, p, image, y, dy, won, grads, dx, ws, &mut []);
+}
+
 /// Workspace values of [`backward`] for groups of `r` tiles: `dM` in panels as
 /// [`transform_windows`] lays out `V` (`[ξ][k / BLOCK][r][k % BLOCK]`), `V`,
 /// `dV[r][ξ][cp]` and one gathered window.
@@ -134,9 +266,9 @@ pub(super) fn backward_workspace_len(t: &Tiles, r: usize) -> usize {
 /// as [`transpose_weights`]; `ws` of [`backward_workspace_len`]`(t, R)`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(super) fn backward<const R: usize>(
+pub(super) fn backward<const R: usize, P: Products>(
+    prods: &P,
     p: &Pass,
-    ut: &[f32],
     image: usize,
     y: &[f32],
     dy: &[f32],
@@ -144,6 +276,7 @@ pub(super) fn backward<const R: usize>(
     grads: &mut [f32],
     mut dx: Option<&mut [f32]>,
     ws: &mut [f32],
+    scratch: &mut [u32],
 ) {
     let t = p.t;
     if let Some(dx) = dx.as_deref_mut() {
@@ -154,9 +287,9 @@ pub(super) fn backward<const R: usize>(
         let at = r * t.k..;
         let (y, dy, won) = (&y[at.clone()], &dy[at.clone()], &won[at]);
         let count = R.min(tiles - r);
-        group_backward::<R>(
+        group_backward::<R, P>(
+            prods,
             p,
-            ut,
             image,
             r,
             count,
@@ -166,6 +299,7 @@ pub(super) fn backward<const R: usize>(
             grads,
             dx.as_deref_mut(),
             ws,
+            scratch,
         );
     }
 }
@@ -175,9 +309,9 @@ pub(super) fn backward<const R: usize>(
 /// missing tiles are left out of every sum (adding a zero could turn a −0 into a +0).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn group_backward<const R: usize>(
+fn group_backward<const R: usize, P: Products>(
+    prods: &P,
     p: &Pass,
-    ut: &[f32],
     image: usize,
     r0: usize,
     count: usize,
@@ -187,6 +321,7 @@ fn group_backward<const R: usize>(
     grads: &mut [f32],
     dx: Option<&mut [f32]>,
     ws: &mut [f32],
+    scratch: &mut [u32],
 ) {
     let t = p.t;
     let (c, kp, cp) = (t.c, t.padded_filters(), padded_channels(&t));
@@ -244,34 +379,10 @@ fn group_backward<const R: usize>(
     // dU[ξ][c][k] += Σ_r V[ξ][c][r] · dM[ξ][r][k], the tiles in order.
     let first = image * t.per_image() + r0;
     transform_windows::<R>(p, first, count, v, patch);
-    if count == R {
-        weight_products::<R>(&t, v, dm, du, R);
-    } else {
-        weight_products::<R>(&t, v, dm, du, count);
-    }
+    prods.weight::<R>(&t, v, dm, du, count, scratch);
 
     let Some(dx) = dx else { return };
-    // dV[r][ξ][c] = Σ_k dM[ξ][r][k] · U[ξ][c][k], the output channels in order.
-    for xi in 0..16 {
-        let utx = &ut[xi * kp * cp..][..kp * cp];
-        for c0 in (0..cp).step_by(LANES) {
-            let mut acc = [[0.0f32; LANES]; R];
-            for k in 0..t.k {
-                let (b, l) = (k / BLOCK, k % BLOCK);
-                let panel = panel::<R>(&dm[(xi * kblocks + b) * R * BLOCK..]);
-                let w: [f32; LANES] = *head(&utx[k * cp + c0..]);
-                for (acc, a) in acc.iter_mut().zip(panel) {
-                    let a = a[l];
-                    for (s, &w) in acc.iter_mut().zip(&w) {
-                        *s = fma(a, w, *s);
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                copy_row(&mut dv[(r * 16 + xi) * cp + c0..][..LANES], acc);
-            }
-        }
-    }
+    prods.input::<R>(&t, dm, dv, scratch);
 
     // dd = B dV Bᵀ per window, added into the image's gradient where it lies inside.
     let per_image = t.per_image();
