@@ -33,6 +33,7 @@ use super::{BatchNorm, Context, Conv2d, Layer, MaxPool2d, Mode, Param, ReluMaxPo
 use crate::Tensor;
 use isa::Isa;
 use tiles::{Pass, Tiles};
+use winograd_train::OutputGrad;
 
 /// Input channels from which inference uses Winograd's algorithm rather than the direct
 /// loop: its transforms cost about as much as 8 channels of direct work per tile.
@@ -49,8 +50,10 @@ enum Kernels {
     Plain,
     /// The direct kernels ([`train`]): few input channels, ReLU and pool.
     Direct,
-    /// Winograd's algorithm ([`winograd_train`]): more input channels, ReLU and pool, fp32.
+    /// Winograd's algorithm ([`winograd_train`]): more input channels, ReLU and pool.
     Winograd,
+    /// Winograd's algorithm for the convolution, then the plain batch norm (and pool).
+    WinogradMap,
 }
 
 /// What follows the convolution.
@@ -124,9 +127,17 @@ pub struct ConvBlock {
     won: Vec<u8>,
     /// Per-part weight and bias gradients of the fused training kernels.
     grad_parts: Vec<f32>,
-    /// The Winograd weights transposed for the input gradient
-    /// ([`winograd_train::transpose_weights`]).
+    /// The tiles of the convolution's whole output (its training by Winograd's
+    /// algorithm when batch norm follows).
+    map_tiles: Tiles,
+    /// The convolution's own weights and bias (no batch norm folded in) as the Winograd
+    /// training kernels use them ([`ConvBlock::prepare_train_weights`]), the weights
+    /// also transposed ([`winograd_train::transpose_weights`]) or as bf16 pairs.
+    train_weights: Vec<f32>,
+    train_bias: Vec<f32>,
     weights_t: Vec<f32>,
+    #[cfg(target_arch = "x86_64")]
+    train_bf16: winograd_bf16::Weights,
     /// The Winograd weights as bf16 pairs, for products on AVX512-BF16.
     #[cfg(target_arch = "x86_64")]
     bf16_weights: winograd_bf16::Weights,
@@ -207,7 +218,12 @@ impl ConvBlock {
             precision: crate::Precision::F32,
             won: Vec::new(),
             grad_parts: Vec::new(),
+            map_tiles: Tiles::new([h, w, c], oc, pad, [oh, ow], false),
+            train_weights: Vec::new(),
+            train_bias: Vec::new(),
             weights_t: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            train_bf16: Default::default(),
             #[cfg(target_arch = "x86_64")]
             bf16_weights: Default::default(),
             bf16_current: false,
@@ -248,42 +264,71 @@ impl ConvBlock {
         }
     }
 
-    /// Which kernels train the block in the arithmetic of its last training pass.
+    /// Which kernels train the block in the arithmetic of its last training pass:
+    /// Winograd's in fp32, or in bf16 on AVX512-BF16 (AMX runs its implicit product).
     fn kernels(&self) -> Kernels {
-        if self.trains_direct() {
-            Kernels::Direct
-        } else if matches!(self.tail, Tail::ReluPool(_))
-            && (self.precision == crate::Precision::F32 || self.winograd_in_bf16(self.precision))
-        {
-            Kernels::Winograd
-        } else {
-            Kernels::Plain
+        let winograd = self.uses_winograd()
+            && (self.precision == crate::Precision::F32 || self.winograd_in_bf16(self.precision));
+        match (&self.tail, winograd) {
+            _ if self.trains_direct() => Kernels::Direct,
+            (_, false) => Kernels::Plain,
+            (Tail::ReluPool(_), true) => Kernels::Winograd,
+            (_, true) => Kernels::WinogradMap,
         }
     }
 
-    /// The Winograd training pass with the kernels compiled for `isa`: `y`, and which
-    /// output won each pooling window, from `x`.
-    fn winograd_forward(&mut self, isa: Isa, x: &Tensor, y: &mut Tensor) {
-        self.prepare_eval_weights();
-        let bf16 = self.winograd_in_bf16(self.precision);
-        if bf16 {
-            self.prepare_bf16_weights();
+    /// Arranges the convolution's own weights and bias (no batch norm folded in) for the
+    /// Winograd training kernels, in the arithmetic of the last training pass.
+    fn prepare_train_weights(&mut self) {
+        let t = self.tiles;
+        winograd::transform_weights(&t, self.conv.weight(), &mut self.train_weights);
+        self.train_bias.clear();
+        match self.conv.bias() {
+            Some(b) => self.train_bias.extend_from_slice(b),
+            None => self.train_bias.resize(t.k, 0.0),
         }
+        self.train_bias.resize(t.padded_filters(), 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if self.winograd_in_bf16(self.precision) {
+            self.train_bf16.pack(&t, &self.train_weights);
+            return;
+        }
+        winograd_train::transpose_weights(&t, &self.train_weights, &mut self.weights_t);
+    }
+
+    /// Tiles per Winograd training group and the bf16 scratch it needs, for the kernels
+    /// of `isa` or (`bf16`) the bf16 products.
+    fn winograd_group(&self, isa: Isa, bf16: bool) -> (usize, usize) {
+        #[cfg(target_arch = "x86_64")]
+        if bf16 {
+            return (
+                winograd_bf16::GROUP,
+                winograd_bf16::scratch_len(&self.tiles),
+            );
+        }
+        let _ = bf16;
+        (isa.winograd_group(), 0)
+    }
+
+    /// The Winograd training pass of a ReLU-pool block with the kernels compiled for
+    /// `isa` (or the bf16 products): `y`, and which output won each pooling window, from
+    /// `x`.
+    fn winograd_forward(&mut self, isa: Isa, x: &Tensor, y: &mut Tensor) {
+        self.prepare_train_weights();
         let t = self.tiles;
         let images = x.batch();
         y.resize_batch(images, &self.out_shape);
         self.won.resize(images * t.image_values(), 0);
-        let (group, scratch_len) = self.winograd_group(isa, bf16);
+        let (group, scratch_len) = self.winograd_group(isa, self.winograd_in_bf16(self.precision));
         let ws_len = winograd::workspace_len(&t, group);
         let pass = Pass {
             t,
             x: x.data(),
-            w: &self.eval_weights,
-            bias: &self.eval_bias,
+            w: &self.train_weights,
+            bias: &self.train_bias,
         };
         #[cfg(target_arch = "x86_64")]
-        let prods = bf16
-            .then(|| winograd_bf16::Bf16Products::new(&self.bf16_weights).expect("AVX512-BF16"));
+        let prods = train_products(self.winograd_in_bf16(self.precision), &self.train_bf16);
         // A few parts per thread, each a run of whole images; a tile's result does not
         // depend on its part or group.
         let parts = images
@@ -326,63 +371,119 @@ impl ConvBlock {
         self.fused_current = true;
     }
 
-    /// Tiles per Winograd training group and the bf16 scratch it needs, for the kernels
-    /// of `isa` or (`bf16`) the bf16 products.
-    fn winograd_group(&self, isa: Isa, bf16: bool) -> (usize, usize) {
+    /// The convolution of a batch-norm block by Winograd's algorithm, into `conv_out`,
+    /// with the kernels compiled for `isa` (or the bf16 products).
+    fn winograd_map_forward(&mut self, isa: Isa, x: &Tensor) {
+        self.prepare_train_weights();
+        let t = self.map_tiles;
+        let images = x.batch();
+        self.conv_out.resize_batch(images, &[t.oh, t.ow, t.k]);
+        let (group, scratch_len) = self.winograd_group(isa, self.winograd_in_bf16(self.precision));
+        let ws_len = winograd::workspace_len(&t, group);
+        let pass = Pass {
+            t,
+            x: x.data(),
+            w: &self.train_weights,
+            bias: &self.train_bias,
+        };
         #[cfg(target_arch = "x86_64")]
-        if bf16 {
-            return (
-                winograd_bf16::GROUP,
-                winograd_bf16::scratch_len(&self.tiles),
+        let prods = train_products(self.winograd_in_bf16(self.precision), &self.train_bf16);
+        let parts = images
+            .min(PARTS_PER_THREAD * rayon::current_num_threads())
+            .max(1);
+        let per_part = images.div_ceil(parts);
+        let map = t.oh * t.ow * t.k;
+        self.conv_out
+            .data_mut()
+            .par_chunks_mut((per_part * map).max(1))
+            .enumerate()
+            .for_each_init(
+                || {
+                    let res = vec![0.0; group * t.tile_values()];
+                    (vec![0.0; ws_len], res, vec![0u32; scratch_len])
+                },
+                |(ws, res, scratch), (part, out)| {
+                    let image = part * per_part;
+                    let first = image * t.per_image();
+                    let end = first + out.len() / map.max(1) * t.per_image();
+                    for g in (first..end).step_by(group) {
+                        let count = group.min(end - g);
+                        let dst = &mut res[..count * t.tile_values()];
+                        #[cfg(target_arch = "x86_64")]
+                        if let Some(prods) = &prods {
+                            // SAFETY: `Bf16Products::new` checked for AVX512-BF16 (whose
+                            // CPUs have AVX-512F, BW and FMA).
+                            unsafe {
+                                winograd_bf16::train_map_forward(prods, &pass, g, dst, ws, scratch)
+                            };
+                            t.store_blocks(res, g, count, out, image);
+                            continue;
+                        }
+                        let _ = &scratch;
+                        isa.winograd_map_forward(&pass, g, dst, ws);
+                        t.store_blocks(res, g, count, out, image);
+                    }
+                },
             );
-        }
-        let _ = bf16;
-        (isa.winograd_group(), 0)
     }
 
-    /// The Winograd training kernels' backward pass, after
-    /// [`ConvBlock::winograd_forward`] gave `y`: the convolution's parameter gradients,
-    /// and `dx` if asked for.
+    /// The Winograd training kernels' backward pass, after [`ConvBlock::winograd_forward`]
+    /// gave `y` (a ReLU-pool block) or [`ConvBlock::winograd_map_forward`] gave
+    /// `conv_out` (whose gradient `conv_grad` then holds): the convolution's parameter
+    /// gradients, and `dx` if asked for.
     fn winograd_backward(
         &mut self,
         isa: Isa,
         x: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
+        pooled: Option<(&Tensor, &Tensor)>,
         dx: Option<&mut Tensor>,
     ) {
-        if !self.eval_current {
-            self.prepare_eval_weights();
-        }
-        let t = self.tiles;
-        let images = dy.batch();
-        if self.winograd_in_bf16(self.precision) {
-            self.prepare_bf16_weights();
+        let t = if pooled.is_some() {
+            self.tiles
         } else {
-            winograd_train::transpose_weights(&t, &self.eval_weights, &mut self.weights_t);
-        }
+            self.map_tiles
+        };
+        let images = x.batch();
         let per_part = winograd_train::part_values(&t);
-        let parts = images.div_ceil(winograd_train::IMAGES_PER_PART);
-        self.grad_parts.resize(parts.max(1) * per_part, 0.0);
-        let (values, image_len) = (t.image_values(), t.h * t.w * t.c);
         let chunk = winograd_train::IMAGES_PER_PART;
+        let parts = images.div_ceil(chunk);
+        self.grad_parts.resize(parts.max(1) * per_part, 0.0);
+        let image_len = t.h * t.w * t.c;
         let dx_parts: Vec<Option<&mut [f32]>> = match dx {
             Some(dx) => {
                 dx.resize_batch(images, &[t.h, t.w, t.c]);
-                dx.data_mut()
-                    .chunks_mut(chunk * image_len)
-                    .map(Some)
-                    .collect()
+                let len = (chunk * image_len).max(1);
+                dx.data_mut().chunks_mut(len).map(Some).collect()
             }
             None => (0..parts).map(|_| None).collect(),
         };
         let pass = Pass {
             t,
             x: x.data(),
-            w: &self.eval_weights,
-            bias: &self.eval_bias,
+            w: &self.train_weights,
+            bias: &self.train_bias,
         };
-        let (y, dy, won, ut) = (y.data(), dy.data(), &self.won[..], &self.weights_t[..]);
+        let (won, conv_grad, ut) = (&self.won[..], self.conv_grad.data(), &self.weights_t[..]);
+        // Each part's output gradient: its images' tiles.
+        let grad = |image: usize| {
+            let images = image..(image + chunk).min(x.batch());
+            match pooled {
+                Some((y, dy)) => {
+                    let at = images.start * t.image_values()..images.end * t.image_values();
+                    OutputGrad::Pool {
+                        y: &y.data()[at.clone()],
+                        dy: &dy.data()[at.clone()],
+                        won: &won[at],
+                    }
+                }
+                None => {
+                    let map = t.oh * t.ow * t.k;
+                    OutputGrad::Map {
+                        dy: &conv_grad[images.start * map..images.end * map],
+                    }
+                }
+            }
+        };
         let bf16 = self.winograd_in_bf16(self.precision);
         let (group, scratch_len) = if bf16 {
             self.winograd_group(isa, true)
@@ -391,8 +492,7 @@ impl ConvBlock {
         };
         let ws_len = winograd_train::backward_workspace_len(&t, group);
         #[cfg(target_arch = "x86_64")]
-        let prods = bf16
-            .then(|| winograd_bf16::Bf16Products::new(&self.bf16_weights).expect("AVX512-BF16"));
+        let prods = train_products(self.winograd_in_bf16(self.precision), &self.train_bf16);
         self.grad_parts[..parts * per_part]
             .par_chunks_mut(per_part)
             .zip(dx_parts)
@@ -402,21 +502,26 @@ impl ConvBlock {
                 |(ws, scratch), (part, (grads, dx))| {
                     grads.fill(0.0);
                     let image = part * chunk;
-                    let at = image * values..((image + chunk).min(images) * values);
-                    let (y, dy, won) = (&y[at.clone()], &dy[at.clone()], &won[at]);
                     #[cfg(target_arch = "x86_64")]
                     if let Some(prods) = &prods {
                         // SAFETY: `Bf16Products::new` checked for AVX512-BF16 (whose CPUs
                         // have AVX-512F, BW and FMA).
                         unsafe {
                             winograd_bf16::train_backward(
-                                prods, &pass, image, y, dy, won, grads, dx, ws, scratch,
+                                prods,
+                                &pass,
+                                image,
+                                grad(image),
+                                grads,
+                                dx,
+                                ws,
+                                scratch,
                             )
                         };
                         return;
                     }
                     let _ = &scratch;
-                    isa.winograd_train_backward(&pass, ut, image, y, dy, won, grads, dx, ws);
+                    isa.winograd_train_backward(&pass, ut, image, grad(image), grads, dx, ws);
                 },
             );
         if parts == 0 {
@@ -432,6 +537,61 @@ impl ConvBlock {
         if let Some(bias) = params.next() {
             bias.grad.data_mut().copy_from_slice(&db[..t.k]);
         }
+    }
+
+    /// A batch-norm block's training pass: the convolution by Winograd's algorithm, then
+    /// the plain batch norm (with its ReLU) and pool, keeping what their backward needs.
+    fn norm_forward(&mut self, isa: Isa, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
+        self.winograd_map_forward(isa, x);
+        match &mut self.tail {
+            Tail::ReluPool(_) => unreachable!("a ReLU-pool block has no batch norm"),
+            Tail::NormPool(norm, pool) => {
+                norm.forward(&self.conv_out, &mut self.norm_out, ctx);
+                pool.forward(&self.norm_out, y, ctx);
+            }
+            Tail::Norm(norm) => norm.forward(&self.conv_out, y, ctx),
+        }
+        self.plain_current = false;
+        self.fused_current = true;
+    }
+
+    /// [`ConvBlock::norm_forward`]'s backward pass (after it, or redoing it as inference
+    /// would: batch norm on its running statistics).
+    fn norm_backward(
+        &mut self,
+        isa: Isa,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+    ) {
+        let mut redone = Tensor::default();
+        let y = if self.fused_current {
+            y
+        } else {
+            let mut rng = crate::Rng::new(0);
+            let mut ctx = Context {
+                mode: Mode::Eval,
+                rng: &mut rng,
+                precision: self.precision,
+            };
+            self.norm_forward(isa, x, &mut redone, &mut ctx);
+            &redone
+        };
+        match &mut self.tail {
+            Tail::ReluPool(_) => unreachable!("a ReLU-pool block has no batch norm"),
+            Tail::NormPool(norm, pool) => {
+                pool.backward(&self.norm_out, y, dy, Some(&mut self.norm_grad));
+                norm.backward(
+                    &self.conv_out,
+                    &self.norm_out,
+                    &self.norm_grad,
+                    Some(&mut self.conv_grad),
+                );
+            }
+            Tail::Norm(norm) => norm.backward(&self.conv_out, y, dy, Some(&mut self.conv_grad)),
+        }
+        self.winograd_backward(isa, x, None, dx);
     }
 
     /// The direct training pass with the kernels compiled for `isa`: `y`, and which
@@ -733,6 +893,15 @@ impl ConvBlock {
     }
 }
 
+/// The bf16 products of the training kernels with `weights`, where `bf16` asks for them.
+#[cfg(target_arch = "x86_64")]
+fn train_products(
+    bf16: bool,
+    weights: &winograd_bf16::Weights,
+) -> Option<winograd_bf16::Bf16Products<'_>> {
+    bf16.then(|| winograd_bf16::Bf16Products::new(weights).expect("AVX512-BF16 is available"))
+}
+
 /// A convolution's output shape as `[h, w, c]`.
 fn conv_output(conv: &Conv2d) -> Result<[usize; 3], crate::Error> {
     match *conv.output_shape() {
@@ -784,6 +953,7 @@ impl Layer for ConvBlock {
             match self.kernels() {
                 Kernels::Direct => self.direct_forward(Isa::detect(), x, y),
                 Kernels::Winograd => self.winograd_forward(Isa::detect(), x, y),
+                Kernels::WinogradMap => self.norm_forward(Isa::detect(), x, y, ctx),
                 Kernels::Plain => self.plain_forward(x, y, ctx),
             }
         }
@@ -797,6 +967,7 @@ impl Layer for ConvBlock {
         let mut redone = Tensor::default();
         let y = match kernels {
             Kernels::Plain => return self.plain_backward(x, y, dy, dx),
+            Kernels::WinogradMap => return self.norm_backward(isa, x, y, dy, dx),
             _ if self.fused_current => y,
             Kernels::Direct => {
                 self.direct_forward(isa, x, &mut redone);
@@ -810,7 +981,7 @@ impl Layer for ConvBlock {
         if kernels == Kernels::Direct {
             self.direct_backward(isa, x, y, dy, dx);
         } else {
-            self.winograd_backward(isa, x, y, dy, dx);
+            self.winograd_backward(isa, x, Some((y, dy)), dx);
         }
     }
 
@@ -1304,6 +1475,15 @@ mod tests {
         match (fused, kernels) {
             (Some(isa), Kernels::Direct) => l.direct_forward(isa, x, &mut y),
             (Some(isa), Kernels::Winograd) => l.winograd_forward(isa, x, &mut y),
+            (Some(isa), Kernels::WinogradMap) => {
+                let mut rng = Rng::new(0);
+                let mut ctx = Context {
+                    mode: Mode::Train,
+                    rng: &mut rng,
+                    precision: l.precision,
+                };
+                l.norm_forward(isa, x, &mut y, &mut ctx);
+            }
             _ => {
                 let mut rng = Rng::new(0);
                 let mut ctx = Context {
@@ -1318,7 +1498,10 @@ mod tests {
         let mut dx = Tensor::default();
         match (fused, kernels) {
             (Some(isa), Kernels::Direct) => l.direct_backward(isa, x, &y, &dy, Some(&mut dx)),
-            (Some(isa), Kernels::Winograd) => l.winograd_backward(isa, x, &y, &dy, Some(&mut dx)),
+            (Some(isa), Kernels::Winograd) => {
+                l.winograd_backward(isa, x, Some((&y, &dy)), Some(&mut dx))
+            }
+            (Some(isa), Kernels::WinogradMap) => l.norm_backward(isa, x, &y, &dy, Some(&mut dx)),
             _ => l.plain_backward(x, &y, &dy, Some(&mut dx)),
         }
         let mut all = vec![y.into_vec(), dx.into_vec()];
@@ -1445,7 +1628,7 @@ mod tests {
             let dy = normal(y.shape(), 5);
             let grads = |l: &mut ConvBlock| {
                 let mut dx = Tensor::default();
-                l.winograd_backward(isa, &x, &y, &dy, Some(&mut dx));
+                l.winograd_backward(isa, &x, Some((&y, &dy)), Some(&mut dx));
                 let mut all = vec![dx.into_vec()];
                 all.extend(l.params_mut().into_iter().map(|p| p.grad.data().to_vec()));
                 all
@@ -1502,6 +1685,97 @@ mod tests {
     }
 
     #[test]
+    fn winograd_convolution_of_a_batch_norm_block_is_the_plain_one_when_exact() {
+        // The convolution alone (its output; its gradients for a given output gradient),
+        // on eighths: every sum exact, so any order gives the same bits; in fp32, and in
+        // bf16 (where transformed eighths are bf16 values).
+        let mut tried = 0;
+        for (i, case) in fused_cases().into_iter().enumerate() {
+            for kind in [Kind::NormPool, Kind::Norm] {
+                let Some(mut l) = block(kind, case) else {
+                    continue;
+                };
+                for (j, (_, t)) in l.conv.tensors_mut().into_iter().enumerate() {
+                    let v = eighths(t.shape(), 50 + j as u64);
+                    t.data_mut().copy_from_slice(v.data());
+                }
+                if l.kernels() != Kernels::WinogradMap {
+                    continue;
+                }
+                tried += 1;
+                let (hwc, ..) = case;
+                let x = eighths(&[1 + i % 3, hwc[0], hwc[1], hwc[2]], i as u64);
+                let mut ctx_rng = Rng::new(0);
+                let mut ctx = Context {
+                    mode: Mode::Train,
+                    rng: &mut ctx_rng,
+                    precision: crate::Precision::F32,
+                };
+                let mut want = Tensor::default();
+                l.conv.forward(&x, &mut want, &mut ctx);
+                let grad = eighths(want.shape(), 3);
+                let mut dx = Tensor::default();
+                l.conv.backward(&x, &want, &grad, Some(&mut dx));
+                let mut want_grads = vec![dx.into_vec()];
+                want_grads.extend(
+                    l.conv
+                        .params_mut()
+                        .into_iter()
+                        .map(|p| p.grad.data().to_vec()),
+                );
+                let mut precisions = vec![crate::Precision::F32];
+                precisions.extend(bf16_winograd(&l));
+                for p in precisions {
+                    l.precision = p;
+                    l.winograd_map_forward(Isa::detect(), &x);
+                    assert!(
+                        l.conv_out == want,
+                        "{kind:?} {case:?} {p:?}: output differs"
+                    );
+                    l.conv_grad = grad.clone();
+                    let mut dx = Tensor::default();
+                    l.winograd_backward(Isa::detect(), &x, None, Some(&mut dx));
+                    let mut got = vec![dx.into_vec()];
+                    got.extend(
+                        l.conv
+                            .params_mut()
+                            .into_iter()
+                            .map(|p| p.grad.data().to_vec()),
+                    );
+                    assert!(
+                        got == want_grads,
+                        "{kind:?} {case:?} {p:?}: gradients differ"
+                    );
+                }
+            }
+        }
+        assert!(tried > 40, "only {tried} blocks tried");
+    }
+
+    #[test]
+    fn batch_norm_blocks_train_as_the_plain_layers_within_rounding() {
+        for kind in [Kind::NormPool, Kind::Norm] {
+            for case in [CASES[1], CASES[3], CASES[4], CASES[6]] {
+                let mut l = block(kind, case).expect("fuses");
+                assert_eq!(l.kernels(), Kernels::WinogradMap, "{kind:?} {case:?}");
+                let (hwc, ..) = case;
+                let x = normal(&[4, hwc[0], hwc[1], hwc[2]], 21);
+                let want = trained(&mut l, &x, 22, None);
+                let got = trained(&mut l, &x, 22, Some(Isa::detect()));
+                for (part, (g, w)) in got.iter().zip(&want).enumerate() {
+                    // Sums of a few hundred products in another order, through batch
+                    // norm: a few f32 ulps of the largest term.
+                    let ok = g.len() == w.len()
+                        && g.iter()
+                            .zip(w)
+                            .all(|(&g, &w)| (g - w).abs() <= 1e-4 * (1.0 + w.abs()));
+                    assert!(ok, "{kind:?} {case:?}: part {part} differs");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn fused_training_of_an_empty_batch_gives_empty_outputs_and_zero_gradients() {
         for (case, hwc) in [(CASES[0], [0, 28, 28, 1]), (CASES[1], [0, 13, 13, 32])] {
             let mut l = fused_block(case).expect("fuses");
@@ -1535,8 +1809,15 @@ mod tests {
 
     #[test]
     fn fused_training_does_not_depend_on_instruction_set_or_thread_count() {
-        // `simple`'s two layers, 17 images: parts of both kernels and a short last one.
-        for case in [CASES[0], CASES[1]] {
+        // `simple`'s two layers and the second with batch norm, 17 images: parts of every
+        // kernel and a short last one.
+        let runs = [
+            (Kind::ReluPool, CASES[0]),
+            (Kind::ReluPool, CASES[1]),
+            (Kind::NormPool, CASES[1]),
+            (Kind::Norm, CASES[1]),
+        ];
+        for (kind, case) in runs {
             let (hwc, ..) = case;
             let x = normal(&[17, hwc[0], hwc[1], hwc[2]], 12);
             let run_with = |threads: usize, isa: Isa| {
@@ -1545,7 +1826,7 @@ mod tests {
                     .build()
                     .expect("pool");
                 pool.install(|| {
-                    let mut l = block(Kind::ReluPool, case).expect("fuses");
+                    let mut l = block(kind, case).expect("fuses");
                     assert!(l.kernels() != Kernels::Plain, "{case:?}");
                     trained(&mut l, &x, 9, Some(isa))
                 })

@@ -8,6 +8,7 @@
 //! multiply-adds where the CPU has them, so the AVX-512 and AVX2 copies agree bit for bit.
 
 use super::tiles::Pass;
+use super::winograd_train::OutputGrad;
 use super::{direct, train, winograd, winograd_train};
 
 /// Whether the generic copy may use fused multiply-adds (as fast as a multiply there).
@@ -145,9 +146,7 @@ impl Isa {
         p: &Pass,
         ut: &[f32],
         image: usize,
-        y: &[f32],
-        dy: &[f32],
-        won: &[u8],
+        grad: OutputGrad,
         grads: &mut [f32],
         dx: Option<&mut [f32]>,
         ws: &mut [f32],
@@ -155,14 +154,28 @@ impl Isa {
         match self {
             // SAFETY: `detect` chose these only where the CPU has the features.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe {
-                winograd_backward_avx512(p, ut, image, y, dy, won, grads, dx, ws)
-            },
+            Isa::Avx512 => unsafe { winograd_backward_avx512(p, ut, image, grad, grads, dx, ws) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { winograd_backward_avx2(p, ut, image, y, dy, won, grads, dx, ws) },
-            Isa::Generic => {
-                winograd_train::backward_f32::<2>(p, ut, image, y, dy, won, grads, dx, ws)
-            }
+            Isa::Avx2 => unsafe { winograd_backward_avx2(p, ut, image, grad, grads, dx, ws) },
+            Isa::Generic => winograd_train::backward_f32::<2>(p, ut, image, grad, grads, dx, ws),
+        }
+    }
+
+    /// [`winograd_train::map_forward`] with [`Isa::winograd_group`] tiles.
+    pub(super) fn winograd_map_forward(
+        self,
+        p: &Pass,
+        first: usize,
+        out: &mut [f32],
+        ws: &mut [f32],
+    ) {
+        match self {
+            // SAFETY: `detect` chose these only where the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { winograd_map_avx512(p, first, out, ws) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { winograd_map_avx2(p, first, out, ws) },
+            Isa::Generic => winograd_train::map_forward_f32::<4>(p, first, out, ws),
         }
     }
 
@@ -294,11 +307,15 @@ training_copies!(
         p: &Pass,
         ut: &[f32],
         image: usize,
-        y: &[f32],
-        dy: &[f32],
-        won: &[u8],
+        grad: OutputGrad,
         grads: &mut [f32],
         dx: Option<&mut [f32]>,
         ws: &mut [f32]
     )
+);
+training_copies!(
+    winograd_map_avx512,
+    winograd_map_avx2,
+    (winograd_train::map_forward_f32::<12>, winograd_train::map_forward_f32::<4>),
+    (p: &Pass, first: usize, out: &mut [f32], ws: &mut [f32])
 );

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use super::tiles::{LANES, Pass, Tiles};
 use super::winograd::{self, BLOCK, transform_windows, windows_len};
-use super::winograd_train::{self, Products, padded_channels};
+use super::winograd_train::{self, OutputGrad, Products, padded_channels};
 use crate::matmul::bf16::to_bf16;
 
 /// Tiles per group (an even number: the weight gradient pairs tiles).
@@ -431,13 +431,27 @@ pub(super) unsafe fn train_backward(
     prods: &Bf16Products,
     p: &Pass,
     image: usize,
-    y: &[f32],
-    dy: &[f32],
-    won: &[u8],
+    grad: OutputGrad,
     grads: &mut [f32],
     dx: Option<&mut [f32]>,
     ws: &mut [f32],
     scratch: &mut [u32],
 ) {
-    winograd_train::backward::<GROUP, _>(prods, p, image, y, dy, won, grads, dx, ws, scratch);
+    winograd_train::backward::<GROUP, _>(prods, p, image, grad, grads, dx, ws, scratch);
+}
+
+/// [`winograd_train::map_forward`] with bf16 products, for [`GROUP`] tiles.
+///
+/// # Safety
+/// The CPU runs AVX512-BF16 (with AVX-512F and BW) and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma")]
+pub(super) unsafe fn train_map_forward(
+    prods: &Bf16Products,
+    p: &Pass,
+    first: usize,
+    out: &mut [f32],
+    ws: &mut [f32],
+    scratch: &mut [u32],
+) {
+    winograd_train::map_forward::<GROUP, _>(prods, p, first, out, ws, scratch);
 }

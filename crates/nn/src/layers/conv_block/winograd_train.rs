@@ -241,15 +241,68 @@ pub(super) fn backward_f32<const R: usize>(
     p: &Pass,
     ut: &[f32],
     image: usize,
-    y: &[f32],
-    dy: &[f32],
-    won: &[u8],
+    grad: OutputGrad,
     grads: &mut [f32],
     dx: Option<&mut [f32]>,
     ws: &mut [f32],
 ) {
     let prods = F32Products { ut };
-    backward::<R, _>(&prods, p, image, y, dy, won, grads, dx, ws, &mut []);
+    backward::<R, _>(&prods, p, image, grad, grads, dx, ws, &mut []);
+}
+
+/// The convolution's outputs (before anything follows it, bias added) of the
+/// `out.len() / (4·k)` tiles (at most `R`) from tile `first` on, each tile's 2×2 block
+/// row by row, into `out`; `p.t` covers the map (no pool).
+#[inline(always)]
+pub(super) fn map_forward<const R: usize, P: Products>(
+    prods: &P,
+    p: &Pass,
+    first: usize,
+    out: &mut [f32],
+    ws: &mut [f32],
+    scratch: &mut [u32],
+) {
+    let t = p.t;
+    let kp = t.padded_filters();
+    let tiles = out.len() / (4 * t.k);
+    let at = prods.forward::<R>(p, first, tiles, ws, scratch);
+    let m = &ws[at..];
+    for (r, out) in out.chunks_exact_mut(4 * t.k).enumerate() {
+        let mr = &m[r * 16 * kp..][..16 * kp];
+        for k0 in (0..t.k).step_by(BLOCK) {
+            let mut mb = [[0.0; BLOCK]; 16];
+            for (xi, mb) in mb.iter_mut().enumerate() {
+                *mb = *head::<BLOCK>(&mr[xi * kp + k0..]);
+            }
+            let b = head::<BLOCK>(&p.bias[k0..]);
+            let mut o = [[0.0; BLOCK]; 4];
+            for l in 0..BLOCK {
+                let mut ml = [0.0; 16];
+                for (m, mb) in ml.iter_mut().zip(&mb) {
+                    *m = mb[l];
+                }
+                let y = output_transform(ml);
+                for (o, y) in o.iter_mut().zip(y) {
+                    o[l] = y + b[l];
+                }
+            }
+            let n = BLOCK.min(t.k - k0);
+            for (q, o) in o.iter().enumerate() {
+                copy_row(&mut out[q * t.k + k0..][..n], &o[..n]);
+            }
+        }
+    }
+}
+
+/// [`map_forward`] in fp32.
+#[inline(always)]
+pub(super) fn map_forward_f32<const R: usize>(
+    p: &Pass,
+    first: usize,
+    out: &mut [f32],
+    ws: &mut [f32],
+) {
+    map_forward::<R, _>(&F32Products { ut: &[] }, p, first, out, ws, &mut []);
 }
 
 /// Workspace values of [`backward`] for groups of `r` tiles: `dM` in panels as
@@ -259,20 +312,72 @@ pub(super) fn backward_workspace_len(t: &Tiles, r: usize) -> usize {
     16 * r * (t.padded_filters() + padded_channels(t)) + windows_len(t.c, r) + 16 * t.c
 }
 
+/// Where each tile's 2×2 output gradient comes from: the tiles of a part's images.
+#[derive(Clone, Copy)]
+pub(super) enum OutputGrad<'a> {
+    /// A pooled block's outputs, their gradients and winners (`k` per tile): only the
+    /// winner of a window with a positive output passes its gradient on.
+    Pool {
+        y: &'a [f32],
+        dy: &'a [f32],
+        won: &'a [u8],
+    },
+    /// The gradient of the convolution's whole output, `[n, oh, ow, k]` (tiles cover the
+    /// map; those of an odd map's last row or column reach past it, where it is zero).
+    Map { dy: &'a [f32] },
+}
+
+impl OutputGrad<'_> {
+    /// Tiles it covers.
+    pub(super) fn tiles(&self, t: &Tiles) -> usize {
+        match *self {
+            OutputGrad::Pool { y, .. } => y.len() / t.k,
+            OutputGrad::Map { dy } => dy.len() / (t.oh * t.ow * t.k).max(1) * t.per_image(),
+        }
+    }
+
+    /// The output gradient of tile `r` (of the part) for the output channels from `k0`
+    /// on, its four positions row by row (zeros past `k`).
+    #[inline(always)]
+    fn tile(&self, t: &Tiles, r: usize, k0: usize) -> [[f32; LANES]; 4] {
+        match *self {
+            OutputGrad::Pool { y, dy, won } => {
+                let at = r * t.k..(r + 1) * t.k;
+                shares(&y[at.clone()], &dy[at.clone()], &won[at], k0)
+            }
+            OutputGrad::Map { dy } => {
+                let (img, at) = (r / t.per_image(), r % t.per_image());
+                let (y0, x0) = (2 * (at / t.tw), 2 * (at % t.tw));
+                let n = LANES.min(t.k - k0);
+                let mut g = [[0.0f32; LANES]; 4];
+                for (q, g) in g.iter_mut().enumerate() {
+                    let (oy, ox) = (y0 + q / 2, x0 + q % 2);
+                    if oy < t.oh && ox < t.ow {
+                        let src = &dy[((img * t.oh + oy) * t.ow + ox) * t.k + k0..];
+                        match src.first_chunk::<LANES>() {
+                            Some(s) if n == LANES => *g = *s,
+                            _ => g[..n].copy_from_slice(&src[..n]),
+                        }
+                    }
+                }
+                g
+            }
+        }
+    }
+}
+
 /// Adds to `grads` (as [`part_values`]) the weight and bias gradients of the tiles of
-/// the images from `image` on whose outputs, gradients and winners are `y`, `dy` and
-/// `won` (`k` per tile), and writes those images' input gradient into `dx` (`[n, h, w,
-/// c]`, overwritten) when given. `p.w` as [`super::winograd::transform_weights`], `ut`
-/// as [`transpose_weights`]; `ws` of [`backward_workspace_len`]`(t, R)`.
+/// the images from `image` on whose output gradients `grad` gives, and writes those
+/// images' input gradient into `dx` (`[n, h, w, c]`, overwritten) when given. `p.w` as
+/// [`super::winograd::transform_weights`]; `ws` of [`backward_workspace_len`]`(t, R)`,
+/// `scratch` as `prods` needs.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn backward<const R: usize, P: Products>(
     prods: &P,
     p: &Pass,
     image: usize,
-    y: &[f32],
-    dy: &[f32],
-    won: &[u8],
+    grad: OutputGrad,
     grads: &mut [f32],
     mut dx: Option<&mut [f32]>,
     ws: &mut [f32],
@@ -282,10 +387,8 @@ pub(super) fn backward<const R: usize, P: Products>(
     if let Some(dx) = dx.as_deref_mut() {
         dx.fill(0.0);
     }
-    let tiles = y.len() / t.k;
+    let tiles = grad.tiles(&t);
     for r in (0..tiles).step_by(R) {
-        let at = r * t.k..;
-        let (y, dy, won) = (&y[at.clone()], &dy[at.clone()], &won[at]);
         let count = R.min(tiles - r);
         group_backward::<R, P>(
             prods,
@@ -293,9 +396,7 @@ pub(super) fn backward<const R: usize, P: Products>(
             image,
             r,
             count,
-            y,
-            dy,
-            won,
+            grad,
             grads,
             dx.as_deref_mut(),
             ws,
@@ -304,9 +405,8 @@ pub(super) fn backward<const R: usize, P: Products>(
     }
 }
 
-/// [`backward`] for the `count` tiles (at most `R`) from the part's tile `r0` on (`y`,
-/// `dy` and `won` start at it). A short last group is padded with zeros, and its
-/// missing tiles are left out of every sum (adding a zero could turn a −0 into a +0).
+/// [`backward`] for the `count` tiles (at most `R`) from the part's tile `r0` on. A
+/// short last group is padded with zeros.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn group_backward<const R: usize, P: Products>(
@@ -315,9 +415,7 @@ fn group_backward<const R: usize, P: Products>(
     image: usize,
     r0: usize,
     count: usize,
-    y: &[f32],
-    dy: &[f32],
-    won: &[u8],
+    grad: OutputGrad,
     grads: &mut [f32],
     dx: Option<&mut [f32]>,
     ws: &mut [f32],
@@ -341,10 +439,8 @@ fn group_backward<const R: usize, P: Products>(
             }
             continue;
         }
-        let at = r * t.k..(r + 1) * t.k;
-        let (y, dy, won) = (&y[at.clone()], &dy[at.clone()], &won[at]);
         for k0 in (0..kp).step_by(LANES) {
-            let g = shares(y, dy, won, k0);
+            let g = grad.tile(&t, r0 + r, k0);
             let b: &mut [f32; LANES] = head_mut(&mut db[k0..]);
             for g in &g {
                 for (s, &g) in b.iter_mut().zip(g) {
