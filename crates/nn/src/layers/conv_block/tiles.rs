@@ -112,6 +112,21 @@ impl Tiles {
         self.k.next_multiple_of(LANES)
     }
 
+    /// Where the 4×4 input window of tile `t` (counted over the whole batch) starts in the
+    /// batch (its top-left pixel's first value; rows `w·c` values apart), when it lies
+    /// wholly inside the image: then it is read in place, else [`Tiles::gather`]ed.
+    #[inline(always)]
+    pub(super) fn window_at(&self, t: usize) -> Option<usize> {
+        let per_image = self.per_image();
+        let (image, at) = (t / per_image, t % per_image);
+        let (y0, x0) = (
+            (2 * (at / self.tw)).checked_sub(self.pad)?,
+            (2 * (at % self.tw)).checked_sub(self.pad)?,
+        );
+        (y0 + 4 <= self.h && x0 + 4 <= self.w)
+            .then(|| ((image * self.h + y0) * self.w + x0) * self.c)
+    }
+
     /// Copies the 4×4 input window of tile `t` (counted over the whole batch `x`) into
     /// `patch` (`16·c` values, pixel after pixel, zeros in the padding): four row copies
     /// where the window lies inside the image.

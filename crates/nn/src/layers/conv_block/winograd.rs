@@ -99,20 +99,25 @@ fn input_transform(d: &[[f32; BLOCK]; 16]) -> [[f32; BLOCK]; 16] {
     v
 }
 
-/// `Aᵀ m A` for one lane: the 2×2 block of convolution outputs, row by row.
+/// `Aᵀ m A` for a block of channels: `m` the 16 transformed products, the result the
+/// 2×2 block of convolution outputs, row by row.
 #[inline(always)]
-pub(super) fn output_transform(m: [f32; 16]) -> [f32; 4] {
-    let mut s = [[0.0; 4]; 2];
+pub(super) fn output_transform_block(m: &[[f32; BLOCK]; 16]) -> [[f32; BLOCK]; 4] {
+    let mut s = [[[0.0; BLOCK]; 4]; 2];
     for j in 0..4 {
-        s[0][j] = m[j] + m[4 + j] + m[8 + j];
-        s[1][j] = m[4 + j] - m[8 + j] - m[12 + j];
+        for l in 0..BLOCK {
+            s[0][j][l] = m[j][l] + m[4 + j][l] + m[8 + j][l];
+            s[1][j][l] = m[4 + j][l] - m[8 + j][l] - m[12 + j][l];
+        }
     }
-    [
-        s[0][0] + s[0][1] + s[0][2],
-        s[0][1] - s[0][2] - s[0][3],
-        s[1][0] + s[1][1] + s[1][2],
-        s[1][1] - s[1][2] - s[1][3],
-    ]
+    let mut y = [[0.0; BLOCK]; 4];
+    for l in 0..BLOCK {
+        y[0][l] = s[0][0][l] + s[0][1][l] + s[0][2][l];
+        y[1][l] = s[0][1][l] - s[0][2][l] - s[0][3][l];
+        y[2][l] = s[1][0][l] + s[1][1][l] + s[1][2][l];
+        y[3][l] = s[1][1][l] - s[1][2][l] - s[1][3][l];
+    }
+    y
 }
 
 /// Results for the `out.len() /` [`Tiles::tile_values`] tiles (at most `R`) from tile
@@ -147,13 +152,10 @@ pub(super) fn finish<const R: usize>(p: &Pass, m: &[f32], out: &mut [f32]) {
                 *mb = *head::<BLOCK>(&mr[xi * kp + k0..]);
             }
             let b = head::<BLOCK>(&bias[k0..]);
+            let y = output_transform_block(&mb);
             let mut o = [[0.0; BLOCK]; 4];
             for l in 0..BLOCK {
-                let mut ml = [0.0; 16];
-                for (m, mb) in ml.iter_mut().zip(&mb) {
-                    *m = mb[l];
-                }
-                let y = output_transform(ml);
+                let y = [y[0][l], y[1][l], y[2][l], y[3][l]];
                 if t.pool {
                     o[0][l] = pool_relu(y, b[l]);
                 } else {
@@ -253,14 +255,21 @@ pub(super) fn transform_windows<const R: usize>(
             }
             continue;
         }
-        t.gather(p.x, first + r, patch);
+        // The window in place where it lies inside the image, else gathered.
+        let (src, row) = match t.window_at(first + r) {
+            Some(at) => (&p.x[at..], t.w * c),
+            None => {
+                t.gather(p.x, first + r, patch);
+                (&patch[..], 4 * c)
+            }
+        };
         for (b, c0) in (0..c).step_by(BLOCK).enumerate() {
             let n = BLOCK.min(c - c0);
             // (Plain loops here and below rather than `array::map` or `from_fn`, whose
             // closures the compiler does not always inline, leaving registers in memory.)
             let mut d = [[0.0; BLOCK]; 16];
             for (i, di) in d.iter_mut().enumerate() {
-                let px = &patch[i * c + c0..];
+                let px = &src[(i / 4) * row + (i % 4) * c + c0..];
                 if n == BLOCK {
                     *di = *head::<BLOCK>(px);
                 } else {

@@ -29,7 +29,7 @@
 use super::tiles::{LANES, Pass, Tiles, head};
 use super::train::{first_max, head_mut, shares};
 use super::winograd::{
-    BLOCK, output_transform, panel, transform_windows, transformed_products, windows_len,
+    BLOCK, output_transform_block, panel, transform_windows, transformed_products, windows_len,
 };
 use crate::copy::copy_row;
 
@@ -200,17 +200,7 @@ pub(super) fn forward<const R: usize, P: Products>(
             for (xi, mb) in mb.iter_mut().enumerate() {
                 *mb = *head::<BLOCK>(&mr[xi * kp + k0..]);
             }
-            let mut y = [[0.0; BLOCK]; 4];
-            for l in 0..BLOCK {
-                let mut ml = [0.0; 16];
-                for (m, mb) in ml.iter_mut().zip(&mb) {
-                    *m = mb[l];
-                }
-                let o = output_transform(ml);
-                for (y, o) in y.iter_mut().zip(o) {
-                    y[l] = o;
-                }
-            }
+            let y = output_transform_block(&mb);
             // The plain layers' comparisons, as the direct training pass makes them.
             let (best, at) = first_max(y, *head::<BLOCK>(&p.bias[k0..]));
             let n = BLOCK.min(t.k - k0);
@@ -275,15 +265,11 @@ pub(super) fn map_forward<const R: usize, P: Products>(
                 *mb = *head::<BLOCK>(&mr[xi * kp + k0..]);
             }
             let b = head::<BLOCK>(&p.bias[k0..]);
+            let y = output_transform_block(&mb);
             let mut o = [[0.0; BLOCK]; 4];
-            for l in 0..BLOCK {
-                let mut ml = [0.0; 16];
-                for (m, mb) in ml.iter_mut().zip(&mb) {
-                    *m = mb[l];
-                }
-                let y = output_transform(ml);
-                for (o, y) in o.iter_mut().zip(y) {
-                    o[l] = y + b[l];
+            for (o, y) in o.iter_mut().zip(&y) {
+                for l in 0..BLOCK {
+                    o[l] = y[l] + b[l];
                 }
             }
             let n = BLOCK.min(t.k - k0);
@@ -501,9 +487,19 @@ fn group_backward<const R: usize, P: Products>(
             for (i, dd) in dd.iter().enumerate() {
                 let (iy, ix) = (y0.wrapping_add(i / 4), x0.wrapping_add(i % 4));
                 if iy < t.h && ix < t.w {
-                    let px = &mut dx[(iy * t.w + ix) * c + c0..][..n];
-                    for (s, &g) in px.iter_mut().zip(dd) {
-                        *s += g;
+                    let px = &mut dx[(iy * t.w + ix) * c + c0..];
+                    match px.first_chunk_mut::<BLOCK>() {
+                        // A whole block: one vector add.
+                        Some(px) if n == BLOCK => {
+                            for (s, &g) in px.iter_mut().zip(dd) {
+                                *s += g;
+                            }
+                        }
+                        _ => {
+                            for (s, &g) in px[..n].iter_mut().zip(dd) {
+                                *s += g;
+                            }
+                        }
                     }
                 }
             }
