@@ -2,7 +2,8 @@
 # The presets' Results table: trains each preset once per seed with the release binary
 # and prints, per run, the whole command's wall time and the test accuracy, then per
 # preset the mean and spread (min–max) over the seeds. PRECISION=bf16 trains in bf16 mixed
-# precision (`--precision`).
+# precision (`--precision`); MODELS=DIR keeps the trained models there (as
+# DIR/PRESET-SEED.safetensors, e.g. for `fmnist eval --photos-dir`).
 # Usage: bench/presets.sh [PRESET...]   (default: fast standard best photo; SEEDS="1 2 3")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ seeds=${SEEDS:-1 2 3}
 cargo build --release -q
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+models=${MODELS:-$work}
+mkdir -p "$models"
 data=(--data-dir "${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}" --offline
   --precision "${PRECISION:-fp32}")
 
@@ -19,7 +22,7 @@ printf "%-9s %5s %10s %13s\n" preset seed "wall (s)" "test acc (%)"
 for p in "${presets[@]}"; do
   for s in $seeds; do
     start=$(date +%s.%N)
-    ./target/release/fmnist train --preset "$p" --seed "$s" --out "$work/$p-$s.safetensors" \
+    ./target/release/fmnist train --preset "$p" --seed "$s" --out "$models/$p-$s.safetensors" \
       "${data[@]}" > "$work/$p-$s.log" 2>&1
     end=$(date +%s.%N)
     acc=$(sed -nE 's/^test accuracy ([0-9.]+) %.*/\1/p' "$work/$p-$s.log")

@@ -445,7 +445,7 @@ impl ConvBlock {
         };
         let images = x.batch();
         let per_part = winograd_train::part_values(&t);
-        let chunk = winograd_train::IMAGES_PER_PART;
+        let chunk = winograd_train::images_per_part(&t);
         let parts = images.div_ceil(chunk);
         self.grad_parts.resize(parts.max(1) * per_part, 0.0);
         let image_len = t.h * t.w * t.c;
@@ -917,7 +917,10 @@ impl Layer for ConvBlock {
 
     // Training keeps the convolution's output and the batch norm's, each with its
     // gradient, on top of the convolution's own im2col matrix; the direct kernels only
-    // a byte per output (which output won its window).
+    // a byte per output (which output won its window). Winograd's kernels (in whichever
+    // precision a step runs) keep less than the plain layers: that byte, or the outputs
+    // batch norm needs, and per part of images a transformed weight gradient no larger
+    // than those images' im2col matrices (`winograd_train::images_per_part`).
     fn scratch_per_example(&self) -> usize {
         if self.trains_direct() {
             return self.tiles.image_values().div_ceil(4);

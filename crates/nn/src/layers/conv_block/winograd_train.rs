@@ -19,7 +19,7 @@
 //! up to rounding (the transforms are exact in real arithmetic).
 //!
 //! Every sum runs in a fixed order: the weight gradient over a part's tiles in order,
-//! the parts of [`IMAGES_PER_PART`] images then added in order; the input gradient over
+//! the parts of [`images_per_part`] images then added in order; the input gradient over
 //! output channels, each pixel's windows in tile order. So the result depends on neither
 //! the thread count nor the instruction set (every copy uses fused multiply-adds).
 
@@ -33,9 +33,15 @@ use super::winograd::{
 };
 use crate::copy::copy_row;
 
-/// Images per part of the weight gradient: parts are summed in order, whatever the
-/// number of threads.
-pub(super) const IMAGES_PER_PART: usize = 8;
+/// Images per part of the weight gradient (parts are summed in order, whatever the
+/// number of threads): at least 8, and enough that a part's transformed gradient
+/// (`16·c·kp` values) takes no more per image than the plain layers' im2col matrix
+/// (`9·c` values per output position), which the memory budget counts.
+pub(super) fn images_per_part(t: &Tiles) -> usize {
+    (16 * t.padded_filters())
+        .div_ceil((9 * t.oh * t.ow).max(1))
+        .max(8)
+}
 
 /// `a · b + c`, rounded once.
 #[inline(always)]
