@@ -99,10 +99,21 @@ fn input_transform(d: &[[f32; BLOCK]; 16]) -> [[f32; BLOCK]; 16] {
     v
 }
 
+/// The 2×2 block of convolution outputs, row by row, of the channels from `k0` on (a
+/// block) of one tile whose transformed products `mr` holds (`M[ξ][k]`, rows `kp` apart).
+#[inline(always)]
+pub(super) fn block_outputs(mr: &[f32], kp: usize, k0: usize) -> [[f32; BLOCK]; 4] {
+    let mut mb = [[0.0; BLOCK]; 16];
+    for (xi, mb) in mb.iter_mut().enumerate() {
+        *mb = *head::<BLOCK>(&mr[xi * kp + k0..]);
+    }
+    output_transform_block(&mb)
+}
+
 /// `Aᵀ m A` for a block of channels: `m` the 16 transformed products, the result the
 /// 2×2 block of convolution outputs, row by row.
 #[inline(always)]
-pub(super) fn output_transform_block(m: &[[f32; BLOCK]; 16]) -> [[f32; BLOCK]; 4] {
+fn output_transform_block(m: &[[f32; BLOCK]; 16]) -> [[f32; BLOCK]; 4] {
     let mut s = [[[0.0; BLOCK]; 4]; 2];
     for j in 0..4 {
         for l in 0..BLOCK {
@@ -147,12 +158,8 @@ pub(super) fn finish<const R: usize>(p: &Pass, m: &[f32], out: &mut [f32]) {
     for (r, out) in out.chunks_exact_mut(t.tile_values()).take(R).enumerate() {
         let mr = &m[r * 16 * kp..][..16 * kp];
         for k0 in (0..t.k).step_by(BLOCK) {
-            let mut mb = [[0.0; BLOCK]; 16];
-            for (xi, mb) in mb.iter_mut().enumerate() {
-                *mb = *head::<BLOCK>(&mr[xi * kp + k0..]);
-            }
             let b = head::<BLOCK>(&bias[k0..]);
-            let y = output_transform_block(&mb);
+            let y = block_outputs(mr, kp, k0);
             let mut o = [[0.0; BLOCK]; 4];
             for l in 0..BLOCK {
                 let y = [y[0][l], y[1][l], y[2][l], y[3][l]];

@@ -29,7 +29,7 @@
 use super::tiles::{LANES, Pass, Tiles, head};
 use super::train::{first_max, head_mut, shares};
 use super::winograd::{
-    BLOCK, output_transform_block, panel, transform_windows, transformed_products, windows_len,
+    BLOCK, block_outputs, panel, transform_windows, transformed_products, windows_len,
 };
 use crate::copy::copy_row;
 
@@ -202,11 +202,7 @@ pub(super) fn forward<const R: usize, P: Products>(
     {
         let mr = &m[r * 16 * kp..][..16 * kp];
         for k0 in (0..t.k).step_by(BLOCK) {
-            let mut mb = [[0.0; BLOCK]; 16];
-            for (xi, mb) in mb.iter_mut().enumerate() {
-                *mb = *head::<BLOCK>(&mr[xi * kp + k0..]);
-            }
-            let y = output_transform_block(&mb);
+            let y = block_outputs(mr, kp, k0);
             // The plain layers' comparisons, as the direct training pass makes them.
             let (best, at) = first_max(y, *head::<BLOCK>(&p.bias[k0..]));
             let n = BLOCK.min(t.k - k0);
@@ -266,12 +262,8 @@ pub(super) fn map_forward<const R: usize, P: Products>(
     for (r, out) in out.chunks_exact_mut(4 * t.k).enumerate() {
         let mr = &m[r * 16 * kp..][..16 * kp];
         for k0 in (0..t.k).step_by(BLOCK) {
-            let mut mb = [[0.0; BLOCK]; 16];
-            for (xi, mb) in mb.iter_mut().enumerate() {
-                *mb = *head::<BLOCK>(&mr[xi * kp + k0..]);
-            }
             let b = head::<BLOCK>(&p.bias[k0..]);
-            let y = output_transform_block(&mb);
+            let y = block_outputs(mr, kp, k0);
             let mut o = [[0.0; BLOCK]; 4];
             for (o, y) in o.iter_mut().zip(&y) {
                 for l in 0..BLOCK {
