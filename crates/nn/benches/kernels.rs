@@ -258,6 +258,33 @@ fn kernels(c: &mut Criterion) {
             p,
         );
     }
+    // A batch-norm block (`cnn-bn`'s second layer: padding 1, no bias, batch norm, ReLU,
+    // pool): its convolution by Winograd's kernels, or as plain layers.
+    let norm_stage = vec![
+        L::Conv2d {
+            filters: 64,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            bias: false,
+        },
+        L::BatchNorm {
+            momentum: 0.1,
+            eps: 1e-5,
+        },
+        L::Relu,
+        pool.clone(),
+    ];
+    for &p in &precisions {
+        bench_training(
+            c,
+            "norm-stage 14x14x32->64->7x7",
+            &[14, 14, 32],
+            norm_stage.clone(),
+            true,
+            p,
+        );
+    }
     bench_layer(c, "relu 26x26x32", &[26, 26, 32], vec![L::Relu], true);
     bench_layer_each(
         c,
