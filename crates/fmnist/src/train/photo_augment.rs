@@ -2,7 +2,9 @@
 //! applied to training images so a model learns to read `predict`'s inputs from phone
 //! photos: a tilted, foreshortened view (rotation, anisotropic scale, shear), light that
 //! falls off across the garment and a different exposure (gradient, gamma), folds and
-//! cloth texture (smooth multiplicative noise), an imperfect mask (background leaking in
+//! cloth texture (smooth multiplicative noise), printed or woven patterns (stripes and
+//! checks, which the dataset's product shots rarely show), a dark garment whose detail
+//! the exposure lost (flattened shading), an imperfect mask (background leaking in
 //! at one side, a bite taken out of the edge), the softness of a small photo (blur) and
 //! sensor noise. The result is re-cropped, scaled and level-stretched exactly as
 //! `predict::preprocess` renders a photo. JPEG artefacts are left out: at the 28-pixel
@@ -30,6 +32,11 @@ const GAMMA: f32 = 0.5;
 const TEXTURE: f32 = 0.35;
 /// Largest sensor-noise standard deviation, in levels.
 const NOISE: f32 = 10.0;
+/// How often a garment gets a printed pattern, and the pattern's period (pixels at the
+/// 28-pixel scale) and largest depth.
+const PATTERN: (f32, f32, f32, f32) = (0.3, 1.5, 6.0, 0.7);
+/// How often a garment's shading is flattened, and the least contrast kept.
+const FLATTEN: (f32, f32) = (0.25, 0.15);
 
 /// Writes a photographed copy of the 28×28 image `src` into `dst`.
 pub fn photograph(src: &[u8], dst: &mut [u8], rng: &mut Rng) {
@@ -38,6 +45,12 @@ pub fn photograph(src: &[u8], dst: &mut [u8], rng: &mut Rng) {
     let mut out = warp(&img, rng);
     light(&mut out, rng);
     texture(&mut out, rng);
+    if rng.uniform() < PATTERN.0 {
+        pattern(&mut out, rng);
+    }
+    if rng.uniform() < FLATTEN.0 {
+        flatten(&mut out, rng.uniform_range(FLATTEN.1, 1.0));
+    }
     if rng.uniform() < 0.5 {
         leak(&mut out, rng);
     }
@@ -134,6 +147,42 @@ fn texture(img: &mut [f32], rng: &mut Rng) {
                 + (grid[y1 * G + x0] * (1.0 - fx) + grid[y1 * G + x1] * fx) * fy;
             img[y * S + x] *= 1.0 + amp * n;
         }
+    }
+}
+
+/// A print or weave: stripes along a random direction, or checks (stripes both ways),
+/// darkening the garment periodically.
+fn pattern(img: &mut [f32], rng: &mut Rng) {
+    let phi = rng.uniform_range(0.0, std::f32::consts::PI);
+    let period = rng.uniform_range(PATTERN.1, PATTERN.2);
+    let depth = rng.uniform_range(0.2, PATTERN.3);
+    let checks = rng.uniform() < 0.3;
+    let phase = rng.uniform_range(0.0, std::f32::consts::TAU);
+    let (c, s) = (phi.cos(), phi.sin());
+    let k = std::f32::consts::TAU / period;
+    let wave = |t: f32| 0.5 + 0.5 * (k * t + phase).sin();
+    for y in 0..S {
+        for x in 0..S {
+            let (xf, yf) = (x as f32, y as f32);
+            let mut w = wave(xf * c + yf * s);
+            if checks {
+                w = w.max(wave(-xf * s + yf * c));
+            }
+            img[y * S + x] *= 1.0 - depth * w;
+        }
+    }
+}
+
+/// Shading flattened towards the garment's mean level, keeping `keep` of its contrast:
+/// a dark garment whose folds the exposure lost, or a plain one in flat light.
+fn flatten(img: &mut [f32], keep: f32) {
+    let on: Vec<f32> = img.iter().copied().filter(|&v| v > 0.02).collect();
+    if on.is_empty() {
+        return;
+    }
+    let mean = on.iter().sum::<f32>() / on.len() as f32;
+    for v in img.iter_mut().filter(|v| **v > 0.02) {
+        *v = mean + (*v - mean) * keep;
     }
 }
 
@@ -313,6 +362,39 @@ mod tests {
         assert_eq!(b, c);
         photograph(&src, &mut c, &mut Rng::new(4));
         assert_ne!(b, c);
+    }
+
+    #[test]
+    fn patterns_stripe_a_garment_and_flattening_evens_it() {
+        let mut rng = Rng::new(5);
+        for _ in 0..20 {
+            let mut img = vec![0.8f32; PIXELS];
+            pattern(&mut img, &mut rng);
+            let (lo, hi) = img
+                .iter()
+                .fold((1.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            // Periods of at most 6 pixels: every 28×28 image sees dark and light bands.
+            assert!(hi <= 0.8 + 1e-6 && hi - lo > 0.8 * 0.15, "{lo}..{hi}");
+        }
+        let mut img: Vec<f32> = (0..PIXELS)
+            .map(|i| {
+                if i % 3 == 0 {
+                    0.0
+                } else {
+                    (i % 7) as f32 / 7.0 + 0.1
+                }
+            })
+            .collect();
+        let before = img.clone();
+        flatten(&mut img, 0.0);
+        let on: Vec<f32> = img.iter().copied().filter(|&v| v > 0.02).collect();
+        assert!(
+            on.windows(2).all(|w| (w[0] - w[1]).abs() < 1e-6),
+            "not flat"
+        );
+        for (a, b) in img.iter().zip(&before) {
+            assert_eq!(*b == 0.0, *a == 0.0, "background changed");
+        }
     }
 
     #[test]
