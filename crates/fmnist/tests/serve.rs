@@ -119,7 +119,15 @@ fn every_endpoint_and_error_then_a_graceful_stop() {
     // Raw body and multipart give what `predict --json` gives, plus the input.
     let (status, raw) = post(&base, "image/png", &png);
     assert_eq!(status, 200, "{raw}");
-    for key in ["class", "label", "probability", "unsure", "top", "pair"] {
+    for key in [
+        "class",
+        "label",
+        "probability",
+        "unsure",
+        "top",
+        "pair",
+        "narrow",
+    ] {
         assert_eq!(raw[key], cli[key], "{key}");
     }
     assert_eq!(raw["input"].as_array().unwrap().len(), 784);

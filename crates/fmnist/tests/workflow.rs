@@ -205,6 +205,7 @@ fn train_then_eval_then_predict() {
         answers[0]
     );
     assert_eq!(answers[1]["pair"], false);
+    assert_eq!(answers[0]["narrow"], false, "a pair is never narrowed");
     let text = sb.ok(&["predict", "m.safetensors", "pair.png"]);
     assert!(
         text.lines()

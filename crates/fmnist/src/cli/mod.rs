@@ -293,14 +293,14 @@ pub fn run_predict(a: &PredictArgs) -> anyhow::Result<()> {
     let predictions = predict::rank_inputs(&mut model, &names, &inputs, a.top as usize);
     if let Some(dir) = &a.show_input {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for ((image, (name, renamed)), pixels) in a
+        for ((image, (name, renamed)), (input, prediction)) in a
             .images
             .iter()
             .zip(predict::input_names(&a.images))
-            .zip(&inputs)
+            .zip(inputs.iter().zip(&predictions))
         {
             let path = dir.join(name);
-            plots::save(&path, &predict::input_png(&pixels.pixels)?)?;
+            plots::save(&path, &predict::input_png(input.seen(prediction.narrow))?)?;
             if renamed {
                 eprintln!(
                     "note: an earlier image has the name of {}: its input is {}",

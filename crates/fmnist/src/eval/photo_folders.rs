@@ -234,30 +234,30 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
         bail!("the models disagree on the classes");
     }
     let mut inputs = Vec::new();
-    let mut pairs = Vec::new();
     let mut origin = Vec::new();
     let started = std::time::Instant::now();
     for (f, folder) in set.folders.iter().enumerate() {
         for photo in &folder.photos {
             let img = predict::image::load_image(photo)?;
-            let input = predict::prepare(&img);
-            inputs.extend(input.pixels);
-            pairs.push(input.pair);
+            inputs.push(predict::prepare(&img));
             origin.push((f, photo.clone()));
         }
     }
     let n = origin.len();
     let preprocess_ms = 1e3 * started.elapsed().as_secs_f64() / n.max(1) as f64;
-    let mut probs = vec![0.0f32; n * classes.len()];
-    for m in models.iter_mut() {
-        for (p, q) in probs.iter_mut().zip(m.probabilities(&inputs)) {
-            *p += q;
-        }
-    }
     let scale = 1.0 / models.len() as f32;
-    probs.iter_mut().for_each(|p| *p *= scale);
+    // The ensemble reads the photos as one model would, averaging the probabilities.
+    let (probs, narrow) = predict::input_probabilities(&classes, &inputs, |pixels| {
+        let mut sum = vec![0.0f32; pixels.len() / PIXELS * classes.len()];
+        for m in models.iter_mut() {
+            for (p, q) in sum.iter_mut().zip(m.probabilities(pixels)) {
+                *p += q;
+            }
+        }
+        sum.iter_mut().for_each(|p| *p *= scale);
+        sum
+    });
     let c = classes.len();
-    predict::pair_prior(&classes, &mut probs, &pairs);
     let mut folders: Vec<FolderScore> = set
         .folders
         .iter()
@@ -301,7 +301,7 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
             confidence: row[predicted],
             right,
             unsure,
-            input: inputs[i * PIXELS..(i + 1) * PIXELS].to_vec(),
+            input: inputs[i].seen(narrow[i]).to_vec(),
         });
     }
     let (mut scored, mut right) = (0, 0);

@@ -6,7 +6,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, Rgb, RgbImage};
 use nn::Rng;
 
-use crate::data::{Dataset, PIXELS, SIDE};
+use crate::data::{Dataset, SIDE};
 use crate::model::classifier::Classifier;
 use crate::predict;
 
@@ -106,22 +106,24 @@ pub fn robustness(
         .iter()
         .map(|&style| {
             let mut rng = Rng::new(seed);
-            let mut inputs = Vec::with_capacity(n * PIXELS);
-            let mut pairs = Vec::with_capacity(n);
-            for i in 0..n {
-                if style == Style::Unprocessed {
-                    inputs.extend_from_slice(data.image(i));
-                    pairs.push(false);
-                } else {
-                    let input = predict::prepare(&render(data.image(i), style, &mut rng));
-                    inputs.extend(input.pixels);
-                    pairs.push(input.pair);
-                }
-            }
-            let mut probs = model.probabilities(&inputs);
+            let inputs: Vec<predict::Input> = (0..n)
+                .map(|i| {
+                    if style == Style::Unprocessed {
+                        predict::Input {
+                            pixels: data.image(i).to_vec(),
+                            pair: false,
+                            narrow: None,
+                        }
+                    } else {
+                        predict::prepare(&render(data.image(i), style, &mut rng))
+                    }
+                })
+                .collect();
             let c = model.classes.len();
-            // Ranked as `predict` ranks them: a pair among footwear only.
-            predict::pair_prior(&model.classes, &mut probs, &pairs);
+            // Ranked as `predict` ranks them.
+            let classes = model.classes.clone();
+            let (probs, _) =
+                predict::input_probabilities(&classes, &inputs, |px| model.probabilities(px));
             let right = probs
                 .chunks_exact(c)
                 .zip(&data.labels)
@@ -135,6 +137,7 @@ pub fn robustness(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::PIXELS;
 
     #[test]
     fn renderings_go_back_to_nearly_the_dataset_image() {

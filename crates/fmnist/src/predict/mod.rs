@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use self::image::{
     DecodeError, MAX_PIXELS, MAX_SIDE, decode_bytes, decode_cost, decode_within, load_image,
 };
-pub use self::preprocess::{Input, prepare, preprocess};
+pub use self::preprocess::{Input, TOP_ASPECT, prepare, preprocess};
 use crate::data::{CLASS_NAMES, PIXELS, SIDE};
 use crate::model::Classifier;
 
@@ -46,6 +46,9 @@ pub struct Prediction {
     /// Whether the photo showed a pair (of shoes, say), so that only footwear was
     /// ranked ([`pair_prior`]).
     pub pair: bool,
+    /// Whether the answer came from the photo's object seen as narrow as the dataset's
+    /// tops ([`Input::narrow`], [`input_probabilities`]).
+    pub narrow: bool,
 }
 
 /// Below this probability of the best class a prediction is marked unsure. With the
@@ -57,25 +60,80 @@ pub const UNSURE_BELOW: f32 = 0.5;
 /// Ranks the classes of each preprocessed image (784 pixels each, in `inputs`).
 pub fn rank(model: &mut Classifier, names: &[String], inputs: &[u8], k: usize) -> Vec<Prediction> {
     let probs = model.probabilities(inputs);
-    rank_rows(model, names, &probs, &vec![false; names.len()], k)
+    let plain = vec![false; names.len()];
+    rank_rows(model, names, &probs, &plain, &plain, k)
 }
 
-/// Ranks the classes of each prepared image, a pair's among footwear only
-/// ([`pair_prior`]).
+/// Ranks the classes of each prepared image as [`input_probabilities`] reads them.
 pub fn rank_inputs(
     model: &mut Classifier,
     names: &[String],
     inputs: &[Input],
     k: usize,
 ) -> Vec<Prediction> {
+    let classes = model.classes.clone();
+    let (probs, narrow) = input_probabilities(&classes, inputs, |px| model.probabilities(px));
+    let pairs: Vec<bool> = inputs.iter().map(|i| i.pair).collect();
+    rank_rows(model, names, &probs, &pairs, &narrow, k)
+}
+
+/// The probabilities (a row an input, a column a class; `probabilities` gives them for
+/// 784-pixel images) of prepared inputs as `predict` ranks them, and for each whether
+/// its narrow view was taken. A photo's object that reads as a top, a dress or a bag
+/// (a top laid flat, as wide as tall, has the outline of the dataset's bags) and whose
+/// narrow view ([`Input::narrow`]) reads as a top or a dress is ranked by that view:
+/// the dataset shows those garments no wider than [`TOP_ASPECT`]. A pair is ranked
+/// among footwear only ([`pair_prior`]). With classes other than Fashion-MNIST's, only
+/// the inputs' own pixels are read.
+pub fn input_probabilities(
+    classes: &[String],
+    inputs: &[Input],
+    mut probabilities: impl FnMut(&[u8]) -> Vec<f32>,
+) -> (Vec<f32>, Vec<bool>) {
     let pixels: Vec<u8> = inputs
         .iter()
         .flat_map(|i| i.pixels.iter().copied())
         .collect();
-    let mut probs = model.probabilities(&pixels);
+    let mut probs = probabilities(&pixels);
+    let mut taken = vec![false; inputs.len()];
+    let c = classes.len();
+    if fashion_mnist(classes) {
+        let views: Vec<usize> = (0..inputs.len())
+            .filter(|&i| inputs[i].narrow.is_some())
+            .collect();
+        let narrow_pixels: Vec<u8> = views
+            .iter()
+            .flat_map(|&i| inputs[i].seen(true).iter().copied())
+            .collect();
+        let narrow_probs = if views.is_empty() {
+            Vec::new()
+        } else {
+            probabilities(&narrow_pixels)
+        };
+        for (&i, narrow) in views.iter().zip(narrow_probs.chunks_exact(c)) {
+            let row = &mut probs[i * c..(i + 1) * c];
+            let (seen, squeezed) = (nn::loss::argmax(row), nn::loss::argmax(narrow));
+            if (GARMENTS.contains(&seen) || seen == BAG) && GARMENTS.contains(&squeezed) {
+                row.copy_from_slice(narrow);
+                taken[i] = true;
+            }
+        }
+    }
     let pairs: Vec<bool> = inputs.iter().map(|i| i.pair).collect();
-    pair_prior(&model.classes, &mut probs, &pairs);
-    rank_rows(model, names, &probs, &pairs, k)
+    pair_prior(classes, &mut probs, &pairs);
+    (probs, taken)
+}
+
+/// The labels of the dataset's tops and dresses, shown hanging, no wider than
+/// [`TOP_ASPECT`]: T-shirt/top, Pullover, Dress, Coat, Shirt.
+const GARMENTS: [usize; 5] = [0, 2, 3, 4, 6];
+
+/// The label of Bag.
+const BAG: usize = 8;
+
+/// Whether `classes` are Fashion-MNIST's, in its order.
+fn fashion_mnist(classes: &[String]) -> bool {
+    classes.len() == CLASS_NAMES.len() && classes.iter().zip(CLASS_NAMES).all(|(a, b)| a == b)
 }
 
 /// The labels of Fashion-MNIST's footwear: Sandal, Sneaker, Ankle boot.
@@ -87,7 +145,7 @@ const FOOTWEAR: [usize; 3] = [5, 7, 9];
 /// 0, the three scaled to sum to 1). Left alone when the classes are not
 /// Fashion-MNIST's; a row where the model gives footwear no probability at all, too.
 pub fn pair_prior(classes: &[String], probs: &mut [f32], pairs: &[bool]) {
-    if classes.len() != CLASS_NAMES.len() || classes.iter().zip(CLASS_NAMES).any(|(a, b)| a != b) {
+    if !fashion_mnist(classes) {
         return;
     }
     let rows = probs.chunks_exact_mut(classes.len()).zip(pairs);
@@ -106,20 +164,22 @@ pub fn pair_prior(classes: &[String], probs: &mut [f32], pairs: &[bool]) {
     }
 }
 
-/// Ranks the classes of each row of probabilities (of a pair where `pairs` says so).
+/// Ranks the classes of each row of probabilities (of a pair where `pairs` says so, of
+/// the narrow view where `narrow` does).
 fn rank_rows(
     model: &Classifier,
     names: &[String],
     probs: &[f32],
     pairs: &[bool],
+    narrow: &[bool],
     k: usize,
 ) -> Vec<Prediction> {
     let c = model.classes.len();
     probs
         .chunks_exact(c)
         .zip(names)
-        .zip(pairs)
-        .map(|((row, file), &pair)| {
+        .zip(pairs.iter().zip(narrow))
+        .map(|((row, file), (&pair, &narrow))| {
             let mut order: Vec<usize> = (0..c).collect();
             // Stable: equal probabilities keep label order.
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
@@ -140,6 +200,7 @@ fn rank_rows(
                 unsure: top[0].probability < UNSURE_BELOW,
                 top,
                 pair,
+                narrow,
             }
         })
         .collect()
@@ -238,6 +299,54 @@ mod tests {
                 .zip(expected)
                 .all(|(a, b)| (a - b).abs() < 1e-6)
         );
+    }
+
+    /// An input whose pixels all hold `view` and whose narrow view, if any, `narrow`.
+    fn input(view: u8, narrow: Option<u8>, pair: bool) -> Input {
+        Input {
+            pixels: vec![view; PIXELS],
+            pair,
+            narrow: narrow.map(|v| vec![v; PIXELS]),
+        }
+    }
+
+    #[test]
+    fn a_wide_object_read_as_a_top_or_bag_is_ranked_by_its_narrow_view() {
+        let classes: Vec<String> = CLASS_NAMES.iter().map(|c| c.to_string()).collect();
+        // A "model" that is sure of the class its image's pixel value names.
+        let sure = |pixels: &[u8]| -> Vec<f32> {
+            pixels
+                .chunks_exact(PIXELS)
+                .flat_map(|img| {
+                    (0..10).map(move |l| if l == img[0] as usize { 0.9 } else { 0.1 / 9.0 })
+                })
+                .collect()
+        };
+        let inputs = [
+            input(8, Some(2), false), // Bag, narrow Pullover: taken.
+            input(6, Some(0), false), // Shirt, narrow T-shirt/top: taken.
+            input(7, Some(4), false), // Sneaker: kept, whatever the narrow view says.
+            input(0, Some(8), false), // narrow Bag: kept.
+            input(4, None, false),    // no narrow view.
+            input(8, None, true),     // a pair: footwear only, all alike.
+        ];
+        let (probs, taken) = input_probabilities(&classes, &inputs, sure);
+        assert_eq!(taken, [true, true, false, false, false, false]);
+        let best: Vec<usize> = probs.chunks_exact(10).map(nn::loss::argmax).collect();
+        assert_eq!(best, [2, 0, 7, 0, 4, 5]);
+        assert!((probs[5 * 10 + 7] - 1.0 / 3.0).abs() < 1e-6);
+        // Other classes: only the inputs' own pixels are read.
+        let other: Vec<String> = (0..10).map(|l| format!("c{l}")).collect();
+        let mut calls = 0;
+        let (probs, taken) = input_probabilities(&other, &inputs, |px| {
+            calls += 1;
+            sure(px)
+        });
+        assert_eq!((calls, taken), (1, vec![false; 6]));
+        let best: Vec<usize> = probs.chunks_exact(10).map(nn::loss::argmax).collect();
+        assert_eq!(best, [8, 6, 7, 0, 4, 8]);
+        // No inputs, no rows.
+        assert_eq!(input_probabilities(&classes, &[], sure), (vec![], vec![]));
     }
 
     #[test]

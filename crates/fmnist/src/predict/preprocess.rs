@@ -104,7 +104,28 @@ pub struct Input {
     /// Whether the object was one of a pair (of shoes, say): see
     /// [`super::pair_prior`].
     pub pair: bool,
+    /// The object of a photo made as narrow as the dataset's tops ([`TOP_ASPECT`]) where
+    /// it is wider: a top laid flat spreads its sleeves, while the dataset's tops were
+    /// shot hanging, in a 3:4 frame. `None` for pairs, for narrower objects and on the
+    /// plain path (product shots and scans, made as the dataset was). Which of the two
+    /// views is ranked: [`super::input_probabilities`].
+    pub narrow: Option<Vec<u8>>,
 }
+
+impl Input {
+    /// The pixels of the view ranked: the narrow one when `narrow` (and there is one).
+    pub fn seen(&self, narrow: bool) -> &[u8] {
+        match (&self.narrow, narrow) {
+            (Some(view), true) => view,
+            _ => &self.pixels,
+        }
+    }
+}
+
+/// Width over height of the dataset's tops (T-shirt/top, Pullover, Coat, Shirt): the
+/// median bounding box of each of these classes in the training set is 20–22 × 28
+/// pixels, the 3:4 frame of the product shots they were cut from.
+pub const TOP_ASPECT: f64 = 0.75;
 
 /// [`preprocess`], also saying whether the photo showed a pair.
 pub fn prepare(img: &DynamicImage) -> Input {
@@ -117,15 +138,18 @@ pub fn prepare(img: &DynamicImage) -> Input {
             && let Some(found) = segment::segment(&work)
         {
             let invert = border[border.len() / 2] >= BLACK_SURROUND;
+            let (pixels, narrow) = render_masked(&work, &found, invert);
             return Input {
-                pixels: render_masked(&work, &found, invert),
+                pixels,
                 pair: found.pair,
+                narrow,
             };
         }
     }
     Input {
         pixels: preprocess_plain(img),
         pair: false,
+        narrow: None,
     }
 }
 
@@ -169,8 +193,13 @@ const SIDEWAYS_RATIO: f64 = 1.3;
 /// The object `found` in the work copy, rendered as the dataset renders garments: its
 /// grey inverted (dark cloth light) when `invert` (it does not sit in a black
 /// surround), everything else black, one of a pair turned to lie sideways, cropped,
-/// scaled and centred.
-fn render_masked(work: &RgbImage, found: &segment::Segmentation, invert: bool) -> Vec<u8> {
+/// scaled and centred; and, unless it is one of a pair, as narrow as the dataset's tops
+/// where it is wider ([`Input::narrow`]).
+fn render_masked(
+    work: &RgbImage,
+    found: &segment::Segmentation,
+    invert: bool,
+) -> (Vec<u8>, Option<Vec<u8>>) {
     let mask = &found.mask;
     let gray = DynamicImage::ImageRgb8(work.clone()).to_luma8();
     let mut object = GrayImage::from_fn(gray.width(), gray.height(), |x, y| {
@@ -190,9 +219,21 @@ fn render_masked(work: &RgbImage, found: &segment::Segmentation, invert: bool) -
     if let Some((x, y, w, h)) = lit_bounds(&object) {
         object = image::imageops::crop_imm(&object, x, y, w, h).to_image();
     }
+    let narrow = (!found.pair)
+        .then(|| narrowed(&object, TOP_ASPECT))
+        .flatten()
+        .map(|view| fit_and_centre(&view, 0.0, 0.0));
     // The mask, not the contrast, says what the object is: a white shirt inverted is
     // dim, yet it is the object and is stretched to white as any other.
-    fit_and_centre(&object, 0.0, 0.0)
+    (fit_and_centre(&object, 0.0, 0.0), narrow)
+}
+
+/// `img` squeezed across to `aspect` times its height, or `None` where it is no wider
+/// than that.
+fn narrowed(img: &GrayImage, aspect: f64) -> Option<GrayImage> {
+    let (w, h) = img.dimensions();
+    let target = (aspect * h as f64).round().max(1.0) as u32;
+    (w > target).then(|| image::imageops::resize(img, target, h, FilterType::Triangle))
 }
 
 /// `img` turned by −`angle` radians about its centre (so a line at `angle` lies
@@ -360,6 +401,52 @@ mod tests {
             .map(|(&x, &y)| (x as f64 - y as f64).abs())
             .sum::<f64>()
             / a.len() as f64
+    }
+
+    /// The width and height of the lit pixels of a 28×28 input.
+    fn lit_size(px: &[u8]) -> (u32, u32) {
+        let img = GrayImage::from_raw(SIDE as u32, SIDE as u32, px.to_vec()).unwrap();
+        lit_bounds(&img).map_or((0, 0), |(_, _, w, h)| (w, h))
+    }
+
+    /// A dark `w`×`h` rectangle centred in a 200×160 photo on a checked floor.
+    fn rectangle_on_checks(w: u32, h: u32) -> DynamicImage {
+        DynamicImage::ImageRgb8(image::RgbImage::from_fn(200, 160, |x, y| {
+            let inside = x.abs_diff(100) < w / 2 && y.abs_diff(80) < h / 2;
+            image::Rgb(if inside {
+                [40, 45, 60]
+            } else if ((x / 10) + (y / 10)).is_multiple_of(2) {
+                [200, 190, 170]
+            } else {
+                [160, 150, 130]
+            })
+        }))
+    }
+
+    #[test]
+    fn a_photo_of_a_wide_object_also_gets_the_aspect_of_the_datasets_tops() {
+        // 120×80 (3:2): the input keeps that, the narrow view is 3:4 (21×28).
+        let wide = prepare(&rectangle_on_checks(120, 80));
+        assert!(!wide.pair);
+        let (w, h) = lit_size(&wide.pixels);
+        assert!((27..=28).contains(&w) && (18..=19).contains(&h), "{w}×{h}");
+        let narrow = wide.narrow.as_deref().expect("a narrow view");
+        let (w, h) = lit_size(narrow);
+        assert!((20..=22).contains(&w) && (27..=28).contains(&h), "{w}×{h}");
+        assert_eq!(wide.seen(true), narrow);
+        assert_eq!(wide.seen(false), &wide.pixels[..]);
+        // 60×100 is narrower than 3:4 already: no second view.
+        let tall = prepare(&rectangle_on_checks(60, 100));
+        assert_eq!(tall.narrow, None);
+        assert_eq!(tall.seen(true), &tall.pixels[..]);
+        // A product shot (plain background) is made as the dataset was: one view.
+        let mut shot = GrayImage::from_pixel(200, 160, Luma([250]));
+        for y in 40..120 {
+            for x in 40..160 {
+                shot.put_pixel(x, y, Luma([40]));
+            }
+        }
+        assert_eq!(prepare(&DynamicImage::ImageLuma8(shot)).narrow, None);
     }
 
     #[test]

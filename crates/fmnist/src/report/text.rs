@@ -340,6 +340,7 @@ mod tests {
             unsure: true,
             top: vec![ranked("Bag", 0.42), ranked("Shirt", 0.3)],
             pair: false,
+            narrow: false,
         };
         let text = prediction(&p);
         assert!(

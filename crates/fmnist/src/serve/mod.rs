@@ -463,8 +463,8 @@ async fn predict_handler(
                     .pop()
                     .ok_or(DecodeError::Invalid("no prediction".into()))?;
             Ok::<_, DecodeError>(PredictResponse {
+                input: input.seen(prediction.narrow).to_vec(),
                 prediction,
-                input: input.pixels,
             })
         })();
         shared
