@@ -227,14 +227,15 @@ fn kernels(c: &mut Criterion) {
         layers.extend([L::Relu, pool.clone()]);
         layers
     };
-    // The second stage also in every bf16 instruction set (on AMX, the implicit product
-    // with ReLU and the pool on each image's tiles).
+    // Both stages also in every bf16 instruction set (on AMX, the second stage's implicit
+    // product with ReLU and the pool on each image's tiles; on AVX512-BF16, the first
+    // stage's direct kernel in bf16).
     let precisions = std::iter::once(Precision::F32)
         .chain(nn::Bf16Isa::available().into_iter().map(Precision::Bf16))
         .collect::<Vec<_>>();
     let (stage1, stage2) = ("stage1 28x28x1->32->13x13", "stage2 13x13x32->64->5x5");
-    bench_inference(c, stage1, &[28, 28, 1], stage(32), Precision::F32);
     for &p in &precisions {
+        bench_inference(c, stage1, &[28, 28, 1], stage(32), p);
         bench_inference(c, stage2, &[13, 13, 32], stage(64), p);
     }
     // Training: the first stage's direct kernels against its plain layers (weight

@@ -19,6 +19,8 @@
 //! and other precisions keep the fp32 kernels.
 
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod direct_bf16;
 mod isa;
 mod tiles;
 mod train;
@@ -141,7 +143,11 @@ pub struct ConvBlock {
     /// The Winograd weights as bf16 pairs, for products on AVX512-BF16.
     #[cfg(target_arch = "x86_64")]
     bf16_weights: winograd_bf16::Weights,
-    /// Whether `bf16_weights` follow `eval_weights`.
+    /// The one-channel direct kernel's weights as bf16 tap pairs, for inference on
+    /// AVX512-BF16.
+    #[cfg(target_arch = "x86_64")]
+    direct_bf16: direct_bf16::Weights,
+    /// Whether `bf16_weights` and `direct_bf16` follow `eval_weights`.
     bf16_current: bool,
     /// The implicit AMX product's geometry, where the convolution fits it: inference in
     /// bf16 on AMX then runs it ([`ConvBlock::infer_amx`]).
@@ -226,6 +232,8 @@ impl ConvBlock {
             train_bf16: Default::default(),
             #[cfg(target_arch = "x86_64")]
             bf16_weights: Default::default(),
+            #[cfg(target_arch = "x86_64")]
+            direct_bf16: Default::default(),
             bf16_current: false,
             #[cfg(target_arch = "x86_64")]
             implicit: super::conv_amx::Implicit::new([h, w, c], oc, 3, pad),
@@ -254,12 +262,26 @@ impl ConvBlock {
             && precision == crate::Precision::Bf16(crate::Bf16Isa::Avx512Bf16)
     }
 
-    /// Packs the bf16 Winograd weights if they are behind (after
+    /// Whether inference runs the one-channel direct kernel in bf16 in `precision`: on
+    /// AVX512-BF16 (AMX keeps the fp32 kernel: few channels are too thin for tiles), for
+    /// a first layer (one input channel) followed by ReLU and the pool.
+    fn direct_in_bf16(&self, precision: crate::Precision) -> bool {
+        cfg!(target_arch = "x86_64")
+            && self.tiles.c == 1
+            && self.tiles.pool
+            && precision == crate::Precision::Bf16(crate::Bf16Isa::Avx512Bf16)
+    }
+
+    /// Packs the bf16 Winograd or direct weights if they are behind (after
     /// [`ConvBlock::prepare_eval_weights`]).
     fn prepare_bf16_weights(&mut self) {
         #[cfg(target_arch = "x86_64")]
         if !self.bf16_current {
-            self.bf16_weights.pack(&self.tiles, &self.eval_weights);
+            if self.uses_winograd() {
+                self.bf16_weights.pack(&self.tiles, &self.eval_weights);
+            } else if self.tiles.c == 1 {
+                self.direct_bf16.pack(&self.tiles, &self.eval_weights);
+            }
             self.bf16_current = true;
         }
     }
@@ -741,7 +763,7 @@ impl ConvBlock {
             self.prepare_eval_weights();
         }
         let winograd = self.uses_winograd();
-        let bf16 = self.winograd_in_bf16(precision);
+        let bf16 = self.winograd_in_bf16(precision) || self.direct_in_bf16(precision);
         if bf16 {
             assert!(
                 crate::Bf16Isa::Avx512Bf16.is_available(),
@@ -760,6 +782,9 @@ impl ConvBlock {
                 let group = isa.winograd_group();
                 (group, winograd::workspace_len(&t, group), 0)
             }
+            // Whole images at a time: each is rounded once into the kernel's own copy.
+            #[cfg(target_arch = "x86_64")]
+            (false, true) => (t.per_image().max(1), direct_bf16::workspace_len(&t), 0),
             (false, _) => (direct::GROUP, direct::workspace_len(&t), 0),
         };
         // A few parts per thread, each a run of whole images with its own workspace, kept
@@ -781,7 +806,7 @@ impl ConvBlock {
             bias: &self.eval_bias,
         };
         #[cfg(target_arch = "x86_64")]
-        let bf16_weights = &self.bf16_weights;
+        let (bf16_weights, direct_weights) = (&self.bf16_weights, &self.direct_bf16);
         // (At least 1: an empty batch or map has no chunks to run.)
         let chunk = (per_part * t.image_values()).max(1);
         y.data_mut()
@@ -809,6 +834,11 @@ impl ConvBlock {
                             winograd_bf16::infer(bf16_weights, &pass, g, dst, ws, scratch)
                         },
                         (true, _) => isa.winograd(&pass, g, dst, ws),
+                        // SAFETY: as above.
+                        #[cfg(target_arch = "x86_64")]
+                        (false, true) => unsafe {
+                            direct_bf16::infer(direct_weights, &pass, g, dst, ws)
+                        },
                         (false, _) => isa.direct(&pass, g, dst, ws),
                     }
                     if !t.pool {
@@ -1418,10 +1448,10 @@ mod tests {
 
     #[test]
     fn bf16_inference_elsewhere_is_fp32_inference() {
-        // AVX512-BF16 precision on a layer of few channels (the direct kernels), and
-        // every precision on a layer the implicit product does not fit (channels not
-        // multiples of 32, few channels), infer with the fp32 kernels: the same bits as
-        // fp32.
+        // AVX512-BF16 precision on a layer of a few channels but more than one (the
+        // direct kernels), and every precision on a layer the implicit product does not
+        // fit (channels not multiples of 32, few channels), infer with the fp32 kernels:
+        // the same bits as fp32. (One channel then a pool runs in bf16: tested below.)
         use crate::Precision;
         for kind in KINDS {
             for case in [CASES[1], CASES[3], CASES[0]] {
@@ -1432,7 +1462,7 @@ mod tests {
                 let x = normal(&[3, hwc[0], hwc[1], hwc[2]], 8);
                 let fp32 = run(&mut l, &x, Mode::Eval);
                 let mut precisions = Vec::new();
-                if !l.uses_winograd() {
+                if !l.uses_winograd() && !l.direct_in_bf16(Precision::Bf16(Bf16Isa::Avx512Bf16)) {
                     precisions.push(Precision::Bf16(Bf16Isa::Avx512Bf16));
                 }
                 if hwc[2] % 32 != 0 || case.1 % 32 != 0 {
@@ -1445,6 +1475,77 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bf16_first_layer_inference_is_the_exact_products_of_the_rounded_operands() {
+        use crate::Precision;
+        let bf16 = Precision::Bf16(Bf16Isa::Avx512Bf16);
+        if !Bf16Isa::Avx512Bf16.is_available() {
+            eprintln!("AVX512-BF16 not available: its first-layer kernel is not tested here");
+            return;
+        }
+        let mut pick = Rng::new(41);
+        let mut tried = 0;
+        for round in 0..40 {
+            let case = if round == 0 {
+                CASES[0]
+            } else {
+                let hwc = [2 + pick.below(29), 2 + pick.below(29), 1];
+                (hwc, 1 + pick.below(70), pick.below(3), pick.below(2) == 0)
+            };
+            let kind = [Kind::ReluPool, Kind::NormPool][round % 2];
+            let Some(mut l) = block(kind, case) else {
+                continue;
+            };
+            if !l.direct_in_bf16(bf16) {
+                continue;
+            }
+            tried += 1;
+            let n = 1 + pick.below(4);
+            let hwc = case.0;
+            let x = normal(&[n, hwc[0], hwc[1], 1], 60 + round as u64);
+            let got = run_in(&mut l, &x, Mode::Eval, bf16);
+            let want = exact_bf16_inference(&mut l, &x);
+            assert_eq!(got.len(), want.len(), "{kind:?} {case:?}");
+            for (j, (&g, &(v, scale))) in got.data().iter().zip(&want).enumerate() {
+                assert!(
+                    (g as f64 - v).abs() <= 1e-5 * scale + 1e-6,
+                    "{kind:?} {case:?} n {n} [{j}]: {g} vs {v}"
+                );
+            }
+            // bf16 did run: fp32 inference differs.
+            assert!(got != run(&mut l, &x, Mode::Eval), "{kind:?} {case:?}");
+            // Each image alone gives the values it gets in the batch, on any thread count.
+            let size = x.len() / n;
+            let last = x.data()[(n - 1) * size..].to_vec();
+            let last = Tensor::from_vec(&[1, hwc[0], hwc[1], 1], last).expect("shape");
+            let one = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .expect("a pool");
+            let alone = one.install(|| run_in(&mut l, &last, Mode::Eval, bf16));
+            assert!(
+                alone.data() == &got.data()[(n - 1) * alone.len()..],
+                "{kind:?} {case:?}: an image alone differs from the batch"
+            );
+        }
+        assert!(tried >= 20, "only {tried} geometries ran the kernel");
+        // An empty batch, and weights that change between passes.
+        let mut l = block(Kind::ReluPool, CASES[0]).expect("fuses");
+        let y = run_in(&mut l, &Tensor::zeros(&[0, 28, 28, 1]), Mode::Eval, bf16);
+        assert_eq!(y.shape(), &[0, 13, 13, 32]);
+        let x = normal(&[2, 28, 28, 1], 5);
+        let before = run_in(&mut l, &x, Mode::Eval, bf16);
+        for p in l.params_mut() {
+            p.value.data_mut().iter_mut().for_each(|v| *v *= -1.0);
+        }
+        let after = run_in(&mut l, &x, Mode::Eval, bf16);
+        assert!(before != after, "inference kept the old weights");
+        let want = exact_bf16_inference(&mut l, &x);
+        for (&g, &(v, scale)) in after.data().iter().zip(&want) {
+            assert!((g as f64 - v).abs() <= 1e-5 * scale + 1e-6, "{g} vs {v}");
         }
     }
 
