@@ -1375,6 +1375,18 @@ mod tests {
         out
     }
 
+    /// Asserts that `got` is `want`'s exact sums (value, sum of magnitudes) within the
+    /// error of adding them in fp32.
+    fn assert_bf16_sums(got: &Tensor, want: &[(f64, f64)], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (j, (&g, &(v, scale))) in got.data().iter().zip(want).enumerate() {
+            assert!(
+                (g as f64 - v).abs() <= 1e-5 * scale + 1e-6,
+                "{what} [{j}]: {g} vs {v}"
+            );
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn amx_inference_matches_the_exact_products_of_the_rounded_operands() {
@@ -1407,13 +1419,7 @@ mod tests {
             let x = normal(&[n, hwc[0], hwc[1], hwc[2]], round as u64);
             let got = run_in(&mut l, &x, Mode::Eval, amx);
             let want = exact_bf16_inference(&mut l, &x);
-            assert_eq!(got.len(), want.len(), "{kind:?} {case:?}");
-            for (j, (&g, &(v, scale))) in got.data().iter().zip(&want).enumerate() {
-                assert!(
-                    (g as f64 - v).abs() <= 1e-5 * scale + 1e-6,
-                    "{kind:?} {case:?} n {n} [{j}]: {g} vs {v}"
-                );
-            }
+            assert_bf16_sums(&got, &want, &format!("{kind:?} {case:?} n {n}"));
             // bf16 did run: fp32 inference differs.
             assert!(got != run(&mut l, &x, Mode::Eval), "{kind:?} {case:?}");
             // Without a batch norm, the plain layers in bf16 on AMX compute the same
@@ -1508,13 +1514,7 @@ mod tests {
             let x = normal(&[n, hwc[0], hwc[1], 1], 60 + round as u64);
             let got = run_in(&mut l, &x, Mode::Eval, bf16);
             let want = exact_bf16_inference(&mut l, &x);
-            assert_eq!(got.len(), want.len(), "{kind:?} {case:?}");
-            for (j, (&g, &(v, scale))) in got.data().iter().zip(&want).enumerate() {
-                assert!(
-                    (g as f64 - v).abs() <= 1e-5 * scale + 1e-6,
-                    "{kind:?} {case:?} n {n} [{j}]: {g} vs {v}"
-                );
-            }
+            assert_bf16_sums(&got, &want, &format!("{kind:?} {case:?} n {n}"));
             // bf16 did run: fp32 inference differs.
             assert!(got != run(&mut l, &x, Mode::Eval), "{kind:?} {case:?}");
             // Each image alone gives the values it gets in the batch, on any thread count.
@@ -1544,9 +1544,7 @@ mod tests {
         let after = run_in(&mut l, &x, Mode::Eval, bf16);
         assert!(before != after, "inference kept the old weights");
         let want = exact_bf16_inference(&mut l, &x);
-        for (&g, &(v, scale)) in after.data().iter().zip(&want) {
-            assert!((g as f64 - v).abs() <= 1e-5 * scale + 1e-6, "{g} vs {v}");
-        }
+        assert_bf16_sums(&after, &want, "after the weights changed");
     }
 
     /// Values `i/8` for integers `|i| ≤ 8`: every sum the layers form of such inputs,
