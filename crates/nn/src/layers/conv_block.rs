@@ -564,15 +564,9 @@ impl ConvBlock {
     /// A batch-norm block's training pass: the convolution by Winograd's algorithm, then
     /// the plain batch norm (with its ReLU) and pool, keeping what their backward needs.
     fn norm_forward(&mut self, isa: Isa, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
+        debug_assert!(self.tail.norm().is_some(), "a block with batch norm");
         self.winograd_map_forward(isa, x);
-        match &mut self.tail {
-            Tail::ReluPool(_) => unreachable!("a ReLU-pool block has no batch norm"),
-            Tail::NormPool(norm, pool) => {
-                norm.forward(&self.conv_out, &mut self.norm_out, ctx);
-                pool.forward(&self.norm_out, y, ctx);
-            }
-            Tail::Norm(norm) => norm.forward(&self.conv_out, y, ctx),
-        }
+        self.tail_forward(y, ctx);
         self.plain_current = false;
         self.fused_current = true;
     }
@@ -600,19 +594,7 @@ impl ConvBlock {
             self.norm_forward(isa, x, &mut redone, &mut ctx);
             &redone
         };
-        match &mut self.tail {
-            Tail::ReluPool(_) => unreachable!("a ReLU-pool block has no batch norm"),
-            Tail::NormPool(norm, pool) => {
-                pool.backward(&self.norm_out, y, dy, Some(&mut self.norm_grad));
-                norm.backward(
-                    &self.conv_out,
-                    &self.norm_out,
-                    &self.norm_grad,
-                    Some(&mut self.conv_grad),
-                );
-            }
-            Tail::Norm(norm) => norm.backward(&self.conv_out, y, dy, Some(&mut self.conv_grad)),
-        }
+        self.tail_backward(y, dy);
         self.winograd_backward(isa, x, None, dx);
     }
 
@@ -876,6 +858,14 @@ impl ConvBlock {
     /// The plain layers' pass, keeping what their backward needs.
     fn plain_forward(&mut self, x: &Tensor, y: &mut Tensor, ctx: &mut Context<'_>) {
         self.conv.forward(x, &mut self.conv_out, ctx);
+        self.tail_forward(y, ctx);
+        self.plain_current = true;
+        self.fused_current = false;
+    }
+
+    /// The layers after the convolution as plain layers: `y` from the convolution's
+    /// output (`conv_out`), keeping what their backward needs.
+    fn tail_forward(&mut self, y: &mut Tensor, ctx: &mut Context<'_>) {
         match &mut self.tail {
             Tail::ReluPool(pool) => pool.forward(&self.conv_out, y, ctx),
             Tail::NormPool(norm, pool) => {
@@ -884,8 +874,24 @@ impl ConvBlock {
             }
             Tail::Norm(norm) => norm.forward(&self.conv_out, y, ctx),
         }
-        self.plain_current = true;
-        self.fused_current = false;
+    }
+
+    /// [`ConvBlock::tail_forward`]'s backward pass: the convolution's output gradient
+    /// (`conv_grad`) from the block's output `y` and its gradient `dy`.
+    fn tail_backward(&mut self, y: &Tensor, dy: &Tensor) {
+        match &mut self.tail {
+            Tail::ReluPool(pool) => pool.backward(&self.conv_out, y, dy, Some(&mut self.conv_grad)),
+            Tail::NormPool(norm, pool) => {
+                pool.backward(&self.norm_out, y, dy, Some(&mut self.norm_grad));
+                norm.backward(
+                    &self.conv_out,
+                    &self.norm_out,
+                    &self.norm_grad,
+                    Some(&mut self.conv_grad),
+                );
+            }
+            Tail::Norm(norm) => norm.backward(&self.conv_out, y, dy, Some(&mut self.conv_grad)),
+        }
     }
 
     /// The plain layers' backward pass (after their forward pass, or redoing it).
@@ -906,19 +912,7 @@ impl ConvBlock {
             self.plain_forward(x, &mut redone, &mut ctx);
             &redone
         };
-        match &mut self.tail {
-            Tail::ReluPool(pool) => pool.backward(&self.conv_out, y, dy, Some(&mut self.conv_grad)),
-            Tail::NormPool(norm, pool) => {
-                pool.backward(&self.norm_out, y, dy, Some(&mut self.norm_grad));
-                norm.backward(
-                    &self.conv_out,
-                    &self.norm_out,
-                    &self.norm_grad,
-                    Some(&mut self.conv_grad),
-                );
-            }
-            Tail::Norm(norm) => norm.backward(&self.conv_out, y, dy, Some(&mut self.conv_grad)),
-        }
+        self.tail_backward(y, dy);
         self.conv.backward(x, &self.conv_out, &self.conv_grad, dx);
     }
 }
