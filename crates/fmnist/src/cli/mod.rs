@@ -300,7 +300,7 @@ pub fn run_predict(a: &PredictArgs) -> anyhow::Result<()> {
             .zip(inputs.iter().zip(&predictions))
         {
             let path = dir.join(name);
-            plots::save(&path, &predict::input_png(input.seen(prediction.narrow))?)?;
+            plots::save(&path, &predict::input_png(input.seen(prediction.view))?)?;
             if renamed {
                 eprintln!(
                     "note: an earlier image has the name of {}: its input is {}",

@@ -247,7 +247,7 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
     let preprocess_ms = 1e3 * started.elapsed().as_secs_f64() / n.max(1) as f64;
     let scale = 1.0 / models.len() as f32;
     // The ensemble reads the photos as one model would, averaging the probabilities.
-    let (probs, narrow) = predict::input_probabilities(&classes, &inputs, |pixels| {
+    let (probs, views) = predict::input_probabilities(&classes, &inputs, |pixels| {
         let mut sum = vec![0.0f32; pixels.len() / PIXELS * classes.len()];
         for m in models.iter_mut() {
             for (p, q) in sum.iter_mut().zip(m.probabilities(pixels)) {
@@ -301,7 +301,7 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
             confidence: row[predicted],
             right,
             unsure,
-            input: inputs[i].seen(narrow[i]).to_vec(),
+            input: inputs[i].seen(views[i]).to_vec(),
         });
     }
     let (mut scored, mut right) = (0, 0);

@@ -113,6 +113,7 @@ pub fn robustness(
                             pixels: data.image(i).to_vec(),
                             pair: false,
                             narrow: None,
+                            half: None,
                         }
                     } else {
                         predict::prepare(&render(data.image(i), style, &mut rng))

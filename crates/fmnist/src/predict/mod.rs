@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use self::image::{
     DecodeError, MAX_PIXELS, MAX_SIDE, decode_bytes, decode_cost, decode_within, load_image,
 };
-pub use self::preprocess::{Input, TOP_ASPECT, prepare, preprocess};
+pub use self::preprocess::{Input, TOP_ASPECT, View, prepare, preprocess};
 use crate::data::{CLASS_NAMES, PIXELS, SIDE};
 use crate::model::Classifier;
 
@@ -44,11 +44,15 @@ pub struct Prediction {
     /// The `k` most probable classes, best first.
     pub top: Vec<Ranked>,
     /// Whether the photo showed a pair (of shoes, say), so that only footwear was
-    /// ranked ([`pair_prior`]).
+    /// ranked ([`pair_prior`]): found as two pieces, or as one whose half the model
+    /// read as footwear ([`Input::half`]).
     pub pair: bool,
     /// Whether the answer came from the photo's object seen as narrow as the dataset's
     /// tops ([`Input::narrow`], [`input_probabilities`]).
     pub narrow: bool,
+    /// The rendering the answer came from (what `--show-input` shows).
+    #[serde(skip)]
+    pub view: View,
 }
 
 /// Below this probability of the best class a prediction is marked unsure. With the
@@ -60,8 +64,15 @@ pub const UNSURE_BELOW: f32 = 0.5;
 /// Ranks the classes of each preprocessed image (784 pixels each, in `inputs`).
 pub fn rank(model: &mut Classifier, names: &[String], inputs: &[u8], k: usize) -> Vec<Prediction> {
     let probs = model.probabilities(inputs);
-    let plain = vec![false; names.len()];
-    rank_rows(model, names, &probs, &plain, &plain, k)
+    let n = inputs.len() / PIXELS;
+    rank_rows(
+        model,
+        names,
+        &probs,
+        &vec![false; n],
+        &vec![View::Whole; n],
+        k,
+    )
 }
 
 /// Ranks the classes of each prepared image as [`input_probabilities`] reads them.
@@ -72,56 +83,98 @@ pub fn rank_inputs(
     k: usize,
 ) -> Vec<Prediction> {
     let classes = model.classes.clone();
-    let (probs, narrow) = input_probabilities(&classes, inputs, |px| model.probabilities(px));
-    let pairs: Vec<bool> = inputs.iter().map(|i| i.pair).collect();
-    rank_rows(model, names, &probs, &pairs, &narrow, k)
+    let (probs, views) = input_probabilities(&classes, inputs, |px| model.probabilities(px));
+    rank_rows(model, names, &probs, &pairs(inputs, &views), &views, k)
 }
 
 /// The probabilities (a row an input, a column a class; `probabilities` gives them for
-/// 784-pixel images) of prepared inputs as `predict` ranks them, and for each whether
-/// its narrow view was taken. A photo's object that reads as a top, a dress or a bag
-/// (a top laid flat, as wide as tall, has the outline of the dataset's bags) and whose
-/// narrow view ([`Input::narrow`]) reads as a top or a dress is ranked by that view:
-/// the dataset shows those garments no wider than [`TOP_ASPECT`]. A pair is ranked
-/// among footwear only ([`pair_prior`]). With classes other than Fashion-MNIST's, only
-/// the inputs' own pixels are read.
+/// 784-pixel images) of prepared inputs as `predict` ranks them, and for each the view
+/// they came from.
+/// - A photo's object that reads as a top, a dress or a bag (a top laid flat, as wide
+///   as tall, has the outline of the dataset's bags) and whose narrow view
+///   ([`Input::narrow`]) reads as a top or a dress is ranked by that view: the dataset
+///   shows those garments no wider than [`TOP_ASPECT`].
+/// - An object that may be a pair pressed together ([`Input::half`]), whose half reads
+///   as footwear while the whole does not read as trousers (whose legs are such halves
+///   too), is ranked by its half, as a pair.
+/// - A pair is ranked among footwear only ([`pair_prior`]).
+///
+/// With classes other than Fashion-MNIST's, only the inputs' own pixels are read.
 pub fn input_probabilities(
     classes: &[String],
     inputs: &[Input],
     mut probabilities: impl FnMut(&[u8]) -> Vec<f32>,
-) -> (Vec<f32>, Vec<bool>) {
+) -> (Vec<f32>, Vec<View>) {
     let pixels: Vec<u8> = inputs
         .iter()
         .flat_map(|i| i.pixels.iter().copied())
         .collect();
     let mut probs = probabilities(&pixels);
-    let mut taken = vec![false; inputs.len()];
+    let mut views = vec![View::Whole; inputs.len()];
     let c = classes.len();
     if fashion_mnist(classes) {
-        let views: Vec<usize> = (0..inputs.len())
-            .filter(|&i| inputs[i].narrow.is_some())
-            .collect();
-        let narrow_pixels: Vec<u8> = views
-            .iter()
-            .flat_map(|&i| inputs[i].seen(true).iter().copied())
-            .collect();
-        let narrow_probs = if views.is_empty() {
-            Vec::new()
-        } else {
-            probabilities(&narrow_pixels)
-        };
-        for (&i, narrow) in views.iter().zip(narrow_probs.chunks_exact(c)) {
+        let narrow = other_view(inputs, View::Narrow, &mut probabilities);
+        let half = other_view(inputs, View::Half, &mut probabilities);
+        for (i, view) in views.iter_mut().enumerate() {
             let row = &mut probs[i * c..(i + 1) * c];
-            let (seen, squeezed) = (nn::loss::argmax(row), nn::loss::argmax(narrow));
-            if (GARMENTS.contains(&seen) || seen == BAG) && GARMENTS.contains(&squeezed) {
-                row.copy_from_slice(narrow);
-                taken[i] = true;
+            let seen = nn::loss::argmax(row);
+            let take = if let Some(squeezed) = narrow.get(&i)
+                && (GARMENTS.contains(&seen) || seen == BAG)
+                && GARMENTS.contains(&nn::loss::argmax(squeezed))
+            {
+                Some((View::Narrow, squeezed))
+            } else if let Some(one) = half.get(&i)
+                && seen != TROUSER
+                && FOOTWEAR.contains(&nn::loss::argmax(one))
+            {
+                Some((View::Half, one))
+            } else {
+                None
+            };
+            if let Some((v, taken)) = take {
+                row.copy_from_slice(taken);
+                *view = v;
             }
         }
     }
-    let pairs: Vec<bool> = inputs.iter().map(|i| i.pair).collect();
-    pair_prior(classes, &mut probs, &pairs);
-    (probs, taken)
+    pair_prior(classes, &mut probs, &pairs(inputs, &views));
+    (probs, views)
+}
+
+/// Whether each input, ranked by its view in `views`, is one of a pair.
+fn pairs(inputs: &[Input], views: &[View]) -> Vec<bool> {
+    inputs
+        .iter()
+        .zip(views)
+        .map(|(i, &v)| i.pair || v == View::Half)
+        .collect()
+}
+
+/// The probabilities of `view` of each input that has one, by input index.
+fn other_view(
+    inputs: &[Input],
+    view: View,
+    probabilities: &mut impl FnMut(&[u8]) -> Vec<f32>,
+) -> std::collections::BTreeMap<usize, Vec<f32>> {
+    let has = |i: &Input| match view {
+        View::Narrow => i.narrow.is_some(),
+        View::Half => i.half.is_some(),
+        View::Whole => true,
+    };
+    let which: Vec<usize> = (0..inputs.len()).filter(|&i| has(&inputs[i])).collect();
+    if which.is_empty() {
+        return Default::default();
+    }
+    let pixels: Vec<u8> = which
+        .iter()
+        .flat_map(|&i| inputs[i].seen(view).iter().copied())
+        .collect();
+    let probs = probabilities(&pixels);
+    let c = probs.len() / which.len();
+    which
+        .into_iter()
+        .zip(probs.chunks_exact(c.max(1)).map(<[f32]>::to_vec))
+        .collect()
 }
 
 /// The labels of the dataset's tops and dresses, shown hanging, no wider than
@@ -130,6 +183,9 @@ const GARMENTS: [usize; 5] = [0, 2, 3, 4, 6];
 
 /// The label of Bag.
 const BAG: usize = 8;
+
+/// The label of Trouser.
+const TROUSER: usize = 1;
 
 /// Whether `classes` are Fashion-MNIST's, in its order.
 fn fashion_mnist(classes: &[String]) -> bool {
@@ -165,21 +221,21 @@ pub fn pair_prior(classes: &[String], probs: &mut [f32], pairs: &[bool]) {
 }
 
 /// Ranks the classes of each row of probabilities (of a pair where `pairs` says so, of
-/// the narrow view where `narrow` does).
+/// the view `views` names).
 fn rank_rows(
     model: &Classifier,
     names: &[String],
     probs: &[f32],
     pairs: &[bool],
-    narrow: &[bool],
+    views: &[View],
     k: usize,
 ) -> Vec<Prediction> {
     let c = model.classes.len();
     probs
         .chunks_exact(c)
         .zip(names)
-        .zip(pairs.iter().zip(narrow))
-        .map(|((row, file), (&pair, &narrow))| {
+        .zip(pairs.iter().zip(views))
+        .map(|((row, file), (&pair, &view))| {
             let mut order: Vec<usize> = (0..c).collect();
             // Stable: equal probabilities keep label order.
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
@@ -200,7 +256,8 @@ fn rank_rows(
                 unsure: top[0].probability < UNSURE_BELOW,
                 top,
                 pair,
-                narrow,
+                narrow: view == View::Narrow,
+                view,
             }
         })
         .collect()
@@ -307,21 +364,29 @@ mod tests {
             pixels: vec![view; PIXELS],
             pair,
             narrow: narrow.map(|v| vec![v; PIXELS]),
+            half: None,
         }
+    }
+
+    /// [`input`] with a half of a possible pair, whose pixels all hold `half`.
+    fn with_half(mut input: Input, half: u8) -> Input {
+        input.half = Some(vec![half; PIXELS]);
+        input
+    }
+
+    /// A "model" that is sure of the class its image's pixel value names.
+    fn sure(pixels: &[u8]) -> Vec<f32> {
+        pixels
+            .chunks_exact(PIXELS)
+            .flat_map(|img| {
+                (0..10).map(move |l| if l == img[0] as usize { 0.9 } else { 0.1 / 9.0 })
+            })
+            .collect()
     }
 
     #[test]
     fn a_wide_object_read_as_a_top_or_bag_is_ranked_by_its_narrow_view() {
         let classes: Vec<String> = CLASS_NAMES.iter().map(|c| c.to_string()).collect();
-        // A "model" that is sure of the class its image's pixel value names.
-        let sure = |pixels: &[u8]| -> Vec<f32> {
-            pixels
-                .chunks_exact(PIXELS)
-                .flat_map(|img| {
-                    (0..10).map(move |l| if l == img[0] as usize { 0.9 } else { 0.1 / 9.0 })
-                })
-                .collect()
-        };
         let inputs = [
             input(8, Some(2), false), // Bag, narrow Pullover: taken.
             input(6, Some(0), false), // Shirt, narrow T-shirt/top: taken.
@@ -330,23 +395,59 @@ mod tests {
             input(4, None, false),    // no narrow view.
             input(8, None, true),     // a pair: footwear only, all alike.
         ];
-        let (probs, taken) = input_probabilities(&classes, &inputs, sure);
-        assert_eq!(taken, [true, true, false, false, false, false]);
+        let (probs, views) = input_probabilities(&classes, &inputs, sure);
+        let (w, n) = (View::Whole, View::Narrow);
+        assert_eq!(views, [n, n, w, w, w, w]);
         let best: Vec<usize> = probs.chunks_exact(10).map(nn::loss::argmax).collect();
         assert_eq!(best, [2, 0, 7, 0, 4, 5]);
         assert!((probs[5 * 10 + 7] - 1.0 / 3.0).abs() < 1e-6);
         // Other classes: only the inputs' own pixels are read.
         let other: Vec<String> = (0..10).map(|l| format!("c{l}")).collect();
         let mut calls = 0;
-        let (probs, taken) = input_probabilities(&other, &inputs, |px| {
+        let (probs, views) = input_probabilities(&other, &inputs, |px| {
             calls += 1;
             sure(px)
         });
-        assert_eq!((calls, taken), (1, vec![false; 6]));
+        assert_eq!((calls, views), (1, vec![View::Whole; 6]));
         let best: Vec<usize> = probs.chunks_exact(10).map(nn::loss::argmax).collect();
         assert_eq!(best, [8, 6, 7, 0, 4, 8]);
         // No inputs, no rows.
         assert_eq!(input_probabilities(&classes, &[], sure), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_possible_pair_whose_half_reads_as_footwear_is_ranked_as_a_pair() {
+        let classes: Vec<String> = CLASS_NAMES.iter().map(|c| c.to_string()).collect();
+        let inputs = [
+            with_half(input(8, None, false), 7), // Bag, half Sneaker: a pair.
+            with_half(input(3, None, false), 9), // Dress, half Ankle boot: a pair.
+            with_half(input(1, None, false), 5), // Trousers: kept, legs read as shoes.
+            with_half(input(8, None, false), 0), // half a T-shirt/top: kept.
+            with_half(input(8, Some(2), false), 7), // the narrow view comes first.
+            input(8, None, false),               // no half.
+        ];
+        let (probs, views) = input_probabilities(&classes, &inputs, sure);
+        let (w, n, h) = (View::Whole, View::Narrow, View::Half);
+        assert_eq!(views, [h, h, w, w, n, w]);
+        let best: Vec<usize> = probs.chunks_exact(10).map(nn::loss::argmax).collect();
+        assert_eq!(best, [7, 9, 1, 8, 2, 8]);
+        // Taken as a pair: footwear only, the half's probabilities rescaled.
+        let row = &probs[..10];
+        let footwear = 0.9 + 2.0 * 0.1 / 9.0;
+        assert!((row[7] - 0.9 / footwear).abs() < 1e-6, "{row:?}");
+        assert_eq!(row[8], 0.0);
+        assert_eq!(
+            pairs(&inputs, &views),
+            [true, true, false, false, false, false]
+        );
+        // What each view shows.
+        assert_eq!(inputs[0].seen(h), &[7; PIXELS][..]);
+        assert_eq!(
+            inputs[0].seen(n),
+            &[8; PIXELS][..],
+            "no narrow view: the whole"
+        );
+        assert_eq!(inputs[4].seen(n), &[2; PIXELS][..]);
     }
 
     #[test]

@@ -110,13 +110,31 @@ pub struct Input {
     /// plain path (product shots and scans, made as the dataset was). Which of the two
     /// views is ranked: [`super::input_probabilities`].
     pub narrow: Option<Vec<u8>>,
+    /// One half of an object that may be a pair touching along its length (two shoes
+    /// seen from above, their outline notched at one end only: see
+    /// [`segment::Segmentation::half`]), turned sideways as a pair's shoe is. `None`
+    /// for pairs found as such, for other objects and on the plain path. Whether it is
+    /// ranked, as a pair: [`super::input_probabilities`].
+    pub half: Option<Vec<u8>>,
+}
+
+/// Which rendering of a prepared image the model's answer came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum View {
+    /// The object as found ([`Input::pixels`]).
+    #[default]
+    Whole,
+    /// The object as narrow as the dataset's tops ([`Input::narrow`]).
+    Narrow,
+    /// One half of a pair that touched ([`Input::half`]).
+    Half,
 }
 
 impl Input {
-    /// The pixels of the view ranked: the narrow one when `narrow` (and there is one).
-    pub fn seen(&self, narrow: bool) -> &[u8] {
-        match (&self.narrow, narrow) {
-            (Some(view), true) => view,
+    /// The pixels of `view`, or of the whole object where the input has no such view.
+    pub fn seen(&self, view: View) -> &[u8] {
+        match (view, &self.narrow, &self.half) {
+            (View::Narrow, Some(pixels), _) | (View::Half, _, Some(pixels)) => pixels,
             _ => &self.pixels,
         }
     }
@@ -138,11 +156,12 @@ pub fn prepare(img: &DynamicImage) -> Input {
             && let Some(found) = segment::segment(&work)
         {
             let invert = border[border.len() / 2] >= BLACK_SURROUND;
-            let (pixels, narrow) = render_masked(&work, &found, invert);
+            let (pixels, narrow, half) = render_masked(&work, &found, invert);
             return Input {
                 pixels,
                 pair: found.pair,
                 narrow,
+                half,
             };
         }
     }
@@ -150,6 +169,7 @@ pub fn prepare(img: &DynamicImage) -> Input {
         pixels: preprocess_plain(img),
         pair: false,
         narrow: None,
+        half: None,
     }
 }
 
@@ -190,18 +210,34 @@ const FLAT_SURROUND_SHARE: f64 = 0.6;
 /// sideways: a shoe seen from above, the way the dataset shows shoes from the side.
 const SIDEWAYS_RATIO: f64 = 1.3;
 
-/// The object `found` in the work copy, rendered as the dataset renders garments: its
-/// grey inverted (dark cloth light) when `invert` (it does not sit in a black
-/// surround), everything else black, one of a pair turned to lie sideways, cropped,
-/// scaled and centred; and, unless it is one of a pair, as narrow as the dataset's tops
-/// where it is wider ([`Input::narrow`]).
+/// The object `found` in the work copy, rendered as the dataset renders garments
+/// ([`cut_out`]), scaled and centred; and, unless it is one of a pair, as narrow as the
+/// dataset's tops where it is wider ([`Input::narrow`]); and the half of a possible
+/// pair, if it has one ([`Input::half`]).
 fn render_masked(
     work: &RgbImage,
     found: &segment::Segmentation,
     invert: bool,
-) -> (Vec<u8>, Option<Vec<u8>>) {
-    let mask = &found.mask;
+) -> (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>) {
     let gray = DynamicImage::ImageRgb8(work.clone()).to_luma8();
+    let object = cut_out(&gray, &found.mask, invert, found.pair);
+    let narrow = (!found.pair)
+        .then(|| narrowed(&object, TOP_ASPECT))
+        .flatten()
+        .map(|view| fit_and_centre(&view, 0.0, 0.0));
+    let half = found
+        .half
+        .as_ref()
+        .map(|m| fit_and_centre(&cut_out(&gray, m, invert, true), 0.0, 0.0));
+    // The mask, not the contrast, says what the object is: a white shirt inverted is
+    // dim, yet it is the object and is stretched to white as any other.
+    (fit_and_centre(&object, 0.0, 0.0), narrow, half)
+}
+
+/// The pixels of `gray` under `mask`, inverted (dark cloth light) when `invert` (the
+/// object does not sit in a black surround), everything else black; one of a `pair`
+/// turned to lie sideways; cropped to what is lit.
+fn cut_out(gray: &GrayImage, mask: &segment::Mask, invert: bool, pair: bool) -> GrayImage {
     let mut object = GrayImage::from_fn(gray.width(), gray.height(), |x, y| {
         if mask.on[(y * gray.width() + x) as usize] {
             let v = gray.get_pixel(x, y).0[0];
@@ -210,7 +246,7 @@ fn render_masked(
             image::Luma([0])
         }
     });
-    if found.pair {
+    if pair {
         let (angle, ratio) = mask.long_axis();
         if ratio >= SIDEWAYS_RATIO {
             object = rotated(&object, angle);
@@ -219,13 +255,7 @@ fn render_masked(
     if let Some((x, y, w, h)) = lit_bounds(&object) {
         object = image::imageops::crop_imm(&object, x, y, w, h).to_image();
     }
-    let narrow = (!found.pair)
-        .then(|| narrowed(&object, TOP_ASPECT))
-        .flatten()
-        .map(|view| fit_and_centre(&view, 0.0, 0.0));
-    // The mask, not the contrast, says what the object is: a white shirt inverted is
-    // dim, yet it is the object and is stretched to white as any other.
-    (fit_and_centre(&object, 0.0, 0.0), narrow)
+    object
 }
 
 /// `img` squeezed across to `aspect` times its height, or `None` where it is no wider
@@ -433,12 +463,12 @@ mod tests {
         let narrow = wide.narrow.as_deref().expect("a narrow view");
         let (w, h) = lit_size(narrow);
         assert!((20..=22).contains(&w) && (27..=28).contains(&h), "{w}×{h}");
-        assert_eq!(wide.seen(true), narrow);
-        assert_eq!(wide.seen(false), &wide.pixels[..]);
+        assert_eq!(wide.seen(View::Narrow), narrow);
+        assert_eq!(wide.seen(View::Whole), &wide.pixels[..]);
         // 60×100 is narrower than 3:4 already: no second view.
         let tall = prepare(&rectangle_on_checks(60, 100));
         assert_eq!(tall.narrow, None);
-        assert_eq!(tall.seen(true), &tall.pixels[..]);
+        assert_eq!(tall.seen(View::Narrow), &tall.pixels[..]);
         // A product shot (plain background) is made as the dataset was: one view.
         let mut shot = GrayImage::from_pixel(200, 160, Luma([250]));
         for y in 40..120 {

@@ -463,7 +463,7 @@ async fn predict_handler(
                     .pop()
                     .ok_or(DecodeError::Invalid("no prediction".into()))?;
             Ok::<_, DecodeError>(PredictResponse {
-                input: input.seen(prediction.narrow).to_vec(),
+                input: input.seen(prediction.view).to_vec(),
                 prediction,
             })
         })();

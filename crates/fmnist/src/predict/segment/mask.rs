@@ -212,6 +212,19 @@ impl Mask {
     /// such notch (trousers between the legs, a top at the neck), and no half of it is
     /// that long and narrow.
     pub fn half_of_touching_pair(&self) -> Option<Self> {
+        self.half_along_notches(Notches::Both)
+    }
+
+    /// The larger half of the mask cut as [`Self::half_of_touching_pair`] cuts it, where
+    /// the line is notched at one end at least: a pair pressed together at the heels or
+    /// the toes, or a garment with one notch (trousers between the legs).
+    pub fn half_of_possible_pair(&self) -> Option<Self> {
+        self.half_along_notches(Notches::One)
+    }
+
+    /// The larger half along the best line with `notches` that parts the mask into two
+    /// long halves of about one area.
+    fn half_along_notches(&self, notches: Notches) -> Option<Self> {
         let points: Vec<(f64, f64)> = (0..self.on.len())
             .filter(|&i| self.on[i])
             .map(|i| ((i as u32 % self.w) as f64, (i as u32 / self.w) as f64))
@@ -222,7 +235,7 @@ impl Mask {
         let (angle, _) = self.long_axis();
         let mut best: Option<(f64, Cut)> = None;
         for along in [angle, angle + std::f64::consts::FRAC_PI_2] {
-            if let Some((depth, cut)) = notched_cut(&points, along)
+            if let Some((depth, cut)) = notched_cut(&points, along, notches)
                 && best.as_ref().is_none_or(|(d, _)| depth > *d)
             {
                 best = Some((depth, cut));
@@ -308,6 +321,15 @@ const PAIR_BALANCE: f64 = 0.6;
 /// above is 2.5–3 times longer than wide, half a top or a bag is not twice.
 const PAIR_ELONGATION: f64 = 2.0;
 
+/// Which ends of a line that parts a pair must be notched.
+#[derive(Clone, Copy)]
+enum Notches {
+    /// Both: the outline dips between the toes and between the heels.
+    Both,
+    /// One at least.
+    One,
+}
+
 /// A line cutting a mask in two: along `along` (radians), on bin `cut` of the
 /// coordinate across it, counted from `v0` in steps of one pixel.
 struct Cut {
@@ -326,9 +348,10 @@ impl Cut {
 }
 
 /// The best line along `along` that parts `points` into a touching pair (see
-/// [`Mask::half_of_touching_pair`]), with the shallower of its two notches as a share of
-/// the length, if one qualifies.
-fn notched_cut(points: &[(f64, f64)], along: f64) -> Option<(f64, Cut)> {
+/// [`Mask::half_of_touching_pair`]) with `notches`, and the depth of the shallower of
+/// its two notches (of the deeper, for [`Notches::One`]) as a share of the length, if
+/// one qualifies.
+fn notched_cut(points: &[(f64, f64)], along: f64, notches: Notches) -> Option<(f64, Cut)> {
     let (c, s) = (along.cos(), along.sin());
     // u runs along the line, v across it.
     let uv: Vec<(f64, f64)> = points
@@ -372,9 +395,14 @@ fn notched_cut(points: &[(f64, f64)], along: f64) -> Option<(f64, Cut)> {
             continue;
         }
         let notch = |ends: &[f64], pre: &[f64], post: &[f64]| pre[b].min(post[b + 1]) - ends[b];
-        let depth =
-            notch(&front, &front_before, &front_from).min(notch(&back, &back_before, &back_from))
-                / length;
+        let (front_notch, back_notch) = (
+            notch(&front, &front_before, &front_from),
+            notch(&back, &back_before, &back_from),
+        );
+        let depth = match notches {
+            Notches::Both => front_notch.min(back_notch),
+            Notches::One => front_notch.max(back_notch),
+        } / length;
         let balanced = before.min(after) as f64 >= PAIR_BALANCE * before.max(after) as f64;
         let elongated = front_before[b] + back_before[b] >= PAIR_ELONGATION * b as f64
             && front_from[b + 1] + back_from[b + 1] >= PAIR_ELONGATION * (bins - b - 1) as f64;
@@ -444,6 +472,25 @@ mod tests {
             (body || sleeves) && !neck
         });
         assert_eq!(top.half_of_touching_pair(), None);
+        // The pair pressed together at the heels: notched between the toes only. Not
+        // certainly a pair, but possibly one, cut in the same place.
+        let pressed = drawn(|x, y| {
+            (shoe(x, y, 6.5) || shoe(x, y, 16.5) || ((6.5..16.5).contains(&x) && y >= 16.0))
+                && y <= 29.0
+        });
+        assert_eq!(pressed.half_of_touching_pair(), None);
+        let half = pressed.half_of_possible_pair().expect("a possible pair");
+        let (x, _, w, h) = half.bounds().unwrap();
+        assert!(
+            (x + w <= 13 || x >= 11) && w <= 12 && h >= 24,
+            "one shoe: {x}+{w}, {h} tall"
+        );
+        // Trousers are a possible pair too (only the model tells a leg from a shoe).
+        assert!(trousers.half_of_possible_pair().is_some());
+        // One shoe alone, or a bag's block, has no notch.
+        assert_eq!(drawn(|x, y| shoe(x, y, 11.5)).half_of_possible_pair(), None);
+        let block = drawn(|x, y| (2.0..22.0).contains(&x) && (8.0..26.0).contains(&y));
+        assert_eq!(block.half_of_possible_pair(), None);
     }
 
     fn from_rows(rows: &[&str]) -> Mask {

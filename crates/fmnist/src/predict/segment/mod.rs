@@ -67,6 +67,12 @@ pub struct Segmentation {
     pub mask: Mask,
     /// Whether it is one of a pair (of shoes, say): the mask was two alike pieces.
     pub pair: bool,
+    /// When the object is not a pair but may be one whose two pieces touch along their
+    /// length with the outline notched at one end only (heels or toes pressed
+    /// together), the larger half ([`Mask::half_of_possible_pair`]). Trousers and a few
+    /// garments have such a notch too, so only the model's reading of the half can
+    /// confirm it.
+    pub half: Option<Mask>,
 }
 
 /// The object in `img` (a work copy), or `None` when nothing stands out from the
@@ -147,8 +153,13 @@ pub fn segment(img: &RgbImage) -> Option<Segmentation> {
             Some(one) => Segmentation {
                 mask: one,
                 pair: true,
+                half: None,
             },
-            None => Segmentation { mask, pair: false },
+            None => Segmentation {
+                half: mask.half_of_possible_pair(),
+                mask,
+                pair: false,
+            },
         },
     )
 }
