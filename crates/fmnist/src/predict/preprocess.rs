@@ -176,19 +176,18 @@ pub fn prepare(img: &DynamicImage) -> Input {
 /// Images whose longest side is at most this many pixels are never segmented.
 const SEGMENT_ABOVE: u32 = 2 * SIDE as u32;
 
-/// Share of the border's pixels that must lie within [`PLAIN_SPREAD`] levels of its
-/// median for the background to count as plain.
-const PLAIN_SHARE: f64 = 0.95;
-/// See [`PLAIN_SHARE`].
+/// How many grey levels from the border's median a pixel of a plain border may be.
 const PLAIN_SPREAD: u8 = 12;
 
 /// A border whose median grey is below this is a black surround: the object is already
 /// light on black, as in the dataset, and is not inverted.
 const BLACK_SURROUND: u8 = 32;
 
-/// Whether the outermost pixels (`border`, sorted) are one flat grey (a product shot, a
-/// scan, a dataset image), where the object leaves them: then contrast alone finds the
-/// object, exactly.
+/// Whether the outermost pixels (`border`, sorted) are a flat black or white (a product
+/// shot, a scan, a dataset image, or its negative), where the object leaves them: then
+/// contrast alone finds the object, exactly. A border of one flat mid-tone is a photo's
+/// bedspread, floor or wall, not a studio's backdrop: there the object may be darker or
+/// lighter than it, and is segmented.
 fn plain_border(border: &[u8]) -> bool {
     let median = border[border.len() / 2];
     let near = border
@@ -196,14 +195,14 @@ fn plain_border(border: &[u8]) -> bool {
         .filter(|&&v| v.abs_diff(median) <= PLAIN_SPREAD)
         .count();
     let share = near as f64 / border.len() as f64;
-    // A black or white surround stays plain where the object runs off the edge, so that
-    // a picture and its negative take the same path.
+    // It stays plain where the object runs off the edge, so that a picture and its
+    // negative take the same path.
     let flat = !(BLACK_SURROUND..=255 - BLACK_SURROUND).contains(&median);
-    share >= PLAIN_SHARE || (flat && share >= FLAT_SURROUND_SHARE)
+    flat && share >= FLAT_SURROUND_SHARE
 }
 
-/// Share of the border within [`PLAIN_SPREAD`] of a black or white median that still
-/// counts as plain (the object covers the rest).
+/// Share of the border within [`PLAIN_SPREAD`] of a black or white median that counts
+/// as plain (the object covers the rest).
 const FLAT_SURROUND_SHARE: f64 = 0.6;
 
 /// Objects of a pair at least this many times longer than wide are turned to lie
@@ -544,6 +543,28 @@ mod tests {
         assert_eq!(px.iter().copied().max(), Some(255));
         // Scaled to 28×8 and centred: rows 10–17 lit, the rest black.
         assert!(px[14 * SIDE + 14] > 128 && px[3 * SIDE + 14] == 0);
+    }
+
+    #[test]
+    fn a_dark_garment_on_a_plain_mid_tone_bedspread_is_segmented() {
+        // A flat red bedspread (its border one grey level throughout, as a product
+        // shot's is) with a dark 60×90 garment in the middle: the garment is darker
+        // than the bedspread, not lighter, so contrast with a light background cannot
+        // find it, and the segmentation does.
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(200, 150, |x, y| {
+            let garment = (70..130).contains(&x) && (30..120).contains(&y);
+            image::Rgb(if garment { [45, 45, 50] } else { [170, 60, 60] })
+        }));
+        let work = segment::work_copy(&img);
+        assert!(!plain_border(&sorted_border(&work)));
+        let input = prepare(&img);
+        let lit = |x: usize, y: usize| input.pixels[y * SIDE + x];
+        // 60×90 scaled to 19×28, centred, light on black.
+        assert!(
+            lit(14, 14) > 200 && lit(14, 1) > 200,
+            "the garment is light"
+        );
+        assert_eq!((lit(2, 14), lit(25, 14)), (0, 0), "beside it is black");
     }
 
     #[test]
