@@ -2,8 +2,10 @@
 //! photo's border is taken as background; colour mixtures of the background and of the
 //! object are fitted, a graph cut labels every pixel with the cheapest labelling that
 //! also keeps neighbouring pixels of similar colour together, and the mixtures are
-//! refitted to the labels a few times. The mask is then cleaned: thin parts (hanger
-//! hooks, strings) opened away, one piece kept (one shoe of a pair), holes filled.
+//! refitted to the labels a few times. A garment so large that it crosses the border
+//! gives the border its colours too; when nothing is found, the cut starts again from
+//! the middle of the photo. The mask is then cleaned: thin parts (hanger hooks,
+//! strings) opened away, one piece kept (one shoe of a pair), holes filled.
 
 mod flow;
 mod gmm;
@@ -35,6 +37,9 @@ const MIN_GAIN: f64 = 1.0;
 /// What labelling a pixel of a border colour object costs beyond its colour's cost
 /// (nats).
 const BORDER_LIKE_COST: f32 = 2.0;
+/// Share of an object found from the middle of a photo whose colours must be less
+/// usual in the border than the border's typical (median) colour.
+const UNUSUAL_OBJECT: f64 = 0.75;
 /// Costs are scaled to integers by this for the cut.
 const COST_SCALE: f32 = 64.0;
 
@@ -82,72 +87,10 @@ pub fn segment(img: &RgbImage) -> Option<Segmentation> {
     if w < 8 || h < 8 {
         return None;
     }
-    let b = band(w, h);
-    let colours: Vec<Colour> = img.pixels().map(|p| p.0.map(|c| c as f32)).collect();
-    let n = colours.len();
-    let in_band: Vec<bool> = (0..n as u32)
-        .map(|i| {
-            let (x, y) = (i % w, i / w);
-            x < b || y < b || x + b >= w || y + b >= h
-        })
-        .collect();
-    let band_colours: Vec<Colour> = (0..n).filter(|&i| in_band[i]).map(|i| colours[i]).collect();
-    let mut bg_model = Mixture::fit(&band_colours, COMPONENTS)?;
-    // The object starts as what the border's colours explain worst: pixels less likely
-    // under the background mixture than all but the least likely few of the border's
-    // own. Starting from a rectangle instead lets the floor inside it seed the object's
-    // mixture, and the cut then keeps that floor.
-    let bg_costs: Vec<f32> = colours.iter().map(|c| bg_model.cost(c)).collect();
-    let mut border_costs: Vec<f32> = (0..n)
-        .filter(|&i| in_band[i])
-        .map(|i| bg_costs[i])
-        .collect();
-    border_costs.sort_by(f32::total_cmp);
-    let unusual = border_costs[(border_costs.len() as f64 * UNUSUAL_BORDER) as usize];
-    let mut fg: Vec<bool> = (0..n)
-        .map(|i| !in_band[i] && bg_costs[i] > unusual)
-        .collect();
-    // Colours the border has are background unless the object's mixture is clearly
-    // better at them, and the object's mixture is never fitted to them: otherwise its
-    // spare components learn patches of floor next to the object, and the cut keeps
-    // them. Such parts of the object join it by the smoothness of the cut or as holes.
-    let border_like: Vec<bool> = bg_costs.iter().map(|&c| c <= unusual).collect();
-    let seeded = fg.iter().filter(|&&f| f).count();
-    if (seeded as f64) < MIN_SEED * n as f64 {
-        return None;
-    }
-    let fg_seed: Vec<Colour> = (0..n).filter(|&i| fg[i]).map(|i| colours[i]).collect();
-    let mut fg_model = Mixture::fit(&fg_seed, COMPONENTS)?;
-    let smooth = neighbour_weights(&colours, w, h);
-    for round in 0..ROUNDS {
-        if round > 0 {
-            let bg_now: Vec<Colour> = (0..n).filter(|&i| !fg[i]).map(|i| colours[i]).collect();
-            let fg_now: Vec<Colour> = (0..n)
-                .filter(|&i| fg[i] && !border_like[i])
-                .map(|i| colours[i])
-                .collect();
-            bg_model = bg_model.refit(&bg_now)?;
-            fg_model = fg_model.refit(&fg_now)?;
-        }
-        fg = cut(
-            &colours,
-            w,
-            &in_band,
-            (&fg_model, &bg_model),
-            &smooth,
-            &border_like,
-        );
-    }
-    let mask = Mask::new(w, h, fg).cleaned()?;
-    // An object must look unlike the background, not be a patch of it the cut chose.
-    let (mut gain, mut count) = (0f64, 0usize);
-    for (c, _) in colours.iter().zip(&mask.on).filter(|(_, on)| **on) {
-        gain += (bg_model.cost(c) - fg_model.cost(c)) as f64;
-        count += 1;
-    }
-    if gain < MIN_GAIN * count as f64 {
-        return None;
-    }
+    let photo = Photo::new(img);
+    let mask = photo
+        .seeded_by_border()
+        .or_else(|| photo.seeded_by_middle())?;
     Some(
         match mask.one_of_pair().or_else(|| mask.half_of_touching_pair()) {
             Some(one) => Segmentation {
@@ -162,6 +105,144 @@ pub fn segment(img: &RgbImage) -> Option<Segmentation> {
             },
         },
     )
+}
+
+/// A work copy's colours, its border band and the cut's neighbour weights.
+struct Photo {
+    colours: Vec<Colour>,
+    w: u32,
+    h: u32,
+    in_band: Vec<bool>,
+    smooth: Vec<[i32; 4]>,
+}
+
+impl Photo {
+    fn new(img: &RgbImage) -> Self {
+        let (w, h) = img.dimensions();
+        let b = band(w, h);
+        let colours: Vec<Colour> = img.pixels().map(|p| p.0.map(|c| c as f32)).collect();
+        let in_band = (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                x < b || y < b || x + b >= w || y + b >= h
+            })
+            .collect();
+        Self {
+            smooth: neighbour_weights(&colours, w, h),
+            colours,
+            w,
+            h,
+            in_band,
+        }
+    }
+
+    /// The object seeded by what the border's colours explain worst, never learning
+    /// the border's colours ([`segment`]).
+    fn seeded_by_border(&self) -> Option<Mask> {
+        let (colours, in_band) = (&self.colours, &self.in_band);
+        let n = colours.len();
+        let band_colours: Vec<Colour> =
+            (0..n).filter(|&i| in_band[i]).map(|i| colours[i]).collect();
+        let bg_model = Mixture::fit(&band_colours, COMPONENTS)?;
+        // The object starts as what the border's colours explain worst: pixels less
+        // likely under the background mixture than all but the least likely few of the
+        // border's own. Starting from a rectangle instead lets the floor inside it seed
+        // the object's mixture, and the cut then keeps that floor.
+        let bg_costs: Vec<f32> = colours.iter().map(|c| bg_model.cost(c)).collect();
+        let mut border_costs: Vec<f32> = (0..n)
+            .filter(|&i| in_band[i])
+            .map(|i| bg_costs[i])
+            .collect();
+        border_costs.sort_by(f32::total_cmp);
+        let unusual = border_costs[(border_costs.len() as f64 * UNUSUAL_BORDER) as usize];
+        let fg: Vec<bool> = (0..n)
+            .map(|i| !in_band[i] && bg_costs[i] > unusual)
+            .collect();
+        // Colours the border has are background unless the object's mixture is clearly
+        // better at them, and the object's mixture is never fitted to them: otherwise
+        // its spare components learn patches of floor next to the object, and the cut
+        // keeps them. Such parts of the object join it by the smoothness of the cut or
+        // as holes.
+        let border_like: Vec<bool> = bg_costs.iter().map(|&c| c <= unusual).collect();
+        self.grab_cut(fg, bg_model, &border_like)
+    }
+
+    /// The object seeded by the middle of the photo (a quarter of its area), learning
+    /// any colour: for a garment so large that it crosses the border, whose colours the
+    /// border then has too.
+    fn seeded_by_middle(&self) -> Option<Mask> {
+        let (w, h) = (self.w, self.h);
+        let n = self.colours.len();
+        let band_colours: Vec<Colour> = (0..n)
+            .filter(|&i| self.in_band[i])
+            .map(|i| self.colours[i])
+            .collect();
+        let bg_model = Mixture::fit(&band_colours, COMPONENTS)?;
+        let fg: Vec<bool> = (0..n as u32)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                (w / 4..w - w / 4).contains(&x) && (h / 4..h - h / 4).contains(&y)
+            })
+            .collect();
+        let mask = self.grab_cut(fg, bg_model.clone(), &vec![false; n])?;
+        // What the middle gives must still be mostly colours less usual than the
+        // border's own typical one: a floor seeded in its middle is floor.
+        let mut band_costs: Vec<f32> = band_colours.iter().map(|c| bg_model.cost(c)).collect();
+        band_costs.sort_by(f32::total_cmp);
+        let typical = band_costs[band_costs.len() / 2];
+        let (unusual, area) = (0..n).filter(|&i| mask.on[i]).fold((0, 0), |(u, a), i| {
+            (
+                u + usize::from(bg_model.cost(&self.colours[i]) > typical),
+                a + 1,
+            )
+        });
+        (unusual as f64 >= UNUSUAL_OBJECT * area as f64).then_some(mask)
+    }
+
+    /// Rounds of cuts and refits from the object's pixels `fg` and the background's
+    /// mixture, `border_like` pixels paying more to be object and never taught to its
+    /// mixture; the cleaned mask, if it looks unlike the background.
+    fn grab_cut(
+        &self,
+        mut fg: Vec<bool>,
+        mut bg_model: Mixture,
+        border_like: &[bool],
+    ) -> Option<Mask> {
+        let (colours, n) = (&self.colours, self.colours.len());
+        let seeded = fg.iter().filter(|&&f| f).count();
+        if (seeded as f64) < MIN_SEED * n as f64 {
+            return None;
+        }
+        let fg_seed: Vec<Colour> = (0..n).filter(|&i| fg[i]).map(|i| colours[i]).collect();
+        let mut fg_model = Mixture::fit(&fg_seed, COMPONENTS)?;
+        for round in 0..ROUNDS {
+            if round > 0 {
+                let bg_now: Vec<Colour> = (0..n).filter(|&i| !fg[i]).map(|i| colours[i]).collect();
+                let fg_now: Vec<Colour> = (0..n)
+                    .filter(|&i| fg[i] && !border_like[i])
+                    .map(|i| colours[i])
+                    .collect();
+                bg_model = bg_model.refit(&bg_now)?;
+                fg_model = fg_model.refit(&fg_now)?;
+            }
+            fg = cut(
+                colours,
+                self.w,
+                &self.in_band,
+                (&fg_model, &bg_model),
+                &self.smooth,
+                border_like,
+            );
+        }
+        let mask = Mask::new(self.w, self.h, fg).cleaned()?;
+        // An object must look unlike the background, not be a patch of it the cut chose.
+        let (mut gain, mut count) = (0f64, 0usize);
+        for (c, _) in colours.iter().zip(&mask.on).filter(|(_, on)| **on) {
+            gain += (bg_model.cost(c) - fg_model.cost(c)) as f64;
+            count += 1;
+        }
+        (gain >= MIN_GAIN * count as f64).then_some(mask)
+    }
 }
 
 /// Weights of the edges to the right, below, below-right and below-left of each pixel:
@@ -316,6 +397,50 @@ mod tests {
         let mask = segment(&work).expect("an object").mask;
         let score = iou(&mask, (47.75, 35.75, 20.0, 26.0));
         assert!(score > 0.85, "IoU {score:.3}");
+    }
+
+    #[test]
+    fn a_garment_crossing_the_border_is_found_from_the_middle() {
+        // A checked garment on a bedspread, running off the left and bottom edges (a
+        // third of the border is garment): the border's mixture learns its colours, so
+        // nothing in the photo looks unusual to it, and the middle seeds the object.
+        let photo = RgbImage::from_fn(96, 72, |x, y| {
+            let garment = inside_ellipse(x, y, (30.0, 50.0, 50.0, 40.0));
+            let check = (x / 6 + y / 6) % 2 == 0;
+            Rgb(match (garment, check) {
+                (true, true) => [240, 240, 235],
+                (true, false) => [25, 25, 30],
+                (false, _) => [200, 60, 55 + (x % 3) as u8],
+            })
+        });
+        assert!(Photo::new(&photo).seeded_by_border().is_none());
+        let mask = segment(&photo).expect("an object").mask;
+        // No bedspread in it, and all of the garment but a margin along the edges it
+        // runs off (the band is background, and the cut keeps the checks near it out).
+        let garment = (30.0, 50.0, 50.0, 40.0);
+        let (mut on, mut off, mut inner, mut missed) = (0, 0, 0, 0);
+        for y in 0..72u32 {
+            for x in 0..96u32 {
+                let (m, g) = (
+                    mask.on[(y * 96 + x) as usize],
+                    inside_ellipse(x, y, garment),
+                );
+                on += usize::from(m);
+                off += usize::from(m && !g);
+                if g && x >= 12 && y + 12 < 72 {
+                    inner += 1;
+                    missed += usize::from(!m);
+                }
+            }
+        }
+        assert!(off * 50 < on, "{off} of {on} pixels are bedspread");
+        assert!(
+            missed * 10 < inner,
+            "{missed} of {inner} inner pixels missed"
+        );
+        // A photo of bedspread alone still has no object.
+        let bare = RgbImage::from_fn(96, 72, |x, _| Rgb([200, 60, 55 + (x % 3) as u8]));
+        assert!(segment(&bare).is_none());
     }
 
     #[test]
