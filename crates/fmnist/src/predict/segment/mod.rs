@@ -87,7 +87,7 @@ pub fn segment(img: &RgbImage) -> Option<Segmentation> {
     if w < 8 || h < 8 {
         return None;
     }
-    let photo = Photo::new(img);
+    let photo = Photo::new(img)?;
     let mask = photo
         .seeded_by_border()
         .or_else(|| photo.seeded_by_middle())?;
@@ -107,33 +107,53 @@ pub fn segment(img: &RgbImage) -> Option<Segmentation> {
     )
 }
 
-/// A work copy's colours, its border band and the cut's neighbour weights.
+/// A work copy's colours, its border band, the band's colour mixture and the cut's
+/// neighbour weights.
 struct Photo {
     colours: Vec<Colour>,
     w: u32,
     h: u32,
     in_band: Vec<bool>,
+    border: Mixture,
     smooth: Vec<[i32; 4]>,
 }
 
 impl Photo {
-    fn new(img: &RgbImage) -> Self {
+    /// `None` for an image without pixels.
+    fn new(img: &RgbImage) -> Option<Self> {
         let (w, h) = img.dimensions();
         let b = band(w, h);
         let colours: Vec<Colour> = img.pixels().map(|p| p.0.map(|c| c as f32)).collect();
-        let in_band = (0..w * h)
+        let in_band: Vec<bool> = (0..w * h)
             .map(|i| {
                 let (x, y) = (i % w, i / w);
                 x < b || y < b || x + b >= w || y + b >= h
             })
             .collect();
-        Self {
+        let band_colours: Vec<Colour> = colours
+            .iter()
+            .zip(&in_band)
+            .filter(|(_, b)| **b)
+            .map(|(c, _)| *c)
+            .collect();
+        Some(Self {
+            border: Mixture::fit(&band_colours, COMPONENTS)?,
             smooth: neighbour_weights(&colours, w, h),
             colours,
             w,
             h,
             in_band,
-        }
+        })
+    }
+
+    /// The costs of the band's pixels under the band's mixture, sorted.
+    fn band_costs(&self) -> Vec<f32> {
+        let mut costs: Vec<f32> = (0..self.colours.len())
+            .filter(|&i| self.in_band[i])
+            .map(|i| self.border.cost(&self.colours[i]))
+            .collect();
+        costs.sort_by(f32::total_cmp);
+        costs
     }
 
     /// The object seeded by what the border's colours explain worst, never learning
@@ -141,19 +161,12 @@ impl Photo {
     fn seeded_by_border(&self) -> Option<Mask> {
         let (colours, in_band) = (&self.colours, &self.in_band);
         let n = colours.len();
-        let band_colours: Vec<Colour> =
-            (0..n).filter(|&i| in_band[i]).map(|i| colours[i]).collect();
-        let bg_model = Mixture::fit(&band_colours, COMPONENTS)?;
         // The object starts as what the border's colours explain worst: pixels less
         // likely under the background mixture than all but the least likely few of the
         // border's own. Starting from a rectangle instead lets the floor inside it seed
         // the object's mixture, and the cut then keeps that floor.
-        let bg_costs: Vec<f32> = colours.iter().map(|c| bg_model.cost(c)).collect();
-        let mut border_costs: Vec<f32> = (0..n)
-            .filter(|&i| in_band[i])
-            .map(|i| bg_costs[i])
-            .collect();
-        border_costs.sort_by(f32::total_cmp);
+        let bg_costs: Vec<f32> = colours.iter().map(|c| self.border.cost(c)).collect();
+        let border_costs = self.band_costs();
         let unusual = border_costs[(border_costs.len() as f64 * UNUSUAL_BORDER) as usize];
         let fg: Vec<bool> = (0..n)
             .map(|i| !in_band[i] && bg_costs[i] > unusual)
@@ -164,7 +177,7 @@ impl Photo {
         // keeps them. Such parts of the object join it by the smoothness of the cut or
         // as holes.
         let border_like: Vec<bool> = bg_costs.iter().map(|&c| c <= unusual).collect();
-        self.grab_cut(fg, bg_model, &border_like)
+        self.grab_cut(fg, &border_like)
     }
 
     /// The object seeded by the middle of the photo (a quarter of its area), learning
@@ -173,41 +186,31 @@ impl Photo {
     fn seeded_by_middle(&self) -> Option<Mask> {
         let (w, h) = (self.w, self.h);
         let n = self.colours.len();
-        let band_colours: Vec<Colour> = (0..n)
-            .filter(|&i| self.in_band[i])
-            .map(|i| self.colours[i])
-            .collect();
-        let bg_model = Mixture::fit(&band_colours, COMPONENTS)?;
         let fg: Vec<bool> = (0..n as u32)
             .map(|i| {
                 let (x, y) = (i % w, i / w);
                 (w / 4..w - w / 4).contains(&x) && (h / 4..h - h / 4).contains(&y)
             })
             .collect();
-        let mask = self.grab_cut(fg, bg_model.clone(), &vec![false; n])?;
+        let mask = self.grab_cut(fg, &vec![false; n])?;
         // What the middle gives must still be mostly colours less usual than the
         // border's own typical one: a floor seeded in its middle is floor.
-        let mut band_costs: Vec<f32> = band_colours.iter().map(|c| bg_model.cost(c)).collect();
-        band_costs.sort_by(f32::total_cmp);
+        let band_costs = self.band_costs();
         let typical = band_costs[band_costs.len() / 2];
         let (unusual, area) = (0..n).filter(|&i| mask.on[i]).fold((0, 0), |(u, a), i| {
             (
-                u + usize::from(bg_model.cost(&self.colours[i]) > typical),
+                u + usize::from(self.border.cost(&self.colours[i]) > typical),
                 a + 1,
             )
         });
         (unusual as f64 >= UNUSUAL_OBJECT * area as f64).then_some(mask)
     }
 
-    /// Rounds of cuts and refits from the object's pixels `fg` and the background's
-    /// mixture, `border_like` pixels paying more to be object and never taught to its
-    /// mixture; the cleaned mask, if it looks unlike the background.
-    fn grab_cut(
-        &self,
-        mut fg: Vec<bool>,
-        mut bg_model: Mixture,
-        border_like: &[bool],
-    ) -> Option<Mask> {
+    /// Rounds of cuts and refits from the object's pixels `fg` and the band's mixture,
+    /// `border_like` pixels paying more to be object and never taught to its mixture;
+    /// the cleaned mask, if it looks unlike the background.
+    fn grab_cut(&self, mut fg: Vec<bool>, border_like: &[bool]) -> Option<Mask> {
+        let mut bg_model = self.border.clone();
         let (colours, n) = (&self.colours, self.colours.len());
         let seeded = fg.iter().filter(|&&f| f).count();
         if (seeded as f64) < MIN_SEED * n as f64 {
@@ -413,7 +416,7 @@ mod tests {
                 (false, _) => [200, 60, 55 + (x % 3) as u8],
             })
         });
-        assert!(Photo::new(&photo).seeded_by_border().is_none());
+        assert!(Photo::new(&photo).unwrap().seeded_by_border().is_none());
         let mask = segment(&photo).expect("an object").mask;
         // No bedspread in it, and all of the garment but a margin along the edges it
         // runs off (the band is background, and the cut keeps the checks near it out).
