@@ -47,12 +47,16 @@ pub struct Prediction {
     /// ranked ([`pair_prior`]): found as two pieces, or as one whose half the model
     /// read as footwear ([`Input::half`]).
     pub pair: bool,
-    /// Whether the answer came from the photo's object seen as narrow as the dataset's
-    /// tops ([`Input::narrow`], [`input_probabilities`]).
-    pub narrow: bool,
-    /// The rendering the answer came from (what `--show-input` shows).
-    #[serde(skip)]
+    /// The rendering the answer came from (what `--show-input` shows). In JSON it is
+    /// `"narrow"`: whether the answer came from the photo's object seen as narrow as
+    /// the dataset's tops ([`Input::narrow`], [`input_probabilities`]).
+    #[serde(rename = "narrow", serialize_with = "serialize_narrow")]
     pub view: View,
+}
+
+/// [`Prediction::view`] as JSON's `"narrow"`.
+fn serialize_narrow<S: serde::Serializer>(view: &View, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(*view == View::Narrow)
 }
 
 /// Below this probability of the best class a prediction is marked unsure. With the
@@ -256,7 +260,6 @@ fn rank_rows(
                 unsure: top[0].probability < UNSURE_BELOW,
                 top,
                 pair,
-                narrow: view == View::Narrow,
                 view,
             }
         })

@@ -340,7 +340,6 @@ mod tests {
             unsure: true,
             top: vec![ranked("Bag", 0.42), ranked("Shirt", 0.3)],
             pair: false,
-            narrow: false,
             view: crate::predict::View::Whole,
         };
         let text = prediction(&p);
