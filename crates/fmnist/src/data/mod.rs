@@ -24,6 +24,10 @@ pub const CLASS_NAMES: [&str; 10] = [
     "Ankle boot",
 ];
 
+/// The labels of the footwear classes (Sandal, Sneaker, Ankle boot): the only ones that
+/// come in pairs.
+pub const FOOTWEAR: [usize; 3] = [5, 7, 9];
+
 /// Image side in pixels.
 pub const SIDE: usize = 28;
 /// Pixels per image.

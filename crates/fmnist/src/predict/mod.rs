@@ -12,7 +12,7 @@ pub use self::image::{
     DecodeError, MAX_PIXELS, MAX_SIDE, decode_bytes, decode_cost, decode_within, load_image,
 };
 pub use self::preprocess::{Input, TOP_ASPECT, View, prepare, preprocess};
-use crate::data::{CLASS_NAMES, PIXELS, SIDE};
+use crate::data::{CLASS_NAMES, FOOTWEAR, PIXELS, SIDE};
 use crate::model::Classifier;
 
 /// One ranked class.
@@ -195,9 +195,6 @@ const TROUSER: usize = 1;
 fn fashion_mnist(classes: &[String]) -> bool {
     classes.len() == CLASS_NAMES.len() && classes.iter().zip(CLASS_NAMES).all(|(a, b)| a == b)
 }
-
-/// The labels of Fashion-MNIST's footwear: Sandal, Sneaker, Ankle boot.
-const FOOTWEAR: [usize; 3] = [5, 7, 9];
 
 /// For photos of pairs: of Fashion-MNIST's ten classes only footwear comes in pairs, so
 /// each row of `probs` (one an image, a probability a class) whose image `pairs` marks

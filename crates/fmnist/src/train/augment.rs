@@ -69,8 +69,9 @@ impl Augment {
         Ok(())
     }
 
-    /// Writes an augmented copy of the 28×28 image `src` into `dst`.
-    pub fn apply(&self, src: &[u8], dst: &mut [u8], rng: &mut Rng) {
+    /// Writes an augmented copy of the 28×28 image `src` into `dst`; `paired` says
+    /// whether its class comes in pairs (footwear), which a photo may show together.
+    pub fn apply(&self, src: &[u8], paired: bool, dst: &mut [u8], rng: &mut Rng) {
         assert!(src.len() == PIXELS && dst.len() == PIXELS);
         let s = self.shift as isize;
         let (dx, dy) = if s > 0 {
@@ -83,7 +84,7 @@ impl Augment {
         translate(src, dst, dx, dy, flip);
         if self.photo > 0.0 && rng.uniform() < self.photo {
             let shifted = dst.to_vec();
-            super::photo_augment::photograph(&shifted, dst, rng);
+            super::photo_augment::photograph(&shifted, paired, dst, rng);
         }
         if self.erase > 0.0 && rng.uniform() < self.erase {
             erase(dst, rng);
@@ -158,7 +159,7 @@ mod tests {
     fn none_is_the_identity() {
         let src = ramp();
         let mut dst = vec![0; PIXELS];
-        Augment::NONE.apply(&src, &mut dst, &mut Rng::new(1));
+        Augment::NONE.apply(&src, false, &mut dst, &mut Rng::new(1));
         assert_eq!(src, dst);
         assert!(!Augment::NONE.is_active());
     }
@@ -192,7 +193,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         let mut dst = vec![0; PIXELS];
         for _ in 0..500 {
-            aug.apply(&src, &mut dst, &mut rng);
+            aug.apply(&src, false, &mut dst, &mut rng);
             let at = dst.iter().position(|&p| p == 255).unwrap();
             let (y, x) = (at / SIDE, at % SIDE);
             assert!((12..=16).contains(&y) && (12..=16).contains(&x));
@@ -212,7 +213,7 @@ mod tests {
         let mut rng = Rng::new(3);
         let mut erased = 0;
         for _ in 0..100 {
-            aug.apply(&src, &mut dst, &mut rng);
+            aug.apply(&src, false, &mut dst, &mut rng);
             let changed: Vec<usize> = (0..PIXELS).filter(|&i| dst[i] != 0).collect();
             if changed.is_empty() {
                 continue;
@@ -244,7 +245,7 @@ mod tests {
             let mut rng = Rng::new(seed);
             let mut out = vec![0; PIXELS * 20];
             for d in out.chunks_exact_mut(PIXELS) {
-                aug.apply(&src, d, &mut rng);
+                aug.apply(&src, false, d, &mut rng);
             }
             out
         };

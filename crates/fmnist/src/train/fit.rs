@@ -12,7 +12,7 @@ use super::augment::Augment;
 use super::checkpoint::{Best, Checkpoint};
 use super::config::{TrainConfig, check_memory};
 use super::history::EpochRecord;
-use crate::data::{Dataset, FashionMnist, PIXELS};
+use crate::data::{Dataset, FOOTWEAR, FashionMnist, PIXELS};
 use crate::eval::evaluate;
 use crate::model::classifier::{Classifier, TrainingSummary};
 
@@ -405,8 +405,9 @@ impl Stepper {
         if self.augment.is_active() {
             self.pixels.resize(idx.len() * PIXELS, 0);
             for (dst, &i) in self.pixels.chunks_exact_mut(PIXELS).zip(idx) {
+                let paired = FOOTWEAR.contains(&(data.labels[i] as usize));
                 self.augment
-                    .apply(data.image(i), dst, &mut self.augment_rng);
+                    .apply(data.image(i), paired, dst, &mut self.augment_rng);
             }
             model.normalization.batch_into(&self.pixels, &mut self.x);
         } else {

@@ -6,7 +6,8 @@
 //! checks, which the dataset's product shots rarely show), a dark garment whose detail
 //! the exposure lost (flattened shading), an imperfect mask (background leaking in
 //! at one side, a bite taken out of the edge), the softness of a small photo (blur) and
-//! sensor noise. The result is re-cropped, scaled and level-stretched exactly as
+//! sensor noise. A shoe is sometimes shown with its pair, from the side or from above,
+//! as phone photos show footwear and as `predict` renders a pair it cannot part. The result is re-cropped, scaled and level-stretched exactly as
 //! `predict::preprocess` renders a photo. JPEG artefacts are left out: at the 28-pixel
 //! scale a phone photo is reduced to, they average away.
 //!
@@ -38,10 +39,17 @@ const PATTERN: (f32, f32, f32, f32) = (0.3, 1.5, 6.0, 0.7);
 /// How often a garment's shading is flattened, and the least contrast kept.
 const FLATTEN: (f32, f32) = (0.25, 0.15);
 
-/// Writes a photographed copy of the 28×28 image `src` into `dst`.
-pub fn photograph(src: &[u8], dst: &mut [u8], rng: &mut Rng) {
+/// How often a photographed image of a class that comes in pairs shows the pair.
+const PAIR: f32 = 0.3;
+
+/// Writes a photographed copy of the 28×28 image `src` into `dst`; one of a class that
+/// comes in pairs (`paired`) is sometimes shown with its pair ([`pair`]).
+pub fn photograph(src: &[u8], paired: bool, dst: &mut [u8], rng: &mut Rng) {
     assert!(src.len() == PIXELS && dst.len() == PIXELS);
-    let img: Vec<f32> = src.iter().map(|&p| p as f32 / 255.0).collect();
+    let mut img: Vec<f32> = src.iter().map(|&p| p as f32 / 255.0).collect();
+    if paired && rng.uniform() < PAIR {
+        img = pair(&img, rng);
+    }
     let mut out = warp(&img, rng);
     light(&mut out, rng);
     texture(&mut out, rng);
@@ -81,6 +89,96 @@ fn sample(img: &[f32], x: f32, y: f32) -> f32 {
     let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1.0, y0) * fx;
     let bottom = at(x0, y0 + 1.0) * (1.0 - fx) + at(x0 + 1.0, y0 + 1.0) * fx;
     top * (1.0 - fy) + bottom * fy
+}
+
+/// The shoe `img` shown with its pair ([`Pairing`]), as phone photos show footwear and
+/// as `predict` renders a pair it cannot part.
+fn pair(img: &[f32], rng: &mut Rng) -> Vec<f32> {
+    Pairing::draw(rng).compose(img)
+}
+
+/// How the two shoes of a pair lie in a photo.
+#[derive(Clone, Copy, Debug)]
+struct Pairing {
+    /// Seen from above: both turned a quarter turn (`turn`, +1 or −1: toes up or down),
+    /// side by side, the second mirrored (a left and a right shoe). Otherwise seen from
+    /// the side as the dataset shows one shoe, the far one partly hidden behind the near.
+    above: bool,
+    turn: f32,
+    /// Where the second shoe's centre lies from the first's, as a share of one shoe's
+    /// width and height as placed.
+    gap: (f32, f32),
+}
+
+impl Pairing {
+    /// A random pairing: from above, the second shoe touches the first or nearly, a
+    /// little ahead or behind; from the side, the far one is higher and to either side.
+    fn draw(rng: &mut Rng) -> Self {
+        let above = rng.uniform() < 0.5;
+        let turn = if rng.uniform() < 0.5 { 1.0 } else { -1.0 };
+        let gap = if above {
+            (rng.uniform_range(0.8, 1.05), rng.uniform_range(-0.15, 0.15))
+        } else {
+            (rng.uniform_range(-0.25, 0.25), -rng.uniform_range(0.3, 0.7))
+        };
+        Self { above, turn, gap }
+    }
+
+    /// The pair made of the shoe `img`, scaled down to fit the frame and centred.
+    fn compose(&self, img: &[f32]) -> Vec<f32> {
+        let Some((x0, y0, x1, y1)) = lit_bounds(img) else {
+            return img.to_vec();
+        };
+        let (w, h) = ((x1 - x0 + 1) as f32, (y1 - y0 + 1) as f32);
+        let middle = ((x0 + x1) as f32 / 2.0, (y0 + y1) as f32 / 2.0);
+        let (sw, sh) = if self.above { (h, w) } else { (w, h) };
+        let (gx, gy) = (self.gap.0 * sw, self.gap.1 * sh);
+        let k = ((S as f32 - 2.0) / (sw + gx.abs()).max(sh + gy.abs())).min(1.0);
+        let centre = (S as f32 - 1.0) / 2.0;
+        let near = (centre - k * gx / 2.0, centre - k * gy / 2.0, false);
+        let far = (centre + k * gx / 2.0, centre + k * gy / 2.0, self.above);
+        // The source pixel under (x, y) of a shoe centred at (px, py): the scale, the
+        // mirror and the quarter turn undone.
+        let seen = |x: f32, y: f32, (px, py, mirrored): (f32, f32, bool)| -> f32 {
+            let (dx, dy) = ((x - px) / k, (y - py) / k);
+            let dx = if mirrored { -dx } else { dx };
+            let (u, v) = if self.above {
+                (self.turn * dy, -self.turn * dx)
+            } else {
+                (dx, dy)
+            };
+            sample(img, u + middle.0, v + middle.1)
+        };
+        let mut out = vec![0.0; PIXELS];
+        for y in 0..S {
+            for x in 0..S {
+                let (fx, fy) = (x as f32, y as f32);
+                let front = seen(fx, fy, near);
+                // The near shoe hides the far one wherever it is.
+                out[y * S + x] = if front > DARK {
+                    front
+                } else {
+                    front.max(seen(fx, fy, far))
+                };
+            }
+        }
+        out
+    }
+}
+
+/// Below this level a pixel is background.
+const DARK: f32 = 0.03;
+
+/// The bounding box `(x0, y0, x1, y1)` of what in `img` is not black.
+fn lit_bounds(img: &[f32]) -> Option<(usize, usize, usize, usize)> {
+    let (mut x0, mut y0, mut x1, mut y1) = (S, S, 0, 0);
+    for (i, &v) in img.iter().enumerate() {
+        if v > DARK {
+            let (x, y) = (i % S, i / S);
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    (x0 <= x1).then_some((x0, y0, x1, y1))
 }
 
 /// A random rotation, scale and shear about the centre.
@@ -280,18 +378,10 @@ fn blur(img: &mut [f32], sigma: f32) {
 /// Crops `img` to what is not black, scales its longest side to 28 pixels, centres it
 /// and stretches its levels to 0–255: what `predict::preprocess` does to a photo.
 fn refit(img: &[f32], dst: &mut [u8]) {
-    const DARK: f32 = 0.03;
-    let (mut x0, mut y0, mut x1, mut y1) = (S, S, 0, 0);
-    for (i, &v) in img.iter().enumerate() {
-        if v > DARK {
-            let (x, y) = (i % S, i / S);
-            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-        }
-    }
-    if x0 > x1 {
+    let Some((x0, y0, x1, y1)) = lit_bounds(img) else {
         dst.fill(0);
         return;
-    }
+    };
     let (w, h) = ((x1 - x0 + 1) as f32, (y1 - y0 + 1) as f32);
     let scale = w.max(h) / S as f32;
     let (nw, nh) = (
@@ -336,7 +426,7 @@ mod tests {
         let mut rng = Rng::new(7);
         let mut a = vec![0u8; PIXELS];
         for _ in 0..50 {
-            photograph(&src, &mut a, &mut rng);
+            photograph(&src, false, &mut a, &mut rng);
             assert_eq!(*a.iter().max().unwrap(), 255);
             // Refitted: the object reaches two opposite edges and is centred.
             let rows: Vec<usize> = (0..S)
@@ -357,10 +447,10 @@ mod tests {
             );
         }
         let (mut b, mut c) = (vec![0u8; PIXELS], vec![0u8; PIXELS]);
-        photograph(&src, &mut b, &mut Rng::new(3));
-        photograph(&src, &mut c, &mut Rng::new(3));
+        photograph(&src, false, &mut b, &mut Rng::new(3));
+        photograph(&src, false, &mut c, &mut Rng::new(3));
         assert_eq!(b, c);
-        photograph(&src, &mut c, &mut Rng::new(4));
+        photograph(&src, false, &mut c, &mut Rng::new(4));
         assert_ne!(b, c);
     }
 
@@ -397,10 +487,81 @@ mod tests {
         }
     }
 
+    /// A shoe from the side, toe left: a 20×6 sole (0.8) and a dimmer 6×6 ankle (0.4) at
+    /// the heel (right), in the middle of the frame.
+    fn shoe() -> Vec<f32> {
+        let mut img = vec![0f32; PIXELS];
+        for y in 8..20 {
+            for x in 4..24 {
+                if y >= 14 {
+                    img[y * S + x] = 0.8;
+                } else if x >= 18 {
+                    img[y * S + x] = 0.4;
+                }
+            }
+        }
+        img
+    }
+
+    /// The number of lit pixels of `img` and their bounding box's width and height.
+    fn lit(img: &[f32]) -> (usize, usize, usize) {
+        let (x0, y0, x1, y1) = lit_bounds(img).expect("something lit");
+        let n = img.iter().filter(|&&v| v > DARK).count();
+        (n, x1 - x0 + 1, y1 - y0 + 1)
+    }
+
+    #[test]
+    fn a_pair_from_above_is_a_shoe_and_its_mirror_image_side_by_side() {
+        for turn in [1.0, -1.0] {
+            let pairing = Pairing {
+                above: true,
+                turn,
+                gap: (1.0, 0.0),
+            };
+            let out = pairing.compose(&shoe());
+            for y in 0..S {
+                for x in 0..S {
+                    let (a, b) = (out[y * S + x], out[y * S + S - 1 - x]);
+                    assert!((a - b).abs() < 0.05, "({x}, {y}): {a} against {b}");
+                }
+            }
+            // Each shoe (20×12 from the side) is turned to stand upright, 12×20.
+            let left: Vec<f32> = (0..PIXELS)
+                .map(|i| if i % S < S / 2 { out[i] } else { 0.0 })
+                .collect();
+            let (_, w, h) = lit(&left);
+            assert!(w.abs_diff(12) <= 1 && h.abs_diff(20) <= 1, "{w}×{h}");
+            // Side by side, touching: 24×20, which fits the frame unscaled.
+            let (_, w, h) = lit(&out);
+            assert!(w.abs_diff(24) <= 1 && h.abs_diff(20) <= 1, "{w}×{h}");
+        }
+    }
+
+    #[test]
+    fn a_pair_from_the_side_hides_part_of_the_far_shoe_behind_the_near() {
+        let pairing = Pairing {
+            above: false,
+            turn: 1.0,
+            gap: (0.0, -0.5),
+        };
+        let out = pairing.compose(&shoe());
+        let (one, w1, h1) = lit(&shoe());
+        let (two, w2, h2) = lit(&out);
+        // Unscaled (the pair fits the frame): the far shoe rises half a shoe (6 rows)
+        // above the near one, each 3 rows from the middle.
+        assert_eq!(w2, w1);
+        assert!(h2.abs_diff(h1 * 3 / 2) <= 1, "{h1} -> {h2}");
+        assert!(two > one && two < 2 * one, "{one} -> {two}");
+        // Where the near shoe's ankle covers the far one's sole, the ankle shows.
+        let (near_ankle, far_sole) = (out[14 * S + 20], out[14 * S + 10]);
+        assert!((near_ankle - 0.4).abs() < 0.01, "{near_ankle}");
+        assert!((far_sole - 0.8).abs() < 0.01, "{far_sole}");
+    }
+
     #[test]
     fn black_stays_black() {
         let mut out = vec![1u8; PIXELS];
-        photograph(&[0u8; PIXELS], &mut out, &mut Rng::new(1));
+        photograph(&[0u8; PIXELS], false, &mut out, &mut Rng::new(1));
         assert!(out.iter().all(|&v| v == 0));
     }
 }
