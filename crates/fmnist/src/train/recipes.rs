@@ -211,14 +211,14 @@ pub fn recipe(name: &str) -> Option<Recipe> {
             },
         ),
         // `standard` taught what phone photos do to a garment: half of the images are
-        // photographed (see `photo_augment`), and a few more epochs make up for the
-        // harder task.
+        // photographed (see `photo_augment`), and more epochs make up for the harder
+        // task (20: validation accuracy rose from 15 to 20 and to 25, by less).
         "photo" => {
             let standard = recipe("standard")?;
             (
                 standard.model,
                 TrainConfig {
-                    epochs: 15,
+                    epochs: 20,
                     augment: Augment {
                         photo: 0.5,
                         ..standard.config.augment
