@@ -7,9 +7,10 @@
 //! the exposure lost (flattened shading), an imperfect mask (background leaking in
 //! at one side, a bite taken out of the edge), the softness of a small photo (blur) and
 //! sensor noise. A shoe is sometimes shown with its pair, from the side or from above,
-//! as phone photos show footwear and as `predict` renders a pair it cannot part. The result is re-cropped, scaled and level-stretched exactly as
-//! `predict::preprocess` renders a photo. JPEG artefacts are left out: at the 28-pixel
-//! scale a phone photo is reduced to, they average away.
+//! as phone photos show footwear and as `predict` renders a pair it cannot part. The
+//! result is re-cropped, scaled and level-stretched exactly as `predict::preprocess`
+//! renders a photo. JPEG artefacts are left out: at the 28-pixel scale a phone photo is
+//! reduced to, they average away.
 //!
 //! Every draw comes from the caller's [`Rng`] in a fixed order.
 
