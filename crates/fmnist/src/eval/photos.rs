@@ -112,7 +112,7 @@ pub fn robustness(
                         predict::Input {
                             pixels: data.image(i).to_vec(),
                             pair: false,
-                            narrow: None,
+                            narrow: Vec::new(),
                             half: None,
                         }
                     } else {

@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use self::image::{
     DecodeError, MAX_PIXELS, MAX_SIDE, decode_bytes, decode_cost, decode_within, load_image,
 };
-pub use self::preprocess::{Input, TOP_ASPECT, View, prepare, preprocess};
+pub use self::preprocess::{Input, TOP_ASPECT, TOP_ASPECTS, View, prepare, preprocess};
 use crate::data::{CLASS_NAMES, FOOTWEAR, PIXELS, SIDE};
 use crate::model::Classifier;
 
@@ -47,9 +47,10 @@ pub struct Prediction {
     /// ranked ([`pair_prior`]): found as two pieces, or as one whose half the model
     /// read as footwear ([`Input::half`]).
     pub pair: bool,
-    /// The rendering the answer came from (what `--show-input` shows). In JSON it is
-    /// `"narrow"`: whether the answer came from the photo's object seen as narrow as
-    /// the dataset's tops ([`Input::narrow`], [`input_probabilities`]).
+    /// The rendering the answer came from (what `--show-input` shows: for the narrow
+    /// view, at the tops' median [`TOP_ASPECT`]). In JSON it is `"narrow"`: whether
+    /// the answer came from the photo's object read also as narrow as the dataset's
+    /// tops ([`Input::narrow`], [`input_probabilities`]).
     #[serde(rename = "narrow", serialize_with = "serialize_narrow")]
     pub view: View,
 }
@@ -95,9 +96,11 @@ pub fn rank_inputs(
 /// 784-pixel images) of prepared inputs as `predict` ranks them, and for each the view
 /// they came from.
 /// - A photo's object that reads as a top, a dress or a bag (a top laid flat, as wide
-///   as tall, has the outline of the dataset's bags) and whose narrow view
-///   ([`Input::narrow`]) reads as a top or a dress is ranked by that view: the dataset
-///   shows those garments no wider than [`TOP_ASPECT`].
+///   as tall, has the outline of the dataset's bags) and has narrow views
+///   ([`Input::narrow`]) is read as found and in each narrow view together
+///   ([`together`]); where that reads as a top or a dress it is ranked so: the dataset
+///   shows those garments no wider than its tops ([`TOP_ASPECTS`]), but how far a top
+///   laid flat must be squeezed to look like them is not known.
 /// - An object that may be a pair pressed together ([`Input::half`]), whose half reads
 ///   as footwear while the whole does not read as trousers (whose legs are such halves
 ///   too), is ranked by its half, as a pair.
@@ -122,27 +125,49 @@ pub fn input_probabilities(
         for (i, view) in views.iter_mut().enumerate() {
             let row = &mut probs[i * c..(i + 1) * c];
             let seen = nn::loss::argmax(row);
-            let take = if let Some(squeezed) = narrow.get(&i)
-                && (GARMENTS.contains(&seen) || seen == BAG)
-                && GARMENTS.contains(&nn::loss::argmax(squeezed))
-            {
-                Some((View::Narrow, squeezed))
-            } else if let Some(one) = half.get(&i)
+            let narrowed = narrow
+                .get(&i)
+                .filter(|_| GARMENTS.contains(&seen) || seen == BAG)
+                .map(|squeezed| together(row, squeezed))
+                .filter(|both| GARMENTS.contains(&nn::loss::argmax(both)));
+            let take = if let Some(both) = narrowed {
+                Some((View::Narrow, both))
+            } else if let Some(one) = half.get(&i).and_then(|h| h.first())
                 && seen != TROUSER
                 && FOOTWEAR.contains(&nn::loss::argmax(one))
             {
-                Some((View::Half, one))
+                Some((View::Half, one.clone()))
             } else {
                 None
             };
             if let Some((v, taken)) = take {
-                row.copy_from_slice(taken);
+                row.copy_from_slice(&taken);
                 *view = v;
             }
         }
     }
     pair_prior(classes, &mut probs, &pairs(inputs, &views));
     (probs, views)
+}
+
+/// The answer of several readings of one object, each weighed alike: the renormalised
+/// geometric mean of `whole` and the rows of `others` (the softmax of their mean
+/// log-probabilities), so a class must be likely in every reading to lead.
+fn together(whole: &[f32], others: &[Vec<f32>]) -> Vec<f32> {
+    let rows = std::iter::once(whole).chain(others.iter().map(Vec::as_slice));
+    let n = 1 + others.len();
+    let mut log_mean = vec![0.0f64; whole.len()];
+    for row in rows {
+        for (m, &p) in log_mean.iter_mut().zip(row) {
+            // A probability that underflowed to 0 counts as the least positive one, so
+            // one reading cannot veto a class outright.
+            *m += (p as f64).max(f32::MIN_POSITIVE as f64).ln() / n as f64;
+        }
+    }
+    let top = log_mean.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exp: Vec<f64> = log_mean.iter().map(|m| (m - top).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.iter().map(|e| (e / sum) as f32).collect()
 }
 
 /// Whether each input, ranked by its view in `views`, is one of a pair.
@@ -154,34 +179,35 @@ fn pairs(inputs: &[Input], views: &[View]) -> Vec<bool> {
         .collect()
 }
 
-/// The probabilities of `view` of each input that has one, by input index.
+/// The probabilities of each rendering of `view` ([`Input::renderings`]) of each input
+/// that has one, by input index.
 fn other_view(
     inputs: &[Input],
     view: View,
     probabilities: &mut impl FnMut(&[u8]) -> Vec<f32>,
-) -> std::collections::BTreeMap<usize, Vec<f32>> {
-    let has = |i: &Input| match view {
-        View::Narrow => i.narrow.is_some(),
-        View::Half => i.half.is_some(),
-        View::Whole => true,
-    };
-    let which: Vec<usize> = (0..inputs.len()).filter(|&i| has(&inputs[i])).collect();
+) -> std::collections::BTreeMap<usize, Vec<Vec<f32>>> {
+    let which: Vec<(usize, &[u8])> = inputs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, input)| input.renderings(view).into_iter().map(move |px| (i, px)))
+        .collect();
+    let mut out = std::collections::BTreeMap::<usize, Vec<Vec<f32>>>::new();
     if which.is_empty() {
-        return Default::default();
+        return out;
     }
     let pixels: Vec<u8> = which
         .iter()
-        .flat_map(|&i| inputs[i].seen(view).iter().copied())
+        .flat_map(|(_, px)| px.iter().copied())
         .collect();
     let probs = probabilities(&pixels);
     let c = probs.len() / which.len();
-    which
-        .into_iter()
-        .zip(probs.chunks_exact(c.max(1)).map(<[f32]>::to_vec))
-        .collect()
+    for ((i, _), row) in which.iter().zip(probs.chunks_exact(c.max(1))) {
+        out.entry(*i).or_default().push(row.to_vec());
+    }
+    out
 }
 
-/// The labels of the dataset's tops and dresses, shown hanging, no wider than
+/// Fashion-MNIST's garments worn on the body that the dataset shows no wider than
 /// [`TOP_ASPECT`]: T-shirt/top, Pullover, Dress, Coat, Shirt.
 const GARMENTS: [usize; 5] = [0, 2, 3, 4, 6];
 
@@ -358,12 +384,13 @@ mod tests {
         );
     }
 
-    /// An input whose pixels all hold `view` and whose narrow view, if any, `narrow`.
+    /// An input whose pixels all hold `view` and whose two narrow views, if any, hold
+    /// `narrow`.
     fn input(view: u8, narrow: Option<u8>, pair: bool) -> Input {
         Input {
             pixels: vec![view; PIXELS],
             pair,
-            narrow: narrow.map(|v| vec![v; PIXELS]),
+            narrow: narrow.map_or(vec![], |v| vec![vec![v; PIXELS]; 2]),
             half: None,
         }
     }
@@ -413,6 +440,38 @@ mod tests {
         assert_eq!(best, [8, 6, 7, 0, 4, 8]);
         // No inputs, no rows.
         assert_eq!(input_probabilities(&classes, &[], sure), (vec![], vec![]));
+    }
+
+    #[test]
+    fn the_whole_and_the_narrow_views_are_read_together() {
+        let classes: Vec<String> = CLASS_NAMES.iter().map(|c| c.to_string()).collect();
+        // A Shirt as found, a T-shirt/top in one narrow view and a Shirt in the other:
+        // the class likely in every reading leads.
+        let mut wavering = input(6, None, false);
+        wavering.narrow = vec![vec![0; PIXELS], vec![6; PIXELS]];
+        // A Bag as found and narrow, whatever one view says: kept as found.
+        let mut bag = input(8, None, false);
+        bag.narrow = vec![vec![8; PIXELS], vec![2; PIXELS]];
+        let (probs, views) = input_probabilities(&classes, &[wavering, bag], sure);
+        assert_eq!(views, [View::Narrow, View::Whole]);
+        let (shirt, bag) = (&probs[..10], &probs[10..]);
+        assert_eq!(nn::loss::argmax(shirt), 6);
+        assert!((shirt.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        // The geometric mean of 0.9, 0.9 and 0.1/9 for Shirt, of 0.1/9, 0.1/9 and 0.9
+        // for T-shirt/top, and of 0.1/9 thrice for the rest, renormalised.
+        let (hi, lo) = (0.9f64, 0.1f64 / 9.0);
+        let (s, t, r) = ((hi * hi * lo).cbrt(), (lo * lo * hi).cbrt(), lo);
+        let sum = s + t + 8.0 * r;
+        assert!((shirt[6] as f64 - s / sum).abs() < 1e-6, "{shirt:?}");
+        assert!((shirt[0] as f64 - t / sum).abs() < 1e-6, "{shirt:?}");
+        assert_eq!(bag, &sure(&[8; PIXELS])[..]);
+        // A reading that is sure a class is impossible weighs in without vetoing it.
+        let zero = [0.0, 1.0];
+        let both = together(&[0.5, 0.5], &[zero.to_vec(), vec![0.9, 0.1]]);
+        assert!(
+            both.iter().all(|p| p.is_finite()) && both[1] > 0.99,
+            "{both:?}"
+        );
     }
 
     #[test]

@@ -104,12 +104,13 @@ pub struct Input {
     /// Whether the object was one of a pair (of shoes, say): see
     /// [`super::pair_prior`].
     pub pair: bool,
-    /// The object of a photo made as narrow as the dataset's tops ([`TOP_ASPECT`]) where
-    /// it is wider: a top laid flat spreads its sleeves, while the dataset's tops were
-    /// shot hanging, in a 3:4 frame. `None` for pairs, for narrower objects and on the
-    /// plain path (product shots and scans, made as the dataset was). Which of the two
-    /// views is ranked: [`super::input_probabilities`].
-    pub narrow: Option<Vec<u8>>,
+    /// The object of a photo made as narrow as the dataset's tops where it is wider
+    /// than their median ([`TOP_ASPECT`]): a top laid flat spreads its sleeves, while
+    /// the dataset's tops were shot hanging, in a 3:4 frame. One rendering for each of
+    /// [`TOP_ASPECTS`] the object is wider than, the median's first. Empty for pairs,
+    /// for narrower objects and on the plain path (product shots and scans, made as the
+    /// dataset was). Whether these views are ranked: [`super::input_probabilities`].
+    pub narrow: Vec<Vec<u8>>,
     /// One half of an object that may be a pair touching along its length (two shoes
     /// seen from above, their outline notched at one end only: see
     /// [`segment::Segmentation::half`]), turned sideways as a pair's shoe is. `None`
@@ -124,26 +125,42 @@ pub enum View {
     /// The object as found ([`Input::pixels`]).
     #[default]
     Whole,
-    /// The object as narrow as the dataset's tops ([`Input::narrow`]).
+    /// The object as found and as narrow as the dataset's tops ([`Input::narrow`]),
+    /// ranked together.
     Narrow,
     /// One half of a pair that touched ([`Input::half`]).
     Half,
 }
 
 impl Input {
-    /// The pixels of `view`, or of the whole object where the input has no such view.
+    /// The pixels of `view` (the narrow view at [`TOP_ASPECT`]), or of the whole object
+    /// where the input has no such view.
     pub fn seen(&self, view: View) -> &[u8] {
-        match (view, &self.narrow, &self.half) {
+        match (view, self.narrow.first(), &self.half) {
             (View::Narrow, Some(pixels), _) | (View::Half, _, Some(pixels)) => pixels,
             _ => &self.pixels,
         }
     }
+
+    /// Every rendering of `view` this input has: the pixels for the whole, each narrow
+    /// view, or the half.
+    pub(crate) fn renderings(&self, view: View) -> Vec<&[u8]> {
+        match view {
+            View::Whole => vec![&self.pixels[..]],
+            View::Narrow => self.narrow.iter().map(Vec::as_slice).collect(),
+            View::Half => self.half.iter().map(Vec::as_slice).collect(),
+        }
+    }
 }
 
-/// Width over height of the dataset's tops (T-shirt/top, Pullover, Coat, Shirt): the
-/// median bounding box of each of these classes in the training set is 20–22 × 28
-/// pixels, the 3:4 frame of the product shots they were cut from.
-pub const TOP_ASPECT: f64 = 0.75;
+/// Width over height of the dataset's tops (T-shirt/top, Pullover, Coat, Shirt), from
+/// the bounding boxes of the training set's 24,000 tops: the median, 21 × 28 pixels
+/// (the 3:4 frame of the product shots they were cut from), then the lower and upper
+/// quartiles, 20 and 23 × 28. A top laid flat can be squeezed to any of them.
+pub const TOP_ASPECTS: [f64; 3] = [21.0 / 28.0, 20.0 / 28.0, 23.0 / 28.0];
+
+/// The median width over height of the dataset's tops ([`TOP_ASPECTS`]).
+pub const TOP_ASPECT: f64 = TOP_ASPECTS[0];
 
 /// [`preprocess`], also saying whether the photo showed a pair.
 pub fn prepare(img: &DynamicImage) -> Input {
@@ -168,7 +185,7 @@ pub fn prepare(img: &DynamicImage) -> Input {
     Input {
         pixels: preprocess_plain(img),
         pair: false,
-        narrow: None,
+        narrow: Vec::new(),
         half: None,
     }
 }
@@ -217,13 +234,17 @@ fn render_masked(
     work: &RgbImage,
     found: &segment::Segmentation,
     invert: bool,
-) -> (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>) {
+) -> (Vec<u8>, Vec<Vec<u8>>, Option<Vec<u8>>) {
     let gray = DynamicImage::ImageRgb8(work.clone()).to_luma8();
     let object = cut_out(&gray, &found.mask, invert, found.pair);
-    let narrow = (!found.pair)
-        .then(|| narrowed(&object, TOP_ASPECT))
-        .flatten()
-        .map(|view| fit_and_centre(&view, 0.0, 0.0));
+    let narrow = if found.pair {
+        Vec::new()
+    } else {
+        narrowed(&object)
+            .iter()
+            .map(|view| fit_and_centre(view, 0.0, 0.0))
+            .collect()
+    };
     let half = found
         .half
         .as_ref()
@@ -257,12 +278,20 @@ fn cut_out(gray: &GrayImage, mask: &segment::Mask, invert: bool, pair: bool) -> 
     object
 }
 
-/// `img` squeezed across to `aspect` times its height, or `None` where it is no wider
-/// than that.
-fn narrowed(img: &GrayImage, aspect: f64) -> Option<GrayImage> {
+/// `img` squeezed across to each of [`TOP_ASPECTS`] times its height that it is wider
+/// than, or none where it is no wider than their median.
+fn narrowed(img: &GrayImage) -> Vec<GrayImage> {
     let (w, h) = img.dimensions();
-    let target = (aspect * h as f64).round().max(1.0) as u32;
-    (w > target).then(|| image::imageops::resize(img, target, h, FilterType::Triangle))
+    let width = |aspect: f64| (aspect * h as f64).round().max(1.0) as u32;
+    if w <= width(TOP_ASPECT) {
+        return Vec::new();
+    }
+    TOP_ASPECTS
+        .iter()
+        .map(|&a| width(a))
+        .filter(|&target| w > target)
+        .map(|target| image::imageops::resize(img, target, h, FilterType::Triangle))
+        .collect()
 }
 
 /// `img` turned by −`angle` radians about its centre (so a line at `angle` lies
@@ -454,19 +483,23 @@ mod tests {
 
     #[test]
     fn a_photo_of_a_wide_object_also_gets_the_aspect_of_the_datasets_tops() {
-        // 120×80 (3:2): the input keeps that, the narrow view is 3:4 (21×28).
+        // 120×80 (3:2): the input keeps that; the narrow views are the tops' median 3:4
+        // (21×28), then their quartiles (20×28 and 23×28).
         let wide = prepare(&rectangle_on_checks(120, 80));
         assert!(!wide.pair);
         let (w, h) = lit_size(&wide.pixels);
         assert!((27..=28).contains(&w) && (18..=19).contains(&h), "{w}×{h}");
-        let narrow = wide.narrow.as_deref().expect("a narrow view");
-        let (w, h) = lit_size(narrow);
-        assert!((20..=22).contains(&w) && (27..=28).contains(&h), "{w}×{h}");
-        assert_eq!(wide.seen(View::Narrow), narrow);
+        assert_eq!(wide.narrow.len(), 3);
+        for (narrow, want) in wide.narrow.iter().zip([21, 20, 23]) {
+            let (w, h) = lit_size(narrow);
+            assert!(w.abs_diff(want) <= 1 && (27..=28).contains(&h), "{w}×{h}");
+        }
+        assert_eq!(wide.seen(View::Narrow), &wide.narrow[0][..]);
+        assert_eq!(wide.renderings(View::Narrow).len(), 3);
         assert_eq!(wide.seen(View::Whole), &wide.pixels[..]);
         // 60×100 is narrower than 3:4 already: no second view.
         let tall = prepare(&rectangle_on_checks(60, 100));
-        assert_eq!(tall.narrow, None);
+        assert!(tall.narrow.is_empty());
         assert_eq!(tall.seen(View::Narrow), &tall.pixels[..]);
         // A product shot (plain background) is made as the dataset was: one view.
         let mut shot = GrayImage::from_pixel(200, 160, Luma([250]));
@@ -475,7 +508,23 @@ mod tests {
                 shot.put_pixel(x, y, Luma([40]));
             }
         }
-        assert_eq!(prepare(&DynamicImage::ImageLuma8(shot)).narrow, None);
+        assert!(prepare(&DynamicImage::ImageLuma8(shot)).narrow.is_empty());
+    }
+
+    #[test]
+    fn an_object_is_squeezed_to_each_aspect_of_the_tops_it_is_wider_than() {
+        let widths = |w: u32| -> Vec<(u32, u32)> {
+            narrowed(&GrayImage::from_pixel(w, 280, Luma([200])))
+                .iter()
+                .map(GrayImage::dimensions)
+                .collect()
+        };
+        // The median's view first, then the quartiles' the object is wider than.
+        assert_eq!(widths(300), [(210, 280), (200, 280), (230, 280)]);
+        assert_eq!(widths(220), [(210, 280), (200, 280)]);
+        // No wider than the median: the object is as narrow as the tops already.
+        assert!(widths(210).is_empty());
+        assert!(widths(150).is_empty());
     }
 
     #[test]
