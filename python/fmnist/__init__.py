@@ -402,9 +402,9 @@ class Model:
     def preprocess_image(self, path: Union[PathLike, Sequence[PathLike]]) -> np.ndarray:
         """What the model sees of photos: their 28×28 inputs, uint8 ``(N, 28, 28)``.
 
-        A photo's object wider than the dataset's tops is also seen narrower, and that
-        view answers where it reads as a top (``predict_image`` says ``"narrow": true``);
-        this returns the object as it is.
+        A photo's object wider than the dataset's tops is also seen narrower, and those
+        views answer together with it where they read as a top (``predict_image`` says
+        ``"narrow": true``); this returns the object as it is.
         """
         many = not isinstance(path, (str, bytes, os.PathLike))
         paths = [os.fspath(p) for p in (path if many else [path])]
