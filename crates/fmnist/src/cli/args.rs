@@ -181,8 +181,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "P", value_parser = probability)]
     pub erase: Option<f32>,
     /// Augmentation: probability of turning an image into what a phone photo of the
-    /// garment looks like after `predict` cuts it out (tilt, light, folds, imperfect
-    /// mask, blur, noise; a shoe sometimes with its pair) [default: 0]
+    /// garment looks like after `predict` cuts it out (tilt, perspective, light, folds,
+    /// imperfect mask, blur, noise; a shoe sometimes with its pair) [default: 0]
     #[arg(long, value_name = "P", value_parser = probability)]
     pub photo_augment: Option<f32>,
     /// Keep an exponential moving average of the weights with this decay, e.g. 0.999 (0: off) [default: 0]

@@ -1,6 +1,6 @@
 //! What photographing a garment and cutting it out again does to a Fashion-MNIST image,
 //! applied to training images so a model learns to read `predict`'s inputs from phone
-//! photos: a tilted, foreshortened view (rotation, anisotropic scale, shear), light that
+//! photos: a tilted, foreshortened view (rotation, anisotropic scale, shear, keystone), light that
 //! falls off across the garment and a different exposure (gradient, gamma), folds and
 //! cloth texture (smooth multiplicative noise), printed or woven patterns (stripes and
 //! checks, which the dataset's product shots rarely show), a dark garment whose detail
@@ -21,6 +21,9 @@ use crate::data::{PIXELS, SIDE};
 const S: usize = SIDE;
 /// Largest rotation, in radians (±20°).
 const ROTATION: f32 = 0.35;
+/// Largest keystone, as a share of the side: a phone held at an angle shows the near
+/// end of a garment up to (1 + 0.15) / (1 − 0.15) ≈ 1.35 times as large as the far one.
+const PERSPECTIVE: f32 = 0.3;
 /// Largest shear.
 const SHEAR: f32 = 0.15;
 /// Range of the overall scale, and of the extra scale along one axis.
@@ -182,35 +185,66 @@ fn lit_bounds(img: &[f32]) -> Option<(usize, usize, usize, usize)> {
     (x0 <= x1).then_some((x0, y0, x1, y1))
 }
 
-/// A random rotation, scale and shear about the centre.
+/// A random view of `img` ([`Camera`]).
 fn warp(img: &[f32], rng: &mut Rng) -> Vec<f32> {
-    let angle = rng.uniform_range(-ROTATION, ROTATION);
-    let scale = rng.uniform_range(SCALE.0, SCALE.1);
-    let aspect = rng.uniform_range(-ASPECT, ASPECT).exp();
-    let shear = rng.uniform_range(-SHEAR, SHEAR);
-    let (sx, sy) = (scale * aspect, scale / aspect);
-    let (c, s) = (angle.cos(), angle.sin());
-    // Forward map: p' = R · Shear · Scale · p; sampled through its inverse.
-    let m = [
-        [c * sx, (c * shear - s) * sy],
-        [s * sx, (s * shear + c) * sy],
-    ];
-    let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
-    let inv = [
-        [m[1][1] / det, -m[0][1] / det],
-        [-m[1][0] / det, m[0][0] / det],
-    ];
-    let centre = (S as f32 - 1.0) / 2.0;
-    let mut out = vec![0.0; PIXELS];
-    for y in 0..S {
-        for x in 0..S {
-            let (dx, dy) = (x as f32 - centre, y as f32 - centre);
-            let u = inv[0][0] * dx + inv[0][1] * dy + centre;
-            let v = inv[1][0] * dx + inv[1][1] * dy + centre;
-            out[y * S + x] = sample(img, u, v);
-        }
+    Camera::draw(rng).shoot(img)
+}
+
+/// How a phone saw the garment, about the image's centre: turned, scaled (more along
+/// one axis), sheared, and with one end nearer the lens than the other (a keystone).
+#[derive(Clone, Copy, Debug)]
+struct Camera {
+    /// The inverse of the turn, scale and shear: from where a pixel of the photo came.
+    inv: [[f32; 2]; 2],
+    /// The keystone along x and y, per pixel from the centre: a photo pixel at `d` from
+    /// the centre shows the garment `1 + keystone · d` times as large.
+    keystone: (f32, f32),
+}
+
+impl Camera {
+    /// A random camera: a turn within ±[`ROTATION`], a scale in [`SCALE`] and
+    /// ±[`ASPECT`] (log) more along one axis, a shear within ±[`SHEAR`] and keystones
+    /// within ±[`PERSPECTIVE`].
+    fn draw(rng: &mut Rng) -> Self {
+        let angle = rng.uniform_range(-ROTATION, ROTATION);
+        let scale = rng.uniform_range(SCALE.0, SCALE.1);
+        let aspect = rng.uniform_range(-ASPECT, ASPECT).exp();
+        let shear = rng.uniform_range(-SHEAR, SHEAR);
+        let keystone = (
+            rng.uniform_range(-PERSPECTIVE, PERSPECTIVE) / S as f32,
+            rng.uniform_range(-PERSPECTIVE, PERSPECTIVE) / S as f32,
+        );
+        let (sx, sy) = (scale * aspect, scale / aspect);
+        let (c, s) = (angle.cos(), angle.sin());
+        // Forward map: p' = R · Shear · Scale · p; sampled through its inverse.
+        let m = [
+            [c * sx, (c * shear - s) * sy],
+            [s * sx, (s * shear + c) * sy],
+        ];
+        let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+        let inv = [
+            [m[1][1] / det, -m[0][1] / det],
+            [-m[1][0] / det, m[0][0] / det],
+        ];
+        Self { inv, keystone }
     }
-    out
+
+    /// The photo of `img` this camera takes.
+    fn shoot(&self, img: &[f32]) -> Vec<f32> {
+        let centre = (S as f32 - 1.0) / 2.0;
+        let inv = self.inv;
+        let mut out = vec![0.0; PIXELS];
+        for y in 0..S {
+            for x in 0..S {
+                let (dx, dy) = (x as f32 - centre, y as f32 - centre);
+                let near = 1.0 + self.keystone.0 * dx + self.keystone.1 * dy;
+                let u = (inv[0][0] * dx + inv[0][1] * dy) / near + centre;
+                let v = (inv[1][0] * dx + inv[1][1] * dy) / near + centre;
+                out[y * S + x] = sample(img, u, v);
+            }
+        }
+        out
+    }
 }
 
 /// Light falling off along a random direction, and a random exposure (gamma).
@@ -419,6 +453,35 @@ mod tests {
             }
         }
         img
+    }
+
+    #[test]
+    fn a_keystone_shows_the_near_end_larger_than_the_far_one() {
+        // An upright 10-pixel-wide block, seen head on and with its bottom nearer.
+        let src: Vec<f32> = block().iter().map(|&p| p as f32 / 255.0).collect();
+        let straight = Camera {
+            inv: [[1.0, 0.0], [0.0, 1.0]],
+            keystone: (0.0, 0.0),
+        };
+        let tilted = Camera {
+            keystone: (0.0, PERSPECTIVE / S as f32),
+            ..straight
+        };
+        let width = |img: &[f32], y: usize| img[y * S..][..S].iter().filter(|&&v| v > 0.5).count();
+        let flat = straight.shoot(&src);
+        assert_eq!(flat, src);
+        let near = tilted.shoot(&src);
+        // Its top row (3) shows narrower than 10 pixels, its bottom rows (22 and
+        // below) wider, and it ends lower: the near end grew.
+        let rows: Vec<usize> = (0..S).filter(|&y| width(&near, y) > 0).collect();
+        let (top, bottom) = (rows[0], rows[rows.len() - 1]);
+        assert!(top >= 3 && bottom > 22, "rows {top}..{bottom}");
+        assert!(width(&near, top + 1) < 10, "{}", width(&near, top + 1));
+        assert!(
+            width(&near, bottom - 1) > 10,
+            "{}",
+            width(&near, bottom - 1)
+        );
     }
 
     #[test]
