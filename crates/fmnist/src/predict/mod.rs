@@ -207,7 +207,7 @@ fn other_view(
     out
 }
 
-/// Fashion-MNIST's garments worn on the body that the dataset shows no wider than
+/// The labels of the dataset's tops and dresses, shown hanging, no wider than
 /// [`TOP_ASPECT`]: T-shirt/top, Pullover, Dress, Coat, Shirt.
 const GARMENTS: [usize; 5] = [0, 2, 3, 4, 6];
 
