@@ -1,16 +1,16 @@
 //! What photographing a garment and cutting it out again does to a Fashion-MNIST image,
 //! applied to training images so a model learns to read `predict`'s inputs from phone
-//! photos: a tilted, foreshortened view (rotation, anisotropic scale, shear, keystone), light that
-//! falls off across the garment and a different exposure (gradient, gamma), folds and
-//! cloth texture (smooth multiplicative noise), printed or woven patterns (stripes and
-//! checks, which the dataset's product shots rarely show), a dark garment whose detail
-//! the exposure lost (flattened shading), an imperfect mask (background leaking in
-//! at one side, a bite taken out of the edge), the softness of a small photo (blur) and
-//! sensor noise. A shoe is sometimes shown with its pair, from the side or from above,
-//! as phone photos show footwear and as `predict` renders a pair it cannot part. The
-//! result is re-cropped, scaled and level-stretched exactly as `predict::preprocess`
-//! renders a photo. JPEG artefacts are left out: at the 28-pixel scale a phone photo is
-//! reduced to, they average away.
+//! photos: a tilted, foreshortened view (rotation, anisotropic scale, shear, keystone),
+//! light that falls off across the garment and a different exposure (gradient, gamma),
+//! folds and cloth texture (smooth multiplicative noise), printed or woven patterns
+//! (stripes and checks, which the dataset's product shots rarely show), a dark garment
+//! whose detail the exposure lost (flattened shading), an imperfect mask (background
+//! leaking in at one side, a bite taken out of the edge), the softness of a small photo
+//! (blur) and sensor noise. A shoe is sometimes shown with its pair, from the side or
+//! from above, as phone photos show footwear and as `predict` renders a pair it cannot
+//! part. The result is re-cropped, scaled and level-stretched exactly as
+//! `predict::preprocess` renders a photo. JPEG artefacts are left out: at the 28-pixel
+//! scale a phone photo is reduced to, they average away.
 //!
 //! Every draw comes from the caller's [`Rng`] in a fixed order.
 
@@ -471,8 +471,8 @@ mod tests {
         let flat = straight.shoot(&src);
         assert_eq!(flat, src);
         let near = tilted.shoot(&src);
-        // Its top row (3) shows narrower than 10 pixels, its bottom rows (22 and
-        // below) wider, and it ends lower: the near end grew.
+        // Near its top (row 3 of the source) it shows narrower than its 10 pixels,
+        // near its bottom (row 22) wider, and it reaches lower: the near end grew.
         let rows: Vec<usize> = (0..S).filter(|&y| width(&near, y) > 0).collect();
         let (top, bottom) = (rows[0], rows[rows.len() - 1]);
         assert!(top >= 3 && bottom > 22, "rows {top}..{bottom}");
