@@ -136,10 +136,10 @@ impl Input {
     /// The pixels of `view` (the narrow view at [`TOP_ASPECT`]), or of the whole object
     /// where the input has no such view.
     pub fn seen(&self, view: View) -> &[u8] {
-        match (view, self.narrow.first(), &self.half) {
-            (View::Narrow, Some(pixels), _) | (View::Half, _, Some(pixels)) => pixels,
-            _ => &self.pixels,
-        }
+        self.renderings(view)
+            .first()
+            .copied()
+            .unwrap_or(&self.pixels)
     }
 
     /// Every rendering of `view` this input has: the pixels for the whole, each narrow

@@ -476,11 +476,10 @@ mod tests {
         let rows: Vec<usize> = (0..S).filter(|&y| width(&near, y) > 0).collect();
         let (top, bottom) = (rows[0], rows[rows.len() - 1]);
         assert!(top >= 3 && bottom > 22, "rows {top}..{bottom}");
-        assert!(width(&near, top + 1) < 10, "{}", width(&near, top + 1));
+        let (upper, lower) = (width(&near, top + 1), width(&near, bottom - 1));
         assert!(
-            width(&near, bottom - 1) > 10,
-            "{}",
-            width(&near, bottom - 1)
+            upper < 10 && lower > 10,
+            "{upper} at the top, {lower} at the bottom"
         );
     }
 
