@@ -254,7 +254,7 @@ impl Engine {
     fn inferring(&mut self) -> PyResult<&mut Classifier> {
         let precision = self.config.precision;
         let model = self.model_mut()?;
-        model.net.set_precision(precision);
+        model.set_precision(precision);
         Ok(model)
     }
 }
@@ -299,14 +299,23 @@ impl Engine {
             .map_err(error)
     }
 
-    /// The layer table.
+    /// The layer table (an ensemble's first network's, under a line that says so).
     fn summary(&self) -> PyResult<String> {
-        summary::table(&self.spec).map_err(error)
+        let table = summary::table(&self.spec).map_err(error)?;
+        let m = self.lock()?;
+        Ok(if m.networks() > 1 {
+            format!(
+                "{} (probabilities averaged); the first network:\n{table}",
+                m.describe()
+            )
+        } else {
+            table
+        })
     }
 
-    /// Trained parameters.
+    /// Trained parameters (of every network of an ensemble).
     fn count_params(&self) -> PyResult<usize> {
-        Ok(self.lock()?.net.num_params())
+        Ok(self.lock()?.num_params())
     }
 
     /// The architecture as JSON.
@@ -327,7 +336,8 @@ impl Engine {
             "normalization": m.normalization,
             "training": m.summary,
             "inference": m.inference,
-            "parameters": m.net.num_params(),
+            "parameters": m.num_params(),
+            "networks": m.networks(),
         }))
         .map_err(|e| error(e.into()))
     }

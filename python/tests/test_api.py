@@ -125,6 +125,22 @@ def test_files_travel_between_python_and_the_command_line(tmp_path, data, traine
     np.testing.assert_array_equal(again.predict(xt[:200]), model.predict(xt[:200]))
 
 
+def test_an_ensemble_from_the_command_line_loads_as_one_model(tmp_path, data):
+    _, (xt, yt) = data
+    out = tmp_path / "ensemble.safetensors"
+    subprocess.run([str(CLI), "train", "--epochs", "1", "--limit", "2000", "--members", "2",
+                    "--out", str(out)], check=True, capture_output=True)
+    result = subprocess.run([str(CLI), "eval", str(out), "--json"], check=True,
+                            capture_output=True, text=True)
+    model = fmnist.load_model(out)
+    assert model.info["networks"] == 2
+    assert model.count_params() == 2 * 225_034
+    assert abs(json.loads(result.stdout)["accuracy"] - model.evaluate(xt, yt)[1]) < 1e-12
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert "ensemble of 2 simple" in "\n".join(lines)
+
+
 def test_predict_image_takes_the_command_lines_photo_path(tmp_path, data, trained):
     _, (xt, _) = data
     model, _ = trained

@@ -187,6 +187,11 @@ fn cases() -> Vec<(String, Classifier)> {
         let mut m = model(models::preset(name).expect("preset"), 10 + i as u64);
         // Every other one averages with the mirror image, as models trained with flips do.
         m.inference.flip_tta = i % 2 == 1;
+        // Trained models divide their scores by a fitted temperature (`standard`'s is
+        // about 0.6); the others keep 1, as files from before calibration do.
+        if i % 3 == 0 {
+            m.inference.temperature = 0.6 + 0.1 * i as f32;
+        }
         out.push((name.to_string(), m));
     }
     for global_max in [false, true] {
@@ -210,6 +215,31 @@ fn exported_models_run_in_tract_with_fmnist_probabilities() {
         let theirs = tract_probabilities(&onnx, &images);
         assert_agrees(&name, &ours, &theirs);
     }
+}
+
+#[test]
+fn an_exported_ensemble_runs_in_tract_with_fmnist_probabilities() {
+    let images = test_images(64);
+    let mut networks = cases().into_iter();
+    let (_, mut ensemble) = networks.next().unwrap();
+    // Networks with other architectures, normalisations, temperatures and TTA settings.
+    ensemble
+        .members
+        .extend(networks.skip(1).step_by(2).map(|(_, m)| m));
+    assert!(ensemble.networks() >= 3);
+    let onnx = onnx_export::to_onnx(&ensemble).expect("export");
+    let ours = ensemble.probabilities(&images);
+    assert_agrees("ensemble", &ours, &tract_probabilities(&onnx, &images));
+    // The members' averaging matters: the first network alone answers otherwise.
+    let (_, mut first) = cases().into_iter().next().unwrap();
+    assert_ne!(first.probabilities(&images), ours);
+    // Import reads one network, and says so.
+    let e = format!(
+        "{:#}",
+        onnx_import::from_bytes(&onnx, InputScaling::default())
+            .expect_err("an ensemble is not one network")
+    );
+    assert!(e.contains("Mean"), "{e}");
 }
 
 #[test]

@@ -21,11 +21,11 @@ fn data() -> fmnist::FashionMnist {
     data
 }
 
+/// Every weight of every network (an ensemble's too).
 fn weights(model: &fmnist::Classifier) -> Vec<u32> {
     model
-        .net
-        .tensors()
-        .iter()
+        .each_network()
+        .flat_map(|m| m.net.tensors())
         .flat_map(|(_, t)| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
         .collect()
 }
@@ -55,6 +55,7 @@ fn every_preset_is_reproducible_and_blind_to_the_test_set() {
     let mut shuffled = data.clone();
     shuffled.test.labels.rotate_left(1);
     for name in recipes::NAMES {
+        let recipe = recipes::recipe(name).unwrap();
         let a = train_preset(&data, name, 3);
         let b = train_preset(&data, name, 3);
         let c = train_preset(&data, name, 4);
@@ -65,6 +66,7 @@ fn every_preset_is_reproducible_and_blind_to_the_test_set() {
         assert_eq!(a.summary.best_epoch, blind.summary.best_epoch);
         assert_ne!(a.summary.test_accuracy, blind.summary.test_accuracy);
         assert!(a.inference.flip_tta, "{name} classifies with flip TTA");
+        assert_eq!(a.networks(), recipe.config.members, "{name}");
     }
 }
 

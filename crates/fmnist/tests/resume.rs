@@ -162,3 +162,101 @@ fn resume_refuses_what_it_cannot_continue() {
         "{err}"
     );
 }
+
+/// Every tensor of every network of a model file, in order.
+fn ensemble_weights(sb: &Sandbox, file: &str) -> Vec<Vec<u32>> {
+    let model = fmnist::Classifier::load(&sb.path(file)).unwrap();
+    model
+        .each_network()
+        .flat_map(|m| m.net.tensors())
+        .map(|(_, t)| t.data().iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+#[test]
+fn an_interrupted_ensemble_resumes_to_the_same_networks() {
+    let sb = Sandbox::new();
+    let recipe = |out: &'static str, extra: &[&'static str]| -> Vec<&'static str> {
+        let mut a = vec![
+            "train",
+            "--epochs",
+            "3",
+            "--limit",
+            "3000",
+            "--val-size",
+            "500",
+            "--shift",
+            "1",
+            "--seed",
+            "7",
+            "--threads",
+            "2",
+            "--offline",
+            "--out",
+            out,
+        ];
+        a.extend(extra);
+        a
+    };
+    let out = sb.ok(&recipe("straight.safetensors", &["--members", "2"]));
+    assert!(out.contains("network 2 of 2 (seed 8)"), "{out}");
+    assert!(out.contains("test accuracy of the ensemble"), "{out}");
+    // Network k is the recipe trained alone with the seed moved on by k.
+    sb.ok(&recipe("seed7.safetensors", &[]));
+    let mut eight = recipe("seed8.safetensors", &[]);
+    let seed = eight.iter().position(|a| *a == "7").unwrap();
+    eight[seed] = "8";
+    sb.ok(&eight);
+    let networks = ensemble_weights(&sb, "straight.safetensors");
+    let alone = [
+        weights(&sb, "seed7.safetensors"),
+        weights(&sb, "seed8.safetensors"),
+    ]
+    .concat();
+    assert!(networks == alone, "the networks are the one-seed runs");
+    let history = std::fs::read_to_string(sb.path("straight.history.csv")).unwrap();
+    assert!(history.starts_with("member,epoch,"), "{history}");
+    assert_eq!(history.lines().count(), 1 + 2 * 3, "{history}");
+
+    // Ctrl-C once the second network has saved an epoch.
+    let mut run = sb.spawn(&recipe("run.safetensors", &["--members", "2"]), &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let second_started = |sb: &Sandbox| {
+        Checkpoint::load(&sb.path("run.checkpoint.safetensors"))
+            .ok()
+            .is_some_and(|c| c.earlier.len() == 1 && c.epochs_done >= 1)
+    };
+    while !second_started(&sb) {
+        assert!(
+            Instant::now() < deadline,
+            "the second network saved nothing"
+        );
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    common::interrupt(&run);
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("of network 2 of 2"), "{err}");
+    assert!(!sb.path("run.safetensors").exists());
+    let out = sb.ok(&[
+        "train",
+        "--resume",
+        "run.checkpoint.safetensors",
+        "--threads",
+        "2",
+        "--offline",
+    ]);
+    assert!(out.contains("of network 2 of 2 from"), "{out}");
+    assert!(
+        !out.contains("network 1 of 2 (seed"),
+        "network 1 is not retrained: {out}"
+    );
+    assert!(ensemble_weights(&sb, "run.safetensors") == networks);
+    assert!(!sb.path("run.checkpoint.safetensors").exists());
+}

@@ -394,3 +394,43 @@ fn every_copy_of_the_served_model_infers_in_the_precision_asked_for() {
     }
     server.stop();
 }
+
+#[test]
+fn an_ensemble_serves_as_one_model() {
+    let sb = Sandbox::new();
+    sb.ok(&[
+        "train",
+        "--epochs",
+        "1",
+        "--limit",
+        "2000",
+        "--val-size",
+        "500",
+        "--members",
+        "2",
+        "--out",
+        "m.safetensors",
+        "--offline",
+    ]);
+    let png = boot_png(&sb);
+    let cli = predict_boot(&sb, &[]);
+    let server = Server::start(&sb, &["--concurrency", "2"]);
+    let (status, info) = get(&server.base, "/api/model");
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["name"], "ensemble of 2 simple");
+    assert_eq!(info["networks"], 2);
+    assert_eq!(info["parameters"], 2 * 225_034);
+    let ensemble = info["training"]["ensemble_test_accuracy"].as_f64().unwrap();
+    let first = info["training"]["test_accuracy"].as_f64().unwrap();
+    assert!(ensemble != first && ensemble > 0.5, "{info}");
+    // The page shows the ensemble's figure.
+    let (_, page) = get(&server.base, "/");
+    assert!(page.contains("t.ensemble_test_accuracy || t.test_accuracy"));
+    // What `predict` answers, from either copy of the model.
+    for _ in 0..2 {
+        let (status, answer) = post(&server.base, "image/png", &png);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["top"], cli["top"]);
+    }
+}

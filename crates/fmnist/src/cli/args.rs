@@ -150,7 +150,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "CHECKPOINT", conflicts_with_all = [
         "preset", "model", "arch", "epochs", "batch_size", "lr", "seed", "val_size", "limit",
         "optimizer", "schedule", "weight_decay", "label_smoothing", "shift", "flip", "erase",
-        "photo_augment", "ema", "patience", "tta", "precision",
+        "photo_augment", "ema", "patience", "tta", "precision", "members",
     ])]
     pub resume: Option<PathBuf>,
     /// Training images held out for validation (model selection)
@@ -199,6 +199,11 @@ pub struct TrainArgs {
     /// or on the ones named [default: fp32]
     #[arg(long, value_parser = PRECISIONS)]
     pub precision: Option<String>,
+    /// Train N networks, each with the next seed (--seed, --seed + 1, ...), and save them
+    /// as one ensemble that averages their probabilities (N times the training time)
+    /// [default: 1; preset photo: 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub members: Option<u32>,
     #[command(flatten)]
     pub source: DataSource,
 }
@@ -249,6 +254,7 @@ impl TrainArgs {
             patience: self.patience.map(|v| v as usize),
             flip_tta: self.tta,
             precision: self.precision.clone(),
+            members: self.members.map(|v| v as usize),
         };
         let mut c = overrides.apply(&base.config)?;
         if let Some(model) = &start {

@@ -98,8 +98,12 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         report::recipe(cfg),
     ))?;
     if let Some((done, threads)) = run.resumed() {
+        let network = match cfg.members {
+            1 => String::new(),
+            n => format!(" of network {} of {n}", run.resumed_networks() + 1),
+        };
         out(&format!(
-            "resuming after epoch {done} of {} from {}\n",
+            "resuming after epoch {done} of {}{network} from {}\n",
             cfg.epochs,
             run.outputs().checkpoint.display()
         ))?;
@@ -122,19 +126,42 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         ))?;
     }
     let o = &done.outputs;
-    out(&format!(
-        "best epoch {}: val acc {:.2} %\ntest accuracy {:.2} % ({} images)\n\
-         saved {} in {}; beside it: {}, {}, {}\n",
-        s.best_epoch,
-        100.0 * s.val_accuracy,
-        100.0 * s.test_accuracy,
-        report::thousands(data.test.len()),
+    let mut text = String::new();
+    if done.model.networks() > 1 {
+        for (i, m) in done.model.each_network().enumerate() {
+            let s = &m.summary;
+            text.push_str(&format!(
+                "network {} (seed {}): best epoch {}, val acc {:.2} %, test accuracy {:.2} %\n",
+                i + 1,
+                s.seed,
+                s.best_epoch,
+                100.0 * s.val_accuracy,
+                100.0 * s.test_accuracy,
+            ));
+        }
+        text.push_str(&format!(
+            "test accuracy of the ensemble {:.2} % ({} images)\n",
+            100.0 * done.test.accuracy,
+            report::thousands(data.test.len()),
+        ));
+    } else {
+        text.push_str(&format!(
+            "best epoch {}: val acc {:.2} %\ntest accuracy {:.2} % ({} images)\n",
+            s.best_epoch,
+            100.0 * s.val_accuracy,
+            100.0 * s.test_accuracy,
+            report::thousands(data.test.len()),
+        ));
+    }
+    text.push_str(&format!(
+        "saved {} in {}; beside it: {}, {}, {}\n",
         o.model.display(),
         report::duration(started.elapsed().as_secs_f64()),
         o.history.display(),
         o.curves.display(),
         o.confusion.display(),
-    ))
+    ));
+    out(&text)
 }
 
 /// `fmnist eval`
@@ -146,7 +173,7 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let precision = parse_precision(&a.inference.precision)?;
     for model in &mut models {
-        model.net.set_precision(precision);
+        model.set_precision(precision);
     }
     if a.photos.is_some() && models.len() > 1 {
         anyhow::bail!("--photos measures one model at a time");
@@ -189,20 +216,17 @@ pub fn run_eval(a: &EvalArgs) -> anyhow::Result<()> {
     }
     let mut text = String::new();
     for (path, model) in a.models.iter().zip(&models) {
-        let name = if model.spec.name.is_empty() {
-            "custom"
-        } else {
-            &model.spec.name
-        };
+        let name = model.describe();
         let origin = match (&model.summary.imported_from, model.summary.epochs) {
             (Some(source), 0) => format!("imported from {source}"),
             (Some(source), n) => format!("trained {n} epochs, imported from {source}"),
+            (None, n) if model.networks() > 1 => format!("trained {n} epochs each"),
             (None, n) => format!("trained {n} epochs"),
         };
         text.push_str(&format!(
             "model {} ({name}, {} parameters, {origin}{}{})\n",
             path.display(),
-            report::thousands(model.net.num_params()),
+            report::thousands(model.num_params()),
             if model.inference.flip_tta {
                 ", flip TTA"
             } else {
@@ -285,9 +309,7 @@ fn write_report(
 /// `fmnist predict`
 pub fn run_predict(a: &PredictArgs) -> anyhow::Result<()> {
     let mut model = Classifier::load(&a.model)?;
-    model
-        .net
-        .set_precision(parse_precision(&a.inference.precision)?);
+    model.set_precision(parse_precision(&a.inference.precision)?);
     let inputs = predict::prepare_files(&a.images)?;
     let names: Vec<String> = a.images.iter().map(|p| p.display().to_string()).collect();
     let predictions = predict::rank_inputs(&mut model, &names, &inputs, a.top as usize);
@@ -352,9 +374,7 @@ fn parse_precision(name: &str) -> anyhow::Result<nn::Precision> {
 /// `fmnist serve`
 pub fn run_serve(a: &ServeArgs) -> anyhow::Result<()> {
     let mut model = Classifier::load(&a.model)?;
-    model
-        .net
-        .set_precision(parse_precision(&a.inference.precision)?);
+    model.set_precision(parse_precision(&a.inference.precision)?);
     // Test images for the page's "random test image"; the server works without them.
     let mut options = a.source.options();
     options.offline = true;

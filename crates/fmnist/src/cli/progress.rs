@@ -23,6 +23,10 @@ impl Bar {
 }
 
 impl Progress for Bar {
+    fn member_start(&mut self, member: usize, members: usize, seed: u64) {
+        let _ = out(&format!("network {member} of {members} (seed {seed})\n"));
+    }
+
     fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
         let bar = ProgressBar::new(batches as u64);
         let style =

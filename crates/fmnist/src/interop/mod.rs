@@ -66,6 +66,8 @@ pub struct Imported {
     pub std: f32,
     /// Whether probabilities average each image and its mirror image.
     pub flip_tta: bool,
+    /// What the class scores are divided by before the softmax (1: nothing).
+    pub temperature: f32,
     /// Class names the file carries, if any.
     pub classes: Option<Vec<String>>,
     /// The training summary the file carries (an fmnist export), if any.
@@ -157,6 +159,7 @@ impl Imported {
         };
         model.normalization.validate()?;
         model.inference.flip_tta = self.flip_tta;
+        model.inference.temperature = self.temperature;
         if let Some(classes) = self.classes
             && classes.len() == CLASS_NAMES.len()
             && classes.iter().all(|c| {

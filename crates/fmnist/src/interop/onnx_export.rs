@@ -42,53 +42,42 @@ pub fn to_onnx(model: &Classifier) -> anyhow::Result<Vec<u8>> {
     Ok(model_proto(model)?.encode_to_vec())
 }
 
-/// The ONNX model for `model` (see the module documentation).
+/// The ONNX model for `model` (see the module documentation). An ensemble's networks
+/// are side by side in the graph, each on its own normalisation and mirror images, and
+/// their probabilities averaged (`Mean`).
 pub fn model_proto(model: &Classifier) -> anyhow::Result<ModelProto> {
-    let tensors: HashMap<String, &Tensor> = model.net.tensors().into_iter().collect();
-    let mut g = Builder {
-        tensors,
-        ..Builder::default()
-    };
     let [h, w, c] = *model.spec.input.as_slice() else {
         return Err(anyhow!(
             "ONNX export needs a [height, width, channels] input, not {:?}",
             model.spec.input
         ));
     };
-    let norm = model.normalization;
-    let mean = g.scalar("mean", norm.mean);
-    let std = g.scalar("std", norm.std);
-    let centred = g.node("Sub", vec![INPUT.into(), mean], vec![]);
-    let mut x = g.node("Div", vec![centred, std], vec![]);
-    let flip = model.inference.flip_tta;
-    if flip {
-        // The mirror images go after the originals in one batch: one pass of the network.
-        let starts = g.ints("flip_starts", &[-1]);
-        let ends = g.ints("flip_ends", &[i64::MIN]);
-        let axes = g.ints("flip_axes", &[3]);
-        let steps = g.ints("flip_steps", &[-1]);
-        let mirrored = g.node("Slice", vec![x.clone(), starts, ends, axes, steps], vec![]);
-        x = g.node("Concat", vec![x, mirrored], vec![int("axis", 0)]);
-    }
-    let (logits, shape) = g.layers(&model.spec.layers, &[], x, vec![h, w, c])?;
     let classes = model.classes.len();
-    if shape != [classes] {
-        return Err(anyhow!(
-            "the network's output {shape:?} is not one score per class ({classes})"
-        ));
+    let mut g = Builder::default();
+    let mut members = Vec::new();
+    for (i, network) in model.each_network().enumerate() {
+        if network.spec.input != model.spec.input {
+            return Err(anyhow!(
+                "the ensemble's networks take different inputs ({:?} and {:?})",
+                model.spec.input,
+                network.spec.input
+            ));
+        }
+        g.tensors = network.net.tensors().into_iter().collect();
+        g.prefix = if i == 0 {
+            String::new()
+        } else {
+            format!("member{i}/")
+        };
+        let probs = g
+            .network_probabilities(network, [h, w, c], classes)
+            .with_context(|| format!("network {} of the model", i + 1))?;
+        members.push(probs);
     }
-    let probs = g.node("Softmax", vec![logits], vec![int("axis", 1)]);
-    let probs = if flip {
-        let split = g.ints("tta_shape", &[2, -1, classes as i64]);
-        let pairs = g.node("Reshape", vec![probs, split], vec![]);
-        g.node_named(
-            "ReduceMean",
-            vec![pairs],
-            vec![ints("axes", &[0]), int("keepdims", 0)],
-            OUTPUT,
-        )
+    let probs = if members.len() == 1 {
+        g.node_named("Identity", members, vec![], OUTPUT)
     } else {
-        g.node_named("Identity", vec![probs], vec![], OUTPUT)
+        g.node_named("Mean", members, vec![], OUTPUT)
     };
     let metadata = metadata(model)?;
     let graph = GraphProto {
@@ -125,7 +114,7 @@ pub fn model_proto(model: &Classifier) -> anyhow::Result<ModelProto> {
 /// What travels beside the graph: class names, the training summary, and fmnist's own
 /// description of the model (architecture, normalisation, inference settings).
 fn metadata(model: &Classifier) -> anyhow::Result<Vec<StringStringEntryProto>> {
-    let entries = [
+    let mut entries = vec![
         ("classes", serde_json::to_string(&model.classes)?),
         ("training", serde_json::to_string(&model.summary)?),
         ("fmnist.architecture", serde_json::to_string(&model.spec)?),
@@ -139,6 +128,10 @@ fn metadata(model: &Classifier) -> anyhow::Result<Vec<StringStringEntryProto>> {
             "pixels / 255 in [0, 1], shape [N, 1, 28, 28], light garment on black".into(),
         ),
     ];
+    if model.networks() > 1 {
+        // The description above is the first network's; the graph averages them all.
+        entries.push(("fmnist.networks", model.networks().to_string()));
+    }
     Ok(entries
         .into_iter()
         .map(|(key, value)| StringStringEntryProto {
@@ -151,13 +144,67 @@ fn metadata(model: &Classifier) -> anyhow::Result<Vec<StringStringEntryProto>> {
 /// A graph under construction.
 #[derive(Default)]
 struct Builder<'a> {
+    /// The tensors of the network being emitted.
     tensors: HashMap<String, &'a Tensor>,
+    /// Put before their initializers' names (an ensemble's members').
+    prefix: String,
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
     counter: usize,
 }
 
 impl Builder<'_> {
+    /// Emits one network on the graph's input: its normalisation, the mirror images when
+    /// it averages them, its layers, its temperature and softmax. Returns its `[N,
+    /// classes]` probabilities.
+    fn network_probabilities(
+        &mut self,
+        network: &Classifier,
+        [h, w, c]: [usize; 3],
+        classes: usize,
+    ) -> anyhow::Result<String> {
+        let norm = network.normalization;
+        let mean = self.scalar("mean", norm.mean);
+        let std = self.scalar("std", norm.std);
+        let centred = self.node("Sub", vec![INPUT.into(), mean], vec![]);
+        let mut x = self.node("Div", vec![centred, std], vec![]);
+        let flip = network.inference.flip_tta;
+        if flip {
+            // The mirror images go after the originals in one batch: one pass of the network.
+            let starts = self.ints("flip_starts", &[-1]);
+            let ends = self.ints("flip_ends", &[i64::MIN]);
+            let axes = self.ints("flip_axes", &[3]);
+            let steps = self.ints("flip_steps", &[-1]);
+            let mirrored = self.node("Slice", vec![x.clone(), starts, ends, axes, steps], vec![]);
+            x = self.node("Concat", vec![x, mirrored], vec![int("axis", 0)]);
+        }
+        let (mut logits, shape) = self.layers(&network.spec.layers, &[], x, vec![h, w, c])?;
+        if shape != [classes] {
+            return Err(anyhow!(
+                "the network's output {shape:?} is not one score per class ({classes})"
+            ));
+        }
+        // fmnist divides the scores by the temperature fitted after training; at 1 the
+        // division would change nothing.
+        let temperature = network.inference.temperature;
+        if temperature != 1.0 {
+            let t = self.scalar("temperature", temperature);
+            logits = self.node("Div", vec![logits, t], vec![]);
+        }
+        let probs = self.node("Softmax", vec![logits], vec![int("axis", 1)]);
+        Ok(if flip {
+            let split = self.ints("tta_shape", &[2, -1, classes as i64]);
+            let pairs = self.node("Reshape", vec![probs, split], vec![]);
+            self.node(
+                "ReduceMean",
+                vec![pairs],
+                vec![ints("axes", &[0]), int("keepdims", 0)],
+            )
+        } else {
+            probs
+        })
+    }
+
     fn fresh(&mut self, base: &str) -> String {
         self.counter += 1;
         format!("{base}_{}", self.counter)
@@ -227,7 +274,8 @@ impl Builder<'_> {
             .get(key)
             .ok_or_else(|| anyhow!("the network has no tensor {key}"))?;
         let data = data.unwrap_or_else(|| t.data().to_vec());
-        Ok(self.init(key.replace(".body.", "/"), dims, &data))
+        let name = format!("{}{}", self.prefix, key.replace(".body.", "/"));
+        Ok(self.init(name, dims, &data))
     }
 
     /// Emits `layers` (spec path `path`) on `x` of fmnist shape `shape`; returns the

@@ -135,6 +135,14 @@ fn parse(bytes: &[u8], dir: Option<&Path>, scaling: InputScaling) -> anyhow::Res
     if w.flipped.is_some() && !w.flip {
         bail!("the graph mirrors its input but never uses the mirror images");
     }
+    let temperature = match w.temperature {
+        Some((t, layers)) if layers == w.items.len() && w.softmax => t,
+        Some(_) => bail!(
+            "the graph scales the scores between layers or without a softmax; fmnist divides \
+             only the last layer's scores, before the softmax"
+        ),
+        None => 1.0,
+    };
     if w.flip && !w.tta_averaged {
         bail!("the graph batches its input with the mirror images but never averages them");
     }
@@ -156,6 +164,7 @@ fn parse(bytes: &[u8], dir: Option<&Path>, scaling: InputScaling) -> anyhow::Res
         mean: (-b / a) as f32,
         std: (1.0 / a) as f32,
         flip_tta: w.flip,
+        temperature,
         classes: meta
             .get("classes")
             .and_then(|c| serde_json::from_str::<Vec<String>>(c).ok()),
@@ -375,6 +384,9 @@ struct Walk {
     flip: bool,
     /// Whether the scores have been turned into probabilities.
     softmax: bool,
+    /// What the class scores are divided by before the softmax (fmnist's calibration),
+    /// with the count of layers at that point: it must come after the last.
+    temperature: Option<(f32, usize)>,
     /// Whether the probabilities of mirror images have been split off, and averaged.
     tta_split: bool,
     tta_averaged: bool,
@@ -429,6 +441,7 @@ impl Walk {
             flipped: None,
             flip: false,
             softmax: false,
+            temperature: None,
             tta_split: false,
             tta_averaged: false,
         })
@@ -738,6 +751,10 @@ impl Walk {
                 if op == "Add" && self.bias_slot() {
                     return self.add_bias(node, &c);
                 }
+                if let Some(t) = self.temperature_of(op, &c, constant_first) {
+                    self.temperature = Some((t, self.items.len()));
+                    return self.advance(node);
+                }
                 if !self.before_layers() {
                     bail!(
                         "{op} with a constant inside the network; fmnist folds constant \
@@ -761,6 +778,26 @@ impl Walk {
                 self.advance(node)
             }
         }
+    }
+
+    /// The temperature a division (or multiplication) of the class scores by a positive
+    /// scalar stands for, before the softmax; `None` for any other arithmetic.
+    fn temperature_of(&self, op: &str, c: &Const, constant_first: bool) -> Option<f32> {
+        if self.before_layers()
+            || self.shape.len() != 1
+            || self.softmax
+            || self.temperature.is_some()
+            || constant_first
+        {
+            return None;
+        }
+        let v = c.scalar()?;
+        let t = match op {
+            "Div" => v,
+            "Mul" => 1.0 / v,
+            _ => return None,
+        };
+        (t.is_finite() && t > 0.0).then_some(t as f32)
     }
 
     /// Whether the last layer is a dense one without a bias (MatMul), which an `Add` of

@@ -438,6 +438,7 @@ pub fn import(
         mean: (scaling.mean / scaling.scale) as f32,
         std: (scaling.std / scaling.scale) as f32,
         flip_tta: false,
+        temperature: 1.0,
         classes: None,
         training: None,
         exact_normalization: None,

@@ -2,7 +2,7 @@
 //! names, input normalisation and training summary in the metadata, so one file is the
 //! whole model.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
@@ -22,6 +22,8 @@ pub const FORMAT: &str = "fmnist-model/1";
 const MAX_MODEL_BYTES: u64 = 256 << 20;
 /// Longest class name in a model file.
 const MAX_CLASS_NAME: usize = 64;
+/// Most networks one model file may hold (an ensemble; see [`Classifier::members`]).
+pub const MAX_MEMBERS: usize = 8;
 /// Images per forward pass when classifying many (the training batch, so buffers are
 /// shared): larger batches were no faster and doubled peak memory.
 const INFER_BATCH: usize = 128;
@@ -44,6 +46,10 @@ pub struct TrainingSummary {
     /// as null, when training had no test set).
     #[serde(with = "crate::train::history::nan_as_null")]
     pub test_accuracy: f64,
+    /// For an ensemble trained by fmnist, on its first network: the whole ensemble's
+    /// test accuracy (`test_accuracy` is the network's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble_test_accuracy: Option<f64>,
     /// Training images per epoch.
     pub train_images: usize,
     /// Validation images.
@@ -143,6 +149,10 @@ pub struct Classifier {
     pub summary: TrainingSummary,
     /// How it classifies.
     pub inference: Inference,
+    /// The other networks of an ensemble (empty for one network): [`Self::probabilities`]
+    /// averages theirs with this one's. Each has its own architecture, normalisation,
+    /// summary and inference settings, and no members of its own.
+    pub members: Vec<Classifier>,
     input: Tensor,
     flipped: Vec<u8>,
     rng: Rng,
@@ -159,14 +169,32 @@ impl Classifier {
             normalization: Normalization::default(),
             summary: TrainingSummary::default(),
             inference: Inference::default(),
+            members: Vec::new(),
             input: Tensor::default(),
             flipped: Vec::new(),
             rng: Rng::new(0),
         })
     }
 
-    /// Class probabilities (`n × 10`, row after row) for `images` (u8, 784 per image).
+    /// Class probabilities (`n × 10`, row after row) for `images` (u8, 784 per image);
+    /// for an ensemble, the mean of its networks' probabilities.
     pub fn probabilities(&mut self, images: &[u8]) -> Vec<f32> {
+        let mut sum = self.own_probabilities(images);
+        if self.members.is_empty() {
+            return sum;
+        }
+        for m in &mut self.members {
+            for (s, p) in sum.iter_mut().zip(m.own_probabilities(images)) {
+                *s += p;
+            }
+        }
+        let n = self.networks() as f32;
+        sum.iter_mut().for_each(|s| *s /= n);
+        sum
+    }
+
+    /// This network's probabilities, without its members'.
+    fn own_probabilities(&mut self, images: &[u8]) -> Vec<f32> {
         let (logits, mirrored) = self.view_logits(images);
         tempered_probabilities(
             &logits,
@@ -174,6 +202,50 @@ impl Classifier {
             self.classes.len(),
             self.inference.temperature,
         )
+    }
+
+    /// How many networks classify: 1, or an ensemble's size.
+    pub fn networks(&self) -> usize {
+        1 + self.members.len()
+    }
+
+    /// This network and its members, in the order their probabilities are averaged.
+    pub fn each_network(&self) -> impl Iterator<Item = &Classifier> {
+        std::iter::once(self).chain(&self.members)
+    }
+
+    /// Weights of every network.
+    pub fn num_params(&self) -> usize {
+        self.each_network().map(|m| m.net.num_params()).sum()
+    }
+
+    /// Sets the arithmetic of every network's inference.
+    pub fn set_precision(&mut self, precision: nn::Precision) {
+        self.net.set_precision(precision);
+        for m in &mut self.members {
+            m.net.set_precision(precision);
+        }
+    }
+
+    /// The architecture's name, or "custom"; an ensemble's says how many networks.
+    pub fn describe(&self) -> String {
+        let name = |spec: &ModelSpec| {
+            if spec.name.is_empty() {
+                "custom".to_string()
+            } else {
+                spec.name.clone()
+            }
+        };
+        if self.members.is_empty() {
+            return name(&self.spec);
+        }
+        let mut names: Vec<String> = self.each_network().map(|m| name(&m.spec)).collect();
+        names.dedup();
+        if names.len() == 1 {
+            format!("ensemble of {} {}", self.networks(), names[0])
+        } else {
+            format!("ensemble of {}", names.join(" + "))
+        }
     }
 
     /// The logits of `images`, and of their mirror images when flip test-time
@@ -201,7 +273,8 @@ impl Classifier {
 
     /// Fits [`Inference::temperature`] to labelled images (the validation split): the
     /// one that minimises their cross-entropy, by golden-section search on its
-    /// logarithm. Returns it; without images the temperature stays as it is.
+    /// logarithm. Returns it; without images the temperature stays as it is. An
+    /// ensemble's members keep theirs (each fitted when it was trained).
     pub fn calibrate(&mut self, images: &[u8], labels: &[usize]) -> f32 {
         if labels.is_empty() {
             return self.inference.temperature;
@@ -235,15 +308,15 @@ impl Classifier {
         self.inference.temperature
     }
 
-    /// The file's bytes.
-    pub fn to_bytes(&self) -> anyhow::Result<Vec<u8>> {
-        let mut meta = HashMap::new();
-        meta.insert("format".to_string(), FORMAT.to_string());
+    /// The metadata that describes this network (without members): what
+    /// [`Self::network_from`] reads back.
+    pub(crate) fn description(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        // Sorted, so that the same model always gives the same bytes.
+        let mut meta = BTreeMap::new();
         meta.insert(
             "architecture".to_string(),
             serde_json::to_string(&self.spec)?,
         );
-        meta.insert("classes".to_string(), serde_json::to_string(&self.classes)?);
         meta.insert(
             "normalization".to_string(),
             serde_json::to_string(&self.normalization)?,
@@ -256,7 +329,30 @@ impl Classifier {
             "inference".to_string(),
             serde_json::to_string(&self.inference)?,
         );
-        let tensors = self.net.tensors();
+        Ok(meta)
+    }
+
+    /// The file's bytes. An ensemble's first network is stored as a lone network is; each
+    /// member's description goes in the `members` metadata and its tensors under
+    /// `member{i}/` (so a reader that knows no ensembles refuses the file).
+    pub fn to_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        let mut meta: HashMap<String, String> = self.description()?.into_iter().collect();
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("classes".to_string(), serde_json::to_string(&self.classes)?);
+        if !self.members.is_empty() {
+            let members = self
+                .members
+                .iter()
+                .map(|m| m.description())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            meta.insert("members".to_string(), serde_json::to_string(&members)?);
+        }
+        let mut tensors = Vec::new();
+        for (i, m) in self.each_network().enumerate() {
+            for (name, t) in m.net.tensors() {
+                tensors.push((member_prefix(i) + &name, t));
+            }
+        }
         let entries: Vec<(String, &[usize], &[f32])> = tensors
             .iter()
             .map(|(name, t)| (name.clone(), t.shape(), t.data()))
@@ -284,35 +380,16 @@ impl Classifier {
             .metadata()
             .as_ref()
             .ok_or_else(|| anyhow!("a safetensors file, but not an fmnist model (no metadata)"))?;
-        let get = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| anyhow!("metadata has no \"{k}\""))
-        };
         match meta.get("format") {
             Some(f) if f == FORMAT => {}
             Some(f) => bail!("format \"{f}\" is not {FORMAT}"),
             None => bail!("a safetensors file, but not an fmnist model (no \"format\" metadata)"),
         }
-        let spec = ModelSpec::from_json(get("architecture")?).context("architecture")?;
-        let classes: Vec<String> = serde_json::from_str(get("classes")?).context("classes")?;
-        let normalization: Normalization =
-            serde_json::from_str(get("normalization")?).context("normalization")?;
-        normalization.validate()?;
-        let summary: TrainingSummary =
-            serde_json::from_str(get("training")?).context("training summary")?;
-        // Files from before test-time augmentation have no "inference" entry.
-        let inference: Inference = match meta.get("inference") {
-            Some(text) => serde_json::from_str(text).context("inference settings")?,
-            None => Inference::default(),
-        };
-        // Logits are divided by it: zero, negative or not a number would make every
-        // probability meaningless.
-        if !(inference.temperature.is_finite() && inference.temperature > 0.0) {
-            bail!(
-                "inference temperature {} is not a positive number",
-                inference.temperature
-            );
-        }
+        let classes: Vec<String> = serde_json::from_str(
+            meta.get("classes")
+                .ok_or_else(|| anyhow!("metadata has no \"classes\""))?,
+        )
+        .context("classes")?;
         if classes.len() != CLASS_NAMES.len() {
             bail!(
                 "{} class names, expected {}",
@@ -332,15 +409,107 @@ impl Classifier {
                 );
             }
         }
-        let mut model = Self::new(spec, 0)?;
+        let members: Vec<BTreeMap<String, String>> = match meta.get("members") {
+            Some(text) => serde_json::from_str(text).context("ensemble members")?,
+            None => Vec::new(),
+        };
+        if members.len() + 1 > MAX_MEMBERS {
+            bail!(
+                "an ensemble of {} networks; at most {MAX_MEMBERS} are allowed",
+                members.len() + 1
+            );
+        }
+        let file =
+            SafeTensors::deserialize(bytes).map_err(|e| anyhow!("corrupt tensor data ({e})"))?;
+        // Every network's size is known from its architecture before any is built: the
+        // whole ensemble is held to one network's budget.
+        let mut budget = nn::MAX_PARAMS;
+        let mut expected: Vec<String> = Vec::new();
+        let first: BTreeMap<String, String> =
+            meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut model = Self::network_from(&first, &file, "", &mut budget, &mut expected)?;
+        for (i, description) in members.iter().enumerate() {
+            let prefix = member_prefix(i + 1);
+            let mut member =
+                Self::network_from(description, &file, &prefix, &mut budget, &mut expected)
+                    .with_context(|| format!("network {} of the ensemble", i + 2))?;
+            member.classes = classes.clone();
+            model.members.push(member);
+        }
         model.classes = classes;
+        if let Some(extra) = file
+            .names()
+            .into_iter()
+            .find(|n| !expected.iter().any(|e| e == *n))
+        {
+            bail!("unexpected tensor {extra} for this architecture");
+        }
+        Ok(model)
+    }
+
+    /// One network of a file (with the default class names): its description (`meta`,
+    /// as [`Self::description`] writes it) checked and its tensors read from `file` under
+    /// `prefix`, their names added to `expected`, its weights counted against `budget`.
+    pub(crate) fn network_from(
+        meta: &BTreeMap<String, String>,
+        file: &SafeTensors,
+        prefix: &str,
+        budget: &mut usize,
+        expected: &mut Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let get = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| anyhow!("metadata has no \"{k}\""))
+        };
+        let spec = ModelSpec::from_json(get("architecture")?).context("architecture")?;
+        let normalization: Normalization =
+            serde_json::from_str(get("normalization")?).context("normalization")?;
+        normalization.validate()?;
+        let summary: TrainingSummary =
+            serde_json::from_str(get("training")?).context("training summary")?;
+        // Files from before test-time augmentation have no "inference" entry.
+        let inference: Inference = match meta.get("inference") {
+            Some(text) => serde_json::from_str(text).context("inference settings")?,
+            None => Inference::default(),
+        };
+        // Logits are divided by it: zero, negative or not a number would make every
+        // probability meaningless.
+        if !(inference.temperature.is_finite() && inference.temperature > 0.0) {
+            bail!(
+                "inference temperature {} is not a positive number",
+                inference.temperature
+            );
+        }
+        // The tensors the file holds for this network bound its size before it is built.
+        let declared: usize = file
+            .tensors()
+            .iter()
+            .filter(|(name, _)| {
+                name.strip_prefix(prefix)
+                    .is_some_and(|rest| !rest.contains('/'))
+            })
+            .map(|(_, view)| view.shape().iter().product::<usize>())
+            .sum();
+        if declared > *budget {
+            bail!(
+                "the ensemble's networks hold too many weights (at most {} in all)",
+                nn::MAX_PARAMS
+            );
+        }
+        let mut model = Self::new(spec, 0)?;
+        if model.net.num_params() > *budget {
+            bail!(
+                "{} weights is too many: the ensemble's networks may have {} in all",
+                model.net.num_params(),
+                nn::MAX_PARAMS
+            );
+        }
+        *budget -= model.net.num_params();
         model.normalization = normalization;
         model.summary = summary;
         model.inference = inference;
-        let file =
-            SafeTensors::deserialize(bytes).map_err(|e| anyhow!("corrupt tensor data ({e})"))?;
-        let mut expected: Vec<String> = Vec::new();
         for (name, dst) in model.net.tensors_mut() {
+            let name = format!("{prefix}{name}");
             let view = file
                 .tensor(&name)
                 .map_err(|_| anyhow!("tensor {name} is missing"))?;
@@ -362,14 +531,17 @@ impl Classifier {
             }
             expected.push(name);
         }
-        if let Some(extra) = file
-            .names()
-            .into_iter()
-            .find(|n| !expected.iter().any(|e| e == *n))
-        {
-            bail!("unexpected tensor {extra} for this architecture");
-        }
         Ok(model)
+    }
+}
+
+/// Where network `index` of a model file keeps its tensors: the first at the top, as a
+/// lone network's; members under `member{index}/`.
+fn member_prefix(index: usize) -> String {
+    if index == 0 {
+        String::new()
+    } else {
+        format!("member{index}/")
     }
 }
 
@@ -416,6 +588,85 @@ mod tests {
                 .to_string();
             assert!(err.contains("inference"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn an_ensemble_file_holds_every_network_and_averages_their_probabilities() {
+        let mut rng = Rng::new(4);
+        let images: Vec<u8> = (0..24 * PIXELS)
+            .map(|_| (rng.next_u32() >> 24) as u8)
+            .collect();
+        let mut a = Classifier::new(crate::model::simple(), 1).unwrap();
+        let mut b = Classifier::new(crate::model::architectures::simple_bn(), 2).unwrap();
+        b.inference = Inference {
+            flip_tta: true,
+            temperature: 0.7,
+        };
+        b.normalization = Normalization {
+            mean: 0.3,
+            std: 0.4,
+        };
+        let (pa, pb) = (a.probabilities(&images), b.probabilities(&images));
+        let params = a.net.num_params() + b.net.num_params();
+        a.members.push(b);
+        assert_eq!(a.networks(), 2);
+        assert_eq!(a.num_params(), params);
+        assert_eq!(a.describe(), "ensemble of simple + simple-bn");
+        let mean: Vec<f32> = pa.iter().zip(&pb).map(|(x, y)| (x + y) / 2.0).collect();
+        assert_eq!(a.probabilities(&images), mean);
+        // Each network keeps its own settings through the file, and the file its bytes.
+        let bytes = a.to_bytes().unwrap();
+        let mut back = Classifier::from_bytes(&bytes).unwrap();
+        assert!(back.to_bytes().unwrap() == bytes);
+        for _ in 0..4 {
+            assert!(a.to_bytes().unwrap() == bytes, "the same bytes every time");
+        }
+        assert_eq!(back.members[0].inference.temperature, 0.7);
+        assert_eq!(back.members[0].normalization.std, 0.4);
+        assert_eq!(back.probabilities(&images), mean);
+        // An older reader's check: the first network's tensors are where a lone
+        // network's are; the member's sit apart.
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        assert!(file.names().iter().any(|n| n.starts_with("member1/")));
+    }
+
+    #[test]
+    fn a_damaged_ensemble_is_refused_at_load() {
+        let mut model = Classifier::new(crate::model::simple(), 1).unwrap();
+        model
+            .members
+            .push(Classifier::new(crate::model::simple(), 2).unwrap());
+        let bytes = model.to_bytes().unwrap();
+        // Too many networks, declared in the metadata, is refused before any is built.
+        let crowd = edit_header(&bytes, |h| {
+            let meta = &mut h["__metadata__"]["members"];
+            let one: Vec<serde_json::Value> = serde_json::from_str(meta.as_str().unwrap()).unwrap();
+            *meta = serde_json::to_string(&vec![one[0].clone(); MAX_MEMBERS])
+                .unwrap()
+                .into();
+        });
+        let e = refused(&crowd);
+        assert!(e.contains("at most 8"), "{e}");
+        // A member whose tensors are gone, or whose description is, is named.
+        let missing = edit_header(&bytes, |h| {
+            let map = h.as_object_mut().unwrap();
+            let name = map
+                .keys()
+                .find(|k| k.starts_with("member1/"))
+                .unwrap()
+                .clone();
+            let renamed = name.replace("member1/", "member9/");
+            let entry = map.remove(&name).unwrap();
+            map.insert(renamed, entry);
+        });
+        let e = refused(&missing);
+        assert!(e.contains("network 2 of the ensemble"), "{e}");
+        assert!(e.contains("is missing"), "{e}");
+        let bare = edit_header(&bytes, |h| {
+            h["__metadata__"]["members"] = "[{}]".into();
+        });
+        let e = refused(&bare);
+        assert!(e.contains("network 2") && e.contains("architecture"), "{e}");
     }
 
     #[test]

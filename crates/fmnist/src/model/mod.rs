@@ -6,4 +6,4 @@ pub mod classifier;
 pub mod summary;
 
 pub use architectures::{PRESETS, build_checked, check_fits, load_arch, preset, simple};
-pub use classifier::{Classifier, FORMAT, Inference, TrainingSummary};
+pub use classifier::{Classifier, FORMAT, Inference, MAX_MEMBERS, TrainingSummary};

@@ -94,9 +94,14 @@ pub fn training_curves(history: &[EpochRecord]) -> anyhow::Result<Vec<u8>> {
                 .x_label_area_size(42)
                 .y_label_area_size(64)
                 .build_cartesian_2d(x_range.clone(), (lo - pad)..(hi + pad))?;
+            let ensemble = history.iter().any(|r| r.member > 1);
             chart
                 .configure_mesh()
-                .x_desc("epoch")
+                .x_desc(if ensemble {
+                    "epoch (the ensemble's networks one after another)"
+                } else {
+                    "epoch"
+                })
                 .y_desc(y_desc)
                 .x_labels(history.len().clamp(2, 12))
                 .x_label_formatter(&|x| format!("{x:.0}"))
@@ -116,22 +121,34 @@ pub fn training_curves(history: &[EpochRecord]) -> anyhow::Result<Vec<u8>> {
                 lines.push(("validation", VAL, val));
             }
             for (label, colour, get) in lines {
-                let points: Vec<(f64, f64)> = history
-                    .iter()
-                    .map(|r| (r.epoch as f64, get(r)))
-                    .filter(|p| p.1.is_finite())
-                    .collect();
-                chart
-                    .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
-                    .label(label)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(2))
-                    });
-                chart.draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 3, colour.filled())),
-                )?;
+                // An ensemble's networks train one after another: each is its own line,
+                // along one axis of epochs.
+                let mut segments: Vec<Vec<(f64, f64)>> = Vec::new();
+                for (i, r) in history.iter().enumerate() {
+                    if i == 0 || r.member != history[i - 1].member {
+                        segments.push(Vec::new());
+                    }
+                    let point = ((i + 1) as f64, get(r));
+                    if let Some(segment) = segments.last_mut()
+                        && point.1.is_finite()
+                    {
+                        segment.push(point);
+                    }
+                }
+                for (k, points) in segments.into_iter().enumerate() {
+                    let series = chart
+                        .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?;
+                    if k == 0 {
+                        series.label(label).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(2))
+                        });
+                    }
+                    chart.draw_series(
+                        points
+                            .into_iter()
+                            .map(|p| Circle::new(p, 3, colour.filled())),
+                    )?;
+                }
             }
             chart
                 .configure_series_labels()
@@ -629,6 +646,7 @@ mod tests {
     fn charts_render_with_text_and_colour() {
         let history: Vec<EpochRecord> = (1..=4)
             .map(|e| EpochRecord {
+                member: 1,
                 epoch: e,
                 train_loss: 1.0 / e as f64,
                 train_accuracy: 0.6 + 0.05 * e as f64,

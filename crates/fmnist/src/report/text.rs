@@ -90,6 +90,15 @@ pub fn recipe(cfg: &TrainConfig) -> String {
     if cfg.precision != nn::Precision::F32 {
         let _ = write!(s, ", mixed precision {}", cfg.precision.name());
     }
+    if cfg.members > 1 {
+        let _ = write!(
+            s,
+            "; {} networks (seeds {}-{}), probabilities averaged",
+            cfg.members,
+            cfg.seed,
+            cfg.member(cfg.members - 1).seed
+        );
+    }
     s
 }
 

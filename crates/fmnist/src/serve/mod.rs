@@ -145,8 +145,9 @@ pub fn app(
     cfg: &ServeConfig,
 ) -> anyhow::Result<Router> {
     let info = serde_json::json!({
-        "name": model.spec.name,
-        "parameters": model.net.num_params(),
+        "name": if model.networks() > 1 { model.describe() } else { model.spec.name.clone() },
+        "parameters": model.num_params(),
+        "networks": model.networks(),
         "classes": model.classes,
         "architecture": model.spec,
         "training": model.summary,
@@ -161,7 +162,7 @@ pub fn app(
     let mut models = vec![model];
     for _ in 1..copies {
         let mut copy = Classifier::from_bytes(&bytes)?;
-        copy.net.set_precision(precision);
+        copy.set_precision(precision);
         models.push(copy);
     }
     let pool = rayon::ThreadPoolBuilder::new()

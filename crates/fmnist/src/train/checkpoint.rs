@@ -15,6 +15,7 @@ use super::config::TrainConfig;
 use super::history::EpochRecord;
 use crate::io::atomic::PendingFile;
 use crate::io::bounded;
+use crate::model::Classifier;
 
 /// The `format` metadata of a checkpoint file.
 pub const FORMAT: &str = "fmnist-checkpoint-1";
@@ -47,10 +48,21 @@ pub struct Best {
     pub weights: Vec<Tensor>,
 }
 
-/// A training run's state after `epochs_done` epochs.
+/// A network of an ensemble whose training is finished.
+pub struct TrainedMember {
+    /// The network with its kept weights, temperature and summary.
+    pub model: Classifier,
+    /// One record per epoch of its training.
+    pub history: Vec<EpochRecord>,
+}
+
+/// A training run's state after `epochs_done` epochs of its current network.
 pub struct Checkpoint {
     /// The recipe (a resumed run uses it, not the command line's).
     pub config: TrainConfig,
+    /// The networks of the ensemble finished before the current one, in order (empty
+    /// for a one-network recipe).
+    pub earlier: Vec<TrainedMember>,
     /// The architecture.
     pub spec: ModelSpec,
     /// Epochs finished.
@@ -92,6 +104,17 @@ struct Meta {
     augment_rng: Rng,
     threads: usize,
     seconds: f64,
+    /// The finished networks' descriptions and histories (their tensors are under
+    /// `earlier/{i}/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    earlier: Vec<EarlierMeta>,
+}
+
+/// A finished network of the ensemble as the metadata holds it.
+#[derive(Serialize, Deserialize)]
+struct EarlierMeta {
+    network: std::collections::BTreeMap<String, String>,
+    history: Vec<EpochRecord>,
 }
 
 impl Checkpoint {
@@ -114,8 +137,25 @@ impl Checkpoint {
             augment_rng: self.augment_rng.clone(),
             threads: self.threads,
             seconds: self.seconds,
+            earlier: self
+                .earlier
+                .iter()
+                .map(|m| {
+                    Ok(EarlierMeta {
+                        network: m.model.description()?,
+                        history: m.history.clone(),
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
         };
         let mut entries: Vec<(String, &[usize], &[f32])> = Vec::new();
+        let earlier: Vec<Vec<(String, &Tensor)>> =
+            self.earlier.iter().map(|m| m.model.net.tensors()).collect();
+        for (i, tensors) in earlier.iter().enumerate() {
+            for (name, t) in tensors {
+                entries.push((format!("earlier/{i}/{name}"), t.shape(), t.data()));
+            }
+        }
         for (name, t) in names.iter().zip(&self.weights) {
             entries.push((format!("model/{name}"), t.shape(), t.data()));
         }
@@ -273,15 +313,41 @@ impl Checkpoint {
             first.push(read(&format!("optimizer/{i}/first"), &[n])?);
             second.push(read(&format!("optimizer/{i}/second"), &[n])?);
         }
+        if meta.earlier.len() >= meta.config.members {
+            bail!(
+                "{} finished networks of an ensemble of {}",
+                meta.earlier.len(),
+                meta.config.members
+            );
+        }
+        let mut budget = nn::MAX_PARAMS;
+        let mut earlier_names = Vec::new();
+        let mut earlier = Vec::new();
+        for (i, m) in meta.earlier.into_iter().enumerate() {
+            let model = Classifier::network_from(
+                &m.network,
+                &file,
+                &format!("earlier/{i}/"),
+                &mut budget,
+                &mut earlier_names,
+            )
+            .with_context(|| format!("finished network {} of the ensemble", i + 1))?;
+            earlier.push(TrainedMember {
+                model,
+                history: m.history,
+            });
+        }
         let expected = layout.len()
             * (1 + usize::from(best.is_some()) + usize::from(ema.is_some()))
-            + 2 * meta.moments;
+            + 2 * meta.moments
+            + earlier_names.len();
         if file.len() != expected {
             bail!("{} tensors, expected {expected}", file.len());
         }
         Ok(Self {
             optimizer: Optimizer::restore(meta.optimizer, meta.optimizer_steps, first, second),
             config: meta.config,
+            earlier,
             spec: meta.spec,
             epochs_done: meta.epochs_done,
             history: meta.history,
@@ -332,7 +398,9 @@ mod tests {
             weights,
             spec,
             epochs_done: 1,
+            earlier: Vec::new(),
             history: vec![EpochRecord {
+                member: 1,
                 epoch: 1,
                 train_loss: 1.0,
                 train_accuracy: 0.5,

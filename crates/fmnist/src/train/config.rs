@@ -45,6 +45,15 @@ pub struct TrainConfig {
     /// saved model, are fp32.
     #[serde(default)]
     pub precision: nn::Precision,
+    /// Networks trained one after another, each as this recipe with the next seed
+    /// (`seed`, `seed + 1`, …), and kept in one model file as an ensemble that averages
+    /// their probabilities (1: one network).
+    #[serde(default = "one_network")]
+    pub members: usize,
+}
+
+fn one_network() -> usize {
+    1
 }
 
 /// The cosine schedule of the default recipe: 5 % linear warm-up, then decay to zero.
@@ -71,6 +80,7 @@ impl Default for TrainConfig {
             flip_tta: false,
             normalization: crate::data::Normalization::default(),
             precision: nn::Precision::F32,
+            members: 1,
         }
     }
 }
@@ -95,6 +105,16 @@ macro_rules! refuse {
 }
 
 impl TrainConfig {
+    /// The recipe of network `index` (0-based) of the ensemble: this one with the seed
+    /// moved on by `index`, alone. Network 0 of a one-network recipe is the recipe.
+    pub fn member(&self, index: usize) -> Self {
+        Self {
+            seed: self.seed.wrapping_add(index as u64),
+            members: 1,
+            ..self.clone()
+        }
+    }
+
     /// Rejects settings that cannot train: the one check for every way a recipe arrives.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.normalization.validate()?;
@@ -138,6 +158,13 @@ impl TrainConfig {
                 "--precision {} is not available on this CPU (a recipe from another \
                  machine?): use --precision bf16 or fp32",
                 self.precision.name()
+            );
+        }
+        if !(1..=crate::model::MAX_MEMBERS).contains(&self.members) {
+            refuse!(
+                "--members must be between 1 and {}, got {}",
+                crate::model::MAX_MEMBERS,
+                self.members
             );
         }
         if self.limit == Some(0) {

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use nn::{Ema, Mode, ModelSpec, Optimizer, Rng, Tensor};
 
 use super::augment::Augment;
-use super::checkpoint::{Best, Checkpoint};
+use super::checkpoint::{Best, Checkpoint, TrainedMember};
 use super::config::{TrainConfig, check_memory};
 use super::history::EpochRecord;
 use crate::data::{Dataset, FOOTWEAR, FashionMnist, PIXELS};
@@ -18,6 +18,9 @@ use crate::model::classifier::{Classifier, TrainingSummary};
 
 /// Receives progress as training runs (the CLI draws a progress bar with it).
 pub trait Progress {
+    /// Network `member` (1-based) of an ensemble of `members` begins to train, with
+    /// `seed` (called only for ensembles).
+    fn member_start(&mut self, _member: usize, _members: usize, _seed: u64) {}
     /// An epoch of `batches` steps begins.
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
     /// A step finished: running mean loss and accuracy of the epoch so far.
@@ -74,18 +77,34 @@ pub struct Interrupted {
     pub epoch: usize,
     /// The checkpoint to resume from, when one was written.
     pub checkpoint: Option<PathBuf>,
-    /// Epochs the checkpoint holds.
+    /// Epochs of the running network the checkpoint holds.
     pub saved_epochs: Option<usize>,
+    /// For an ensemble: the running network (1-based) and how many there are.
+    pub network: Option<(usize, usize)>,
 }
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.checkpoint, self.saved_epochs) {
-            (Some(path), Some(done)) => write!(
+        let of = |n: Option<(usize, usize)>| {
+            n.map(|(k, n)| format!(" of network {k} of {n}"))
+                .unwrap_or_default()
+        };
+        match (&self.checkpoint, self.saved_epochs, self.network) {
+            (Some(path), Some(done), network) => write!(
                 f,
-                "interrupted in epoch {}; the run is saved after epoch {done}: continue it \
+                "interrupted in epoch {}{}; the run is saved after epoch {done}{}: continue it \
                  with `fmnist train --resume {}`",
                 self.epoch,
+                of(network),
+                of(network),
+                path.display()
+            ),
+            (Some(path), None, Some((k, n))) if k > 1 => write!(
+                f,
+                "interrupted in epoch {} of network {k} of {n}; the run is saved after \
+                 network {}: continue it with `fmnist train --resume {}`",
+                self.epoch,
+                k - 1,
                 path.display()
             ),
             _ => write!(
@@ -99,7 +118,10 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// [`train`] with checkpoints, resumption and a stop flag.
+/// [`train`] with checkpoints, resumption and a stop flag. A recipe of several
+/// [`TrainConfig::members`] trains them one after another (a checkpoint carries the
+/// finished ones) and returns them as one ensemble, measured on the test set together;
+/// its history holds every network's epochs in turn.
 pub fn train_with(
     data: &FashionMnist,
     spec: ModelSpec,
@@ -108,6 +130,82 @@ pub fn train_with(
     control: RunControl,
 ) -> anyhow::Result<TrainOutcome> {
     cfg.validate()?;
+    let RunControl {
+        checkpoint,
+        mut resume,
+        stop,
+        init,
+    } = control;
+    let mut earlier = resume
+        .as_mut()
+        .map(|ck| std::mem::take(&mut ck.earlier))
+        .unwrap_or_default();
+    let mut last = None;
+    while earlier.len() < cfg.members {
+        if cfg.members > 1 {
+            let member = earlier.len();
+            progress.member_start(member + 1, cfg.members, cfg.member(member).seed);
+        }
+        let control = RunControl {
+            checkpoint: checkpoint.clone(),
+            resume: resume.take(),
+            stop,
+            init: init.clone(),
+        };
+        let outcome = train_member(data, &spec, cfg, progress, control, &mut earlier)?;
+        earlier.push(TrainedMember {
+            model: outcome.model,
+            history: outcome.history,
+        });
+        last = Some(outcome.test);
+    }
+    let mut networks = earlier.into_iter();
+    let first = networks
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no network trained"))?;
+    let (mut model, mut history) = (first.model, first.history);
+    for m in networks {
+        model.members.push(m.model);
+        history.extend(m.history);
+    }
+    let test = match last {
+        Some(test) if model.members.is_empty() => test,
+        _ if data.test.is_empty() => no_test(),
+        _ => {
+            let test = evaluate(&mut model, &data.test);
+            model.summary.ensemble_test_accuracy = Some(test.accuracy);
+            test
+        }
+    };
+    Ok(TrainOutcome {
+        model,
+        history,
+        test,
+    })
+}
+
+/// The evaluation of an empty test set.
+fn no_test() -> crate::eval::Evaluation {
+    crate::eval::Evaluation {
+        probabilities: Vec::new(),
+        predictions: Vec::new(),
+        loss: f64::NAN,
+        accuracy: f64::NAN,
+    }
+}
+
+/// Trains the next network of `recipe`'s ensemble (the one after `earlier`, which each
+/// checkpoint carries) with its own recipe, [`TrainConfig::member`].
+fn train_member(
+    data: &FashionMnist,
+    spec: &ModelSpec,
+    recipe: &TrainConfig,
+    progress: &mut dyn Progress,
+    control: RunControl,
+    earlier: &mut Vec<TrainedMember>,
+) -> anyhow::Result<TrainOutcome> {
+    let member = earlier.len();
+    let cfg = &recipe.member(member);
     let started = Instant::now();
     let (mut train_set, val_set) = if cfg.val_size > 0 {
         data.train.split_validation(cfg.val_size, cfg.seed)?
@@ -153,7 +251,7 @@ pub fn train_with(
     let mut seconds_before = 0.0;
     let mut saved_epochs = None;
     if let Some(ck) = control.resume {
-        if ck.spec != spec || ck.config != *cfg {
+        if ck.spec != *spec || ck.config != *recipe {
             bail!("the checkpoint was written by a different architecture or recipe");
         }
         model.net.load_snapshot(&ck.weights);
@@ -198,13 +296,16 @@ pub fn train_with(
         let mut train_seconds = 0.0;
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
             if stop_requested() {
+                // An ensemble's earlier networks were saved with the last epoch of each.
+                let saved_before = member > 0;
                 return Err(Interrupted {
                     epoch,
                     checkpoint: control
                         .checkpoint
                         .clone()
-                        .filter(|_| saved_epochs.is_some()),
+                        .filter(|_| saved_epochs.is_some() || saved_before),
                     saved_epochs,
+                    network: (recipe.members > 1).then_some((member + 1, recipe.members)),
                 }
                 .into());
             }
@@ -259,6 +360,7 @@ pub fn train_with(
             (e.loss, e.accuracy)
         };
         let record = EpochRecord {
+            member: member + 1,
             epoch,
             train_loss: loss_sum / seen as f64,
             train_accuracy: right as f64 / seen as f64,
@@ -286,12 +388,15 @@ pub fn train_with(
         if let Some(ema) = &mut ema {
             ema.swap(&mut model.net);
         }
+        // The last epoch of a network is saved only when another network follows: an
+        // interruption then keeps the finished one.
+        let last_epoch = epoch == cfg.epochs || stopped_early(&history, &best);
         if let Some(path) = &control.checkpoint
-            && epoch < cfg.epochs
-            && !stopped_early(&history, &best)
+            && (!last_epoch || member + 1 < recipe.members)
         {
             let ck = Checkpoint {
-                config: cfg.clone(),
+                config: recipe.clone(),
+                earlier: std::mem::take(earlier),
                 spec: spec.clone(),
                 epochs_done: epoch,
                 history: history.clone(),
@@ -305,7 +410,9 @@ pub fn train_with(
                 seconds: seconds_before + started.elapsed().as_secs_f64(),
             };
             // A failed write (a full disk) leaves the previous checkpoint as it was.
-            ck.save(path).with_context(|| {
+            let saved = ck.save(path);
+            *earlier = ck.earlier;
+            saved.with_context(|| {
                 format!(
                     "cannot save the checkpoint of epoch {epoch}{}",
                     kept(saved_epochs)
@@ -323,12 +430,7 @@ pub fn train_with(
     model.calibrate(&val_set.images, &labels);
     // A library caller may train without a test set (Python's `fit`): nothing to measure.
     let test = if data.test.is_empty() {
-        crate::eval::Evaluation {
-            probabilities: Vec::new(),
-            predictions: Vec::new(),
-            loss: f64::NAN,
-            accuracy: f64::NAN,
-        }
+        no_test()
     } else {
         evaluate(&mut model, &data.test)
     };
@@ -353,6 +455,7 @@ pub fn train_with(
         seconds: seconds_before + started.elapsed().as_secs_f64(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         imported_from: None,
+        ensemble_test_accuracy: None,
     };
     Ok(TrainOutcome {
         model,
@@ -437,5 +540,44 @@ impl Stepper {
         model.net.set_precision(nn::Precision::F32);
         self.opt.step(&mut model.net.params_mut(), lr);
         (loss, correct)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interruption_names_what_is_saved() {
+        let path = Some(PathBuf::from("m.checkpoint.safetensors"));
+        let say = |saved_epochs, network| {
+            Interrupted {
+                epoch: 3,
+                checkpoint: path.clone(),
+                saved_epochs,
+                network,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            say(Some(2), None),
+            "interrupted in epoch 3; the run is saved after epoch 2: continue it with \
+             `fmnist train --resume m.checkpoint.safetensors`"
+        );
+        assert!(
+            say(Some(2), Some((2, 3)))
+                .starts_with("interrupted in epoch 3 of network 2 of 3; the run is saved after epoch 2 of network 2 of 3:")
+        );
+        // The second network had saved nothing yet: the first is kept whole.
+        assert!(say(None, Some((2, 3))).starts_with(
+            "interrupted in epoch 3 of network 2 of 3; the run is saved after network 1:"
+        ));
+        let nothing = Interrupted {
+            epoch: 1,
+            checkpoint: None,
+            saved_epochs: None,
+            network: Some((1, 3)),
+        };
+        assert!(nothing.to_string().ends_with("nothing was saved"));
     }
 }

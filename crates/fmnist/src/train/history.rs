@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 /// One epoch's figures.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochRecord {
-    /// 1-based epoch.
+    /// The network of an ensemble it trained, 1-based (1 for a lone network).
+    #[serde(default = "first_network")]
+    pub member: usize,
+    /// 1-based epoch (of its network's training).
     pub epoch: usize,
     /// Mean training loss over the epoch (with dropout active).
     pub train_loss: f64,
@@ -25,6 +28,10 @@ pub struct EpochRecord {
     pub train_images_per_s: f64,
 }
 
+fn first_network() -> usize {
+    1
+}
+
 /// JSON has no NaN: a missing validation figure is stored as `null`.
 pub(crate) mod nan_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -42,12 +49,18 @@ pub(crate) mod nan_as_null {
     }
 }
 
-/// The history as CSV, one row per epoch.
+/// The history as CSV, one row per epoch; an ensemble's starts with the network's
+/// number (`member`).
 pub fn history_csv(history: &[EpochRecord]) -> String {
-    let mut out = String::from(
+    let ensemble = history.iter().any(|r| r.member > 1);
+    let mut out = String::from(if ensemble { "member," } else { "" });
+    out.push_str(
         "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,train_images_per_s\n",
     );
     for r in history {
+        if ensemble {
+            out.push_str(&format!("{},", r.member));
+        }
         out.push_str(&format!(
             "{},{:.6},{:.6},{:.6},{:.6},{:e},{:.3},{:.1}\n",
             r.epoch,

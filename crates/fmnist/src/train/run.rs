@@ -142,12 +142,17 @@ impl<'a> Run<'a> {
         ];
         PendingFile::reserve(&outputs.checkpoint)?;
         // Upper bounds: a checkpoint holds up to five copies of the weights (weights,
-        // best weights, two optimizer moments, their average), and the old one stays
-        // until the new one is complete; charts and history take well under 512 KiB.
+        // best weights, two optimizer moments, their average) and the ensemble's
+        // finished networks, and the old one stays until the new one is complete; charts
+        // and history take well under 512 KiB.
         let weights = 4 * params as u64;
-        let checkpoint = 5 * weights + (64 << 10);
+        let networks = config.members as u64;
+        let checkpoint = (4 + networks) * weights + (64 << 10) * networks;
         space::ensure_room(&[
-            (&outputs.model, weights + (64 << 10) + (512 << 10)),
+            (
+                &outputs.model,
+                networks * (weights + (64 << 10)) + (512 << 10),
+            ),
             (&outputs.checkpoint, 2 * checkpoint),
         ])?;
         Ok(Self {
@@ -167,6 +172,12 @@ impl<'a> Run<'a> {
     /// normalisation (see [`crate::train::TrainConfig::normalization`]). A resumed run
     /// already holds its weights; this is for a run's start.
     pub fn starting_from(mut self, model: &crate::model::Classifier) -> anyhow::Result<Self> {
+        if model.networks() > 1 {
+            anyhow::bail!(
+                "the model to start from is an {}: fine-tuning starts from one network",
+                model.describe()
+            );
+        }
         if model.spec.layers != self.spec.layers || model.spec.input != self.spec.input {
             anyhow::bail!("the model to start from has another architecture than the run's");
         }
@@ -201,9 +212,15 @@ impl<'a> Run<'a> {
         self.params
     }
 
-    /// For a resumed run: epochs already done and the thread count they ran on.
+    /// For a resumed run: epochs already done (of the running network) and the thread
+    /// count they ran on.
     pub fn resumed(&self) -> Option<(usize, usize)> {
         self.resume.as_ref().map(|c| (c.epochs_done, c.threads))
+    }
+
+    /// For a resumed ensemble: the networks already finished.
+    pub fn resumed_networks(&self) -> usize {
+        self.resume.as_ref().map_or(0, |c| c.earlier.len())
     }
 
     /// Trains on `data` (on the current rayon pool), then writes the model, history and
