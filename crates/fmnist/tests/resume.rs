@@ -199,6 +199,10 @@ fn an_interrupted_ensemble_resumes_to_the_same_networks() {
         a
     };
     let out = sb.ok(&recipe("straight.safetensors", &["--members", "2"]));
+    assert!(
+        out.contains("training simple (2 × 225,034 parameters)"),
+        "{out}"
+    );
     assert!(out.contains("network 2 of 2 (seed 8)"), "{out}");
     assert!(out.contains("test accuracy of the ensemble"), "{out}");
     // Network k is the recipe trained alone with the seed moved on by k.

@@ -89,7 +89,10 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
         } else {
             &spec.name
         },
-        report::thousands(run.params()),
+        match cfg.members {
+            1 => report::thousands(run.params()),
+            n => format!("{n} × {}", report::thousands(run.params())),
+        },
         a.preset
             .as_deref()
             .map(|p| format!(", preset {p},"))
