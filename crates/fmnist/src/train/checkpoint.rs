@@ -428,6 +428,34 @@ mod tests {
     }
 
     #[test]
+    fn an_ensembles_checkpoint_carries_its_finished_networks() {
+        let mut ck = sample();
+        ck.config.members = 2;
+        let mut done = Classifier::new(crate::model::simple(), 9).unwrap();
+        done.inference.temperature = 0.8;
+        let history = ck.history.clone();
+        ck.earlier.push(TrainedMember {
+            model: done,
+            history,
+        });
+        let bytes = ck.to_bytes().unwrap();
+        let back = Checkpoint::from_bytes(&bytes).unwrap();
+        assert_eq!(back.earlier.len(), 1);
+        assert_eq!(back.earlier[0].model.inference.temperature, 0.8);
+        assert!(back.to_bytes().unwrap() == bytes);
+        // As many finished networks as the recipe has is no run to continue.
+        let mut full = Checkpoint::from_bytes(&bytes).unwrap();
+        full.config.members = 1;
+        let e = format!(
+            "{:#}",
+            Checkpoint::from_bytes(&full.to_bytes().unwrap())
+                .err()
+                .unwrap()
+        );
+        assert!(e.contains("1 finished networks of an ensemble of 1"), "{e}");
+    }
+
+    #[test]
     fn a_checkpoint_resumes_only_in_a_precision_this_cpu_runs() {
         // Written on another machine, a bf16 recipe loads where its instruction set runs
         // and is otherwise refused, naming it; an unknown precision is a damaged file.
