@@ -49,6 +49,32 @@ fn weights(sb: &Sandbox, file: &str) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Runs `args`, presses Ctrl-C once `ready` holds (within two minutes, or fails saying
+/// `late`), and returns the run's standard error after checking it exited with 130.
+fn interrupt_once(
+    sb: &Sandbox,
+    args: &[&str],
+    late: &str,
+    ready: impl Fn(&Sandbox) -> bool,
+) -> String {
+    let mut run = sb.spawn(args, &[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready(sb) {
+        assert!(Instant::now() < deadline, "{late}");
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    common::interrupt(&run);
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    err
+}
+
 fn epochs_saved(sb: &Sandbox, file: &str) -> Option<usize> {
     Checkpoint::load(&sb.path(file)).ok().map(|c| c.epochs_done)
 }
@@ -96,21 +122,9 @@ fn a_killed_then_interrupted_run_resumes_to_the_same_model() {
         "2",
         "--offline",
     ];
-    let mut run = sb.spawn(&resume, &[]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while epochs_saved(&sb, "run.checkpoint.safetensors") < Some(3) {
-        assert!(Instant::now() < deadline, "no checkpoint after epoch 3");
-        assert!(
-            run.try_wait().unwrap().is_none(),
-            "the run ended before Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    common::interrupt(&run);
-    let status = run.wait().unwrap();
-    let mut err = String::new();
-    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert_eq!(status.code(), Some(130), "{err}");
+    let err = interrupt_once(&sb, &resume, "no checkpoint after epoch 3", |sb| {
+        epochs_saved(sb, "run.checkpoint.safetensors") >= Some(3)
+    });
     let last = err.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("error: interrupted in epoch ")
@@ -223,29 +237,12 @@ fn an_interrupted_ensemble_resumes_to_the_same_networks() {
     assert_eq!(history.lines().count(), 1 + 2 * 3, "{history}");
 
     // Ctrl-C once the second network has saved an epoch.
-    let mut run = sb.spawn(&recipe("run.safetensors", &["--members", "2"]), &[]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let second_started = |sb: &Sandbox| {
+    let args = recipe("run.safetensors", &["--members", "2"]);
+    let err = interrupt_once(&sb, &args, "the second network saved nothing", |sb| {
         Checkpoint::load(&sb.path("run.checkpoint.safetensors"))
             .ok()
             .is_some_and(|c| c.earlier.len() == 1 && c.epochs_done >= 1)
-    };
-    while !second_started(&sb) {
-        assert!(
-            Instant::now() < deadline,
-            "the second network saved nothing"
-        );
-        assert!(
-            run.try_wait().unwrap().is_none(),
-            "the run ended before Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    common::interrupt(&run);
-    let status = run.wait().unwrap();
-    let mut err = String::new();
-    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert_eq!(status.code(), Some(130), "{err}");
+    });
     assert!(err.contains("of network 2 of 2"), "{err}");
     assert!(!sb.path("run.safetensors").exists());
     let out = sb.ok(&[
