@@ -32,6 +32,16 @@ const RECIPE: &[&str] = &[
     "2",
 ];
 
+/// Continues `run.safetensors`'s run on the recipe's threads.
+const RESUME: &[&str] = &[
+    "train",
+    "--resume",
+    "run.checkpoint.safetensors",
+    "--threads",
+    "2",
+    "--offline",
+];
+
 fn args(out: &str) -> Vec<&str> {
     let mut a = RECIPE.to_vec();
     a.extend(["--out", out, "--offline"]);
@@ -114,15 +124,7 @@ fn a_killed_then_interrupted_run_resumes_to_the_same_model() {
     );
 
     // Resume, and press Ctrl-C once a later checkpoint is written.
-    let resume = [
-        "train",
-        "--resume",
-        "run.checkpoint.safetensors",
-        "--threads",
-        "2",
-        "--offline",
-    ];
-    let err = interrupt_once(&sb, &resume, "no checkpoint after epoch 3", |sb| {
+    let err = interrupt_once(&sb, RESUME, "no checkpoint after epoch 3", |sb| {
         epochs_saved(sb, "run.checkpoint.safetensors") >= Some(3)
     });
     let last = err.lines().last().unwrap_or_default();
@@ -135,7 +137,7 @@ fn a_killed_then_interrupted_run_resumes_to_the_same_model() {
     assert!(!sb.path("run.safetensors").exists());
 
     // Resume to the end.
-    let out = sb.ok(&resume);
+    let out = sb.ok(RESUME);
     assert!(out.contains("resuming after epoch"), "{out}");
     assert!(
         !sb.path("run.checkpoint.safetensors").exists(),
@@ -245,14 +247,7 @@ fn an_interrupted_ensemble_resumes_to_the_same_networks() {
     });
     assert!(err.contains("of network 2 of 2"), "{err}");
     assert!(!sb.path("run.safetensors").exists());
-    let out = sb.ok(&[
-        "train",
-        "--resume",
-        "run.checkpoint.safetensors",
-        "--threads",
-        "2",
-        "--offline",
-    ]);
+    let out = sb.ok(RESUME);
     assert!(out.contains("of network 2 of 2 from"), "{out}");
     assert!(
         !out.contains("network 1 of 2 (seed"),
