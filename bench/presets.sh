@@ -25,7 +25,7 @@ for p in "${presets[@]}"; do
     ./target/release/fmnist train --preset "$p" --seed "$s" --out "$models/$p-$s.safetensors" \
       "${data[@]}" > "$work/$p-$s.log" 2>&1
     end=$(date +%s.%N)
-    acc=$(sed -nE 's/^test accuracy ([0-9.]+) %.*/\1/p' "$work/$p-$s.log")
+    acc=$(sed -nE 's/^test accuracy (of the ensemble )?([0-9.]+) %.*/\2/p' "$work/$p-$s.log")
     wall=$(awk -v s="$start" -v e="$end" 'BEGIN {printf "%.1f", e - s}')
     printf "%-9s %5s %10s %13s\n" "$p" "$s" "$wall" "$acc" | tee -a "$work/rows"
   done
