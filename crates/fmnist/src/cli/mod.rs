@@ -121,7 +121,8 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let mut bar = Bar::new(cfg.epochs);
     let done = run.stop_when(interrupt_flag()).execute(&data, &mut bar)?;
     let s = &done.model.summary;
-    if s.epochs < s.planned_epochs {
+    // An ensemble's lines below give each network's best epoch instead.
+    if done.model.networks() == 1 && s.epochs < s.planned_epochs {
         out(&format!(
             "stopped after epoch {}: no better validation accuracy for {} epochs\n",
             s.epochs,
@@ -133,8 +134,14 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     if done.model.networks() > 1 {
         for (i, m) in done.model.each_network().enumerate() {
             let s = &m.summary;
+            let stopped = if s.epochs < s.planned_epochs {
+                format!(" (stopped after epoch {})", s.epochs)
+            } else {
+                String::new()
+            };
             text.push_str(&format!(
-                "network {} (seed {}): best epoch {}, val acc {:.2} %, test accuracy {:.2} %\n",
+                "network {} (seed {}): best epoch {}{stopped}, val acc {:.2} %, test accuracy \
+                 {:.2} %\n",
                 i + 1,
                 s.seed,
                 s.best_epoch,

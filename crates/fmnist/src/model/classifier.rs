@@ -339,6 +339,9 @@ impl Classifier {
         let mut meta: HashMap<String, String> = self.description()?.into_iter().collect();
         meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert("classes".to_string(), serde_json::to_string(&self.classes)?);
+        if self.members.iter().any(|m| !m.members.is_empty()) {
+            bail!("an ensemble's networks cannot be ensembles themselves: flatten its members");
+        }
         if !self.members.is_empty() {
             let members = self
                 .members
@@ -628,6 +631,11 @@ mod tests {
         // network's are; the member's sit apart.
         let file = SafeTensors::deserialize(&bytes).unwrap();
         assert!(file.names().iter().any(|n| n.starts_with("member1/")));
+        // Nested ensembles would lose their inner networks: refused.
+        let inner = Classifier::from_bytes(&bytes).unwrap();
+        back.members[0].members.push(inner);
+        let e = back.to_bytes().err().unwrap().to_string();
+        assert!(e.contains("cannot be ensembles themselves"), "{e}");
     }
 
     #[test]
