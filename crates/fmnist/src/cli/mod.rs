@@ -84,11 +84,7 @@ pub fn run_train(a: &TrainArgs) -> anyhow::Result<()> {
     let (spec, cfg) = (run.spec(), run.config());
     out(&format!(
         "training {} ({} parameters){} on {} threads\n{}\n",
-        if spec.name.is_empty() {
-            "custom"
-        } else {
-            &spec.name
-        },
+        fmnist::model::summary::name(spec),
         match cfg.members {
             1 => report::thousands(run.params()),
             n => format!("{n} × {}", report::thousands(run.params())),

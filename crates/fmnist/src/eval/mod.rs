@@ -6,7 +6,7 @@ pub mod photo_folders;
 pub mod photos;
 
 use crate::data::Dataset;
-use crate::model::classifier::Classifier;
+use crate::model::classifier::{Classifier, average_probabilities};
 
 /// A model's outputs on a dataset.
 pub struct Evaluation {
@@ -39,15 +39,9 @@ pub fn evaluate_ensemble(models: &mut [Classifier], data: &Dataset) -> anyhow::R
             other.classes
         );
     }
-    let mut sum = first.probabilities(&data.images);
-    for m in rest.iter_mut() {
-        for (s, p) in sum.iter_mut().zip(m.probabilities(&data.images)) {
-            *s += p;
-        }
-    }
-    let n = models.len() as f32;
-    sum.iter_mut().for_each(|s| *s /= n);
-    Ok(score(sum, &data.labels, models[0].classes.len()))
+    let c = first.classes.len();
+    let sum = average_probabilities(models.iter_mut().map(|m| m.probabilities(&data.images)));
+    Ok(score(sum, &data.labels, c))
 }
 
 /// Predictions, loss and accuracy from probabilities (`c` per image) and true labels.

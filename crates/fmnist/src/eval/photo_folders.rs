@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 
-use crate::data::PIXELS;
-use crate::model::classifier::Classifier;
+use crate::model::classifier::{Classifier, average_probabilities};
 use crate::{io::bounded, predict};
 
 /// Most photos one evaluation reads (their 28×28 inputs are kept for the report).
@@ -245,17 +244,9 @@ pub fn evaluate(models: &mut [Classifier], set: &PhotoFolders) -> anyhow::Result
     }
     let n = origin.len();
     let preprocess_ms = 1e3 * started.elapsed().as_secs_f64() / n.max(1) as f64;
-    let scale = 1.0 / models.len() as f32;
     // The ensemble reads the photos as one model would, averaging the probabilities.
     let (probs, views) = predict::input_probabilities(&classes, &inputs, |pixels| {
-        let mut sum = vec![0.0f32; pixels.len() / PIXELS * classes.len()];
-        for m in models.iter_mut() {
-            for (p, q) in sum.iter_mut().zip(m.probabilities(pixels)) {
-                *p += q;
-            }
-        }
-        sum.iter_mut().for_each(|p| *p *= scale);
-        sum
+        average_probabilities(models.iter_mut().map(|m| m.probabilities(pixels)))
     });
     let c = classes.len();
     let mut folders: Vec<FolderScore> = set

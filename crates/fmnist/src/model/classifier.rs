@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{CLASS_NAMES, Normalization, PIXELS};
 use crate::io::{atomic, bounded};
 use crate::model::architectures as models;
+use crate::model::summary;
 use crate::train::augment;
 
 /// The metadata value that marks an fmnist model file (and its format version).
@@ -179,18 +180,11 @@ impl Classifier {
     /// Class probabilities (`n × 10`, row after row) for `images` (u8, 784 per image);
     /// for an ensemble, the mean of its networks' probabilities.
     pub fn probabilities(&mut self, images: &[u8]) -> Vec<f32> {
-        let mut sum = self.own_probabilities(images);
-        if self.members.is_empty() {
-            return sum;
-        }
-        for m in &mut self.members {
-            for (s, p) in sum.iter_mut().zip(m.own_probabilities(images)) {
-                *s += p;
-            }
-        }
-        let n = self.networks() as f32;
-        sum.iter_mut().for_each(|s| *s /= n);
-        sum
+        let own = self.own_probabilities(images);
+        average_probabilities(
+            std::iter::once(own)
+                .chain(self.members.iter_mut().map(|m| m.own_probabilities(images))),
+        )
     }
 
     /// This network's probabilities, without its members'.
@@ -229,17 +223,13 @@ impl Classifier {
 
     /// The architecture's name, or "custom"; an ensemble's says how many networks.
     pub fn describe(&self) -> String {
-        let name = |spec: &ModelSpec| {
-            if spec.name.is_empty() {
-                "custom".to_string()
-            } else {
-                spec.name.clone()
-            }
-        };
         if self.members.is_empty() {
-            return name(&self.spec);
+            return summary::name(&self.spec).to_string();
         }
-        let mut names: Vec<String> = self.each_network().map(|m| name(&m.spec)).collect();
+        let mut names: Vec<&str> = self
+            .each_network()
+            .map(|m| summary::name(&m.spec))
+            .collect();
         names.dedup();
         if names.len() == 1 {
             format!("ensemble of {} {}", self.networks(), names[0])
@@ -538,6 +528,27 @@ impl Classifier {
     }
 }
 
+/// The mean of several models' probabilities of the same images (each `n × classes`, row
+/// after row), summed in order and divided by their count: how an ensemble reads, whether
+/// its networks share a file or come from several.
+pub fn average_probabilities(all: impl IntoIterator<Item = Vec<f32>>) -> Vec<f32> {
+    let mut all = all.into_iter();
+    let Some(mut sum) = all.next() else {
+        return Vec::new();
+    };
+    let mut n = 1;
+    for probabilities in all {
+        for (s, p) in sum.iter_mut().zip(probabilities) {
+            *s += p;
+        }
+        n += 1;
+    }
+    if n > 1 {
+        sum.iter_mut().for_each(|s| *s /= n as f32);
+    }
+    sum
+}
+
 /// Where network `index` of a model file keeps its tensors: the first at the top, as a
 /// lone network's; members under `member{index}/`.
 fn member_prefix(index: usize) -> String {
@@ -617,6 +628,10 @@ mod tests {
         assert_eq!(a.describe(), "ensemble of simple + simple-bn");
         let mean: Vec<f32> = pa.iter().zip(&pb).map(|(x, y)| (x + y) / 2.0).collect();
         assert_eq!(a.probabilities(&images), mean);
+        // The same arithmetic as several model files given to `eval`.
+        assert_eq!(average_probabilities([pa.clone(), pb.clone()]), mean);
+        assert_eq!(average_probabilities([pa.clone()]), pa);
+        assert!(average_probabilities([]).is_empty());
         // Each network keeps its own settings through the file, and the file its bytes.
         let bytes = a.to_bytes().unwrap();
         let mut back = Classifier::from_bytes(&bytes).unwrap();

@@ -3,6 +3,15 @@
 
 use nn::{LayerSpec, ModelSpec};
 
+/// The architecture's name, or "custom" for one without.
+pub fn name(spec: &ModelSpec) -> &str {
+    if spec.name.is_empty() {
+        "custom"
+    } else {
+        &spec.name
+    }
+}
+
 /// One row of the table.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LayerRow {
