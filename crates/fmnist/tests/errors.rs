@@ -36,6 +36,10 @@ fn nonsense_arguments() {
         "--label-smoothing",
     );
     sb.fails(&["train", "--threads", "0"], "--threads");
+    for n in ["0", "9", "18446744073709551616", "three"] {
+        sb.fails(&["train", "--members", n], "--members");
+    }
+    sb.fails(&["train", "--members", "-1"], "'-1'");
     sb.fails(
         &["predict", "m.safetensors", "x.png", "--top", "0"],
         "--top",
